@@ -1,0 +1,211 @@
+"""Command line: argument parsing only; the work is in stages, report and the data layer."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from study.config import PROFILE_PASSES, ConfigError, RunConfig, field_docs, load_config_file
+
+COMMANDS = ("run", "list", "report")
+
+EPILOG = """\
+examples:
+  python -m study --dry-run                                  baseline only, tiny, whole pipeline
+  python -m study --stack workers,pin,script,ddp --dry-run    5 stages: base, +workers, +pin, ...
+  python -m study --model resnet18 --stack workers=auto,channels_last,amp=bf16 --repeats 3 --steps 40
+  python -m study --task segment --stack workers=2,amp --dry-run
+  python -m study list                                       every toggle and whether it applies here
+  python -m study report RUN [RUN2]                          rebuild (or compare) reports
+
+Outputs: profiles/<run>/<stage>/ (tensorboard --logdir profiles/<run>) and reports/<run>/.
+Exit codes: 0 done (stages may still be skipped/failed, see the table), 2 bad input.
+"""
+
+# CLI flag → RunConfig field, for options that map one to one.
+_FIELDS = ("task", "model", "dataset", "data_root", "image_size", "subset", "val_subset", "weights",
+           "freeze_backbone", "batch_size", "epochs", "steps", "val_steps", "warmup", "lr", "momentum",
+           "weight_decay", "seed", "device", "threads", "checkpoint_every", "log_every", "run_name",
+           "repeats", "profile_steps", "ablate", "profiles_root", "reports_root", "dry_run", "resume",
+           "nnodes", "node_rank", "rdzv_endpoint", "s3_endpoint", "s3_cache")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        raise ConfigError(message)
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    docs = field_docs()
+    types = {f.name: f for f in dataclasses.fields(RunConfig)}
+    p = _Parser(prog="study", description="Train a base model, stack optimizations as a ladder of stages, "
+                "measure every stage the same honest way, profile it, and report which toggles paid off.",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help="YAML or TOML file with the same options as keys (the CLI wins)")
+    p.add_argument("--stack", metavar="T1,T2,...", help="toggles, applied cumulatively, one stage each "
+                   "(see `study list`), e.g. workers=4,pin,amp=bf16")
+    p.add_argument("--profile", metavar="PASSES", help=f"profiling passes after each timing pass: "
+                   f"{','.join(PROFILE_PASSES)} or all (dry runs default to all)")
+    for name in _FIELDS:
+        f = types[name]
+        flag = "--" + name.replace("_", "-")
+        help_text = docs.get(name, "")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action="store_true", default=None, help=help_text)
+        else:
+            conv = {"int": int, "float": float}.get(str(f.type), str)
+            p.add_argument(flag, type=conv, default=None, metavar=name.split("_")[-1].upper(),
+                           help=f"{help_text} (default: {f.default!r})")
+    return p
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(load_config_file(args.config))
+    for name in _FIELDS:
+        v = getattr(args, name)
+        if v is not None:
+            values[name] = v
+    if args.stack is not None:
+        values["stack"] = args.stack
+    if args.profile is not None:
+        values["profile"] = args.profile
+    for key in ("stack", "profile"):
+        v = values.get(key)
+        if isinstance(v, str):
+            values[key] = [s.strip() for s in v.split(",")] if v.strip() else []
+    if values.get("profile") == ["all"]:
+        values["profile"] = list(PROFILE_PASSES)
+    if "profile" not in values and values.get("dry_run"):
+        values["profile"] = list(PROFILE_PASSES)
+    try:
+        return RunConfig.from_dict(values)
+    except TypeError as e:  # wrong value type in a config file
+        raise ConfigError(f"bad config value: {e}") from None
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write outputs to {path}: {e.strerror or e}; pick another --reports-root/"
+                          f"--profiles-root or fix permissions") from None
+
+
+def cmd_run(argv: list[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    cfg = build_config(args)
+
+    from optimizations.base import Env, parse_stack
+
+    toggles = parse_stack(list(cfg.stack)) if cfg.stack else []
+    _check_writable(cfg.report_dir)
+    _check_writable(cfg.profile_dir)
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise ConfigError(f"weights file not found: {cfg.weights}")
+    env = Env.detect(cfg.device)
+
+    from rich.console import Console
+
+    from study.data import open_datasets
+    from study.report import write_ladder
+    from study.stages import StageRunner
+
+    console = Console(stderr=True)
+    # Preflight in the parent: a missing dataset or unreachable bucket is bad input (exit 2), found
+    # before any stage process starts.
+    bundle = open_datasets(cfg)
+    console.print(f"[bold]study[/] {cfg.run_name}: {cfg.task} {cfg.model} on {cfg.dataset} "
+                  f"({len(bundle.train)} train / {len(bundle.val)} val), device {env.device_type}, "
+                  f"stack: {','.join(cfg.stack) or '(baseline only)'}")
+
+    def show(r) -> None:
+        if r.status == "ok":
+            console.print(f"  stage {r.name}: [green]ok[/] {r.throughput:.1f} samples/s, step p50 "
+                          f"{r.step_time_p50 * 1000:.1f} ms, data wait {r.data_wait_share * 100:.1f}%, "
+                          f"{r.metric_name} {r.metric:.3f}")
+        elif r.status == "skipped":
+            console.print(f"  stage {r.name}: [yellow]skipped[/] — {r.reason}")
+        else:
+            console.print(f"  stage {r.name}: [red]failed[/] — {r.error[:300]}")
+
+    StageRunner(cfg, toggles, env, on_result=show).run()
+    write_ladder(cfg.report_dir)
+    _full_report([cfg.report_dir])
+    console.print(f"reports: {cfg.report_dir}/  traces: tensorboard --logdir {cfg.profile_dir}")
+    return 0
+
+
+def _full_report(run_dirs: list[Path]) -> None:
+    """The rich report (summary.md/html, plots) when the report builder is present."""
+    try:
+        from study.report import build_report  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    build_report(run_dirs)
+
+
+def cmd_list(argv: list[str]) -> int:
+    p = _Parser(prog="study list", description="Every registered toggle, its values and whether it applies here.")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    from rich.console import Console
+    from rich.table import Table
+
+    from optimizations.base import Env, load_all
+
+    env = Env.detect(args.device)
+    table = Table(title=f"toggles (this machine: {env.device_type}, {env.cuda_count} GPU, {env.cpu_count} CPU cores)")
+    for c in ("toggle", "values", "applies here", "conflicts", "description"):
+        table.add_column(c, overflow="fold")
+    for name, cls in sorted(load_all().items()):
+        ok, reason = cls(None).applicable(env)  # every toggle has a default value
+        table.add_row(name, cls.value_help or "–", "yes" if ok else f"no: {reason}",
+                      ", ".join(cls.conflicts) or "–", cls.description)
+    Console().print(table)
+    return 0
+
+
+def cmd_report(argv: list[str]) -> int:
+    p = _Parser(prog="study report", description="Rebuild tables and plots of one run, or compare runs side by side.")
+    p.add_argument("runs", nargs="+", help="run names (under --reports-root) or paths to reports/<run>")
+    p.add_argument("--reports-root", default="reports")
+    args = p.parse_args(argv)
+    dirs = []
+    for r in args.runs:
+        d = Path(r) if Path(r).is_dir() else Path(args.reports_root) / r
+        if not (d / "results.jsonl").is_file():
+            raise ConfigError(f"no results.jsonl in {d}; run a study first or give the path to reports/<run>")
+        dirs.append(d)
+    from study.report import write_ladder
+
+    for d in dirs:
+        write_ladder(d)
+    _full_report(dirs)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = "run"
+    if argv and argv[0] in COMMANDS:
+        cmd = argv.pop(0)
+    try:
+        return {"run": cmd_run, "list": cmd_list, "report": cmd_report}[cmd](argv)
+    except ConfigError as e:
+        print(f"study: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("study: interrupted; finished stages are in results.jsonl (use --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

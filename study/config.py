@@ -1,0 +1,260 @@
+"""RunConfig: everything one stage needs, frozen, JSON-serializable, validated on construction."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad user input. The CLI turns it into one line on stderr and exit code 2."""
+
+
+TASKS = ("classify", "segment")
+MODELS = ("resnet50", "resnet18", "deeplabv3_resnet101", "tiny")
+DATASETS = ("cifar10", "oxford-pets", "imagefolder")
+DEFAULT_MODEL = {"classify": "resnet50", "segment": "deeplabv3_resnet101"}
+DEFAULT_DATASET = {"classify": "cifar10", "segment": "oxford-pets"}
+MODEL_TASKS = {
+    "resnet50": ("classify",),
+    "resnet18": ("classify",),
+    "deeplabv3_resnet101": ("segment",),
+    "tiny": ("classify", "segment"),
+}
+DATASET_TASKS = {"cifar10": ("classify",), "imagefolder": ("classify",), "oxford-pets": ("segment",)}
+PROFILE_PASSES = ("cprofile", "torch", "pyspy", "lines")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    # --- what to train -------------------------------------------------------------------------
+    task: str = "classify"
+    """`classify` (top-1/top-5) or `segment` (per-class IoU, mIoU)."""
+    model: str = ""
+    """resnet50 | resnet18 | deeplabv3_resnet101 | tiny; empty picks the task's default."""
+    dataset: str = ""
+    """cifar10 | oxford-pets | imagefolder; empty picks the task's default."""
+    data_root: str = "data"
+    """Folder holding the dataset in its native layout, or s3://bucket/prefix."""
+    image_size: int = 0
+    """Input side in pixels; 0 keeps the dataset's default (CIFAR 32, ImageFolder 224, Pets 256)."""
+    subset: int = 0
+    """Use at most this many training samples (0: all)."""
+    val_subset: int = 0
+    """Use at most this many validation samples (0: all)."""
+    weights: str = ""
+    """Local state-dict file loaded into the model before the head is replaced (transfer learning)."""
+    freeze_backbone: bool = False
+    """Train only the new head."""
+
+    # --- how long and how ----------------------------------------------------------------------
+    batch_size: int = 32
+    """Samples per step per process."""
+    epochs: int = 1
+    """Passes over the (sub)set."""
+    steps: int = 0
+    """Cap on training steps per epoch (0: whole epoch)."""
+    val_steps: int = 0
+    """Cap on validation steps per epoch (0: whole validation set)."""
+    warmup: int = 2
+    """Training steps at the start excluded from timing (allocator, cudnn autotune, lazy init)."""
+    lr: float = 0.01
+    """SGD learning rate."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    weight_decay: float = 5e-4
+    """SGD weight decay."""
+    seed: int = 0
+    """Seed for model init, data order and augmentation."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N."""
+    threads: int = 0
+    """torch intra-op threads per process (0: torch's default)."""
+    checkpoint_every: int = 0
+    """Save a checkpoint every N training steps (0: only at the end)."""
+    log_every: int = 10
+    """Write a TensorBoard scalar every N steps."""
+
+    # --- the study -----------------------------------------------------------------------------
+    run_name: str = ""
+    """Name of the study; outputs go to profiles/<run_name>/ and reports/<run_name>/."""
+    stack: tuple[str, ...] = ()
+    """Toggles applied cumulatively, one stage each, e.g. ("workers=4", "pin", "amp")."""
+    repeats: int = 1
+    """Timed runs per stage; median and 95% CI are taken over them."""
+    profile: tuple[str, ...] = ()
+    """Profiling passes run after each stage's timing pass: cprofile, torch, pyspy, lines."""
+    profile_steps: int = 6
+    """Steps in each profiling pass (torch.profiler: wait 1, warmup 1, active the rest)."""
+    ablate: bool = False
+    """Also run leave-one-out stages on the full stack."""
+    profiles_root: str = "profiles"
+    """Root for traces and per-stage profiler output."""
+    reports_root: str = "reports"
+    """Root for results.jsonl, records.csv, tables and plots."""
+    dry_run: bool = False
+    """Tiny study: few steps, small subset, one epoch, checkpoint save and reload."""
+    resume: bool = False
+    """Skip stages already finished in reports/<run_name>/results.jsonl; resume from checkpoints."""
+
+    # --- loader and launch settings (toggles set these through configure()) -------------------
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    pin_memory: bool = False
+    """Page-locked host batches and non-blocking host-to-device copies."""
+    persistent_workers: bool = False
+    """Keep DataLoader workers alive across epochs."""
+    prefetch_factor: int = 0
+    """Batches prefetched per worker (0: DataLoader default)."""
+    world_size: int = 1
+    """Processes per node for distributed launch (DDP) or hogwild."""
+    launcher: str = "local"
+    """local | torchrun | hogwild: how the stage process is started."""
+    nnodes: int = 1
+    """Nodes taking part (passed through to torchrun)."""
+    node_rank: int = 0
+    """This node's rank (passed through to torchrun)."""
+    rdzv_endpoint: str = ""
+    """host:port of the rendezvous for multi-node torchrun; empty: standalone."""
+
+    # --- object storage ------------------------------------------------------------------------
+    s3_endpoint: str = ""
+    """Endpoint URL for S3-compatible stores (else AWS_ENDPOINT_URL or AWS)."""
+    s3_cache: str = ""
+    """Download objects once into this folder; empty streams every sample from the store."""
+
+    def __post_init__(self) -> None:
+        def fix(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
+        if not self.model:
+            fix("model", DEFAULT_MODEL[self.task])
+        if not self.dataset:
+            fix("dataset", DEFAULT_DATASET[self.task])
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
+        if self.task not in MODEL_TASKS[self.model]:
+            raise ConfigError(f"model {self.model!r} does not do task {self.task!r}")
+        if self.task not in DATASET_TASKS[self.dataset]:
+            raise ConfigError(f"dataset {self.dataset!r} has no labels for task {self.task!r}")
+        for name in ("batch_size", "epochs", "repeats", "world_size", "nnodes", "log_every", "profile_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("image_size", "subset", "val_subset", "steps", "val_steps", "warmup", "threads",
+                     "checkpoint_every", "num_workers", "prefetch_factor", "node_rank"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.launcher not in ("local", "torchrun", "hogwild"):
+            raise ConfigError(f"unknown launcher {self.launcher!r}")
+        fix("stack", tuple(self.stack))
+        fix("profile", tuple(self.profile))
+        for p in self.profile:
+            if p not in PROFILE_PASSES:
+                raise ConfigError(f"unknown profiling pass {p!r}; choose from: {', '.join(PROFILE_PASSES)}, all")
+        if not self.run_name:
+            fix("run_name", "study")
+        if "/" in self.run_name or self.run_name in (".", ".."):
+            raise ConfigError(f"--run-name must be a plain name, got {self.run_name!r}")
+        if self.dry_run:
+            # Tiny everything, but still the whole pipeline (validation, checkpoint, reload).
+            fix("epochs", 1)
+            fix("steps", min(self.steps or 6, 6))
+            fix("val_steps", min(self.val_steps or 2, 2))
+            fix("warmup", min(self.warmup, 2))
+            fix("subset", min(self.subset or 256, 256))
+            fix("val_subset", min(self.val_subset or 64, 64))
+            fix("profile_steps", min(self.profile_steps, 4))
+            if not self.checkpoint_every:
+                fix("checkpoint_every", 3)
+
+    # --- helpers -------------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def hash(self) -> str:
+        """Hash of what changes a measurement (not where outputs go or resume flags)."""
+        d = self.to_dict()
+        for k in ("run_name", "profiles_root", "reports_root", "resume", "profile"):
+            d.pop(k, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def report_dir(self) -> Path:
+        return Path(self.reports_root) / self.run_name
+
+    @property
+    def profile_dir(self) -> Path:
+        return Path(self.profiles_root) / self.run_name
+
+    @property
+    def is_s3(self) -> bool:
+        return self.data_root.startswith("s3://")
+
+
+def field_docs() -> dict[str, str]:
+    """Field docstrings, for --help. Read from the source once; dataclasses keep no docstrings."""
+    import ast
+    import inspect
+
+    src = inspect.getsource(RunConfig)
+    tree = ast.parse(src)
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = str(b.value.value)  # type: ignore[union-attr]
+    return docs
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a YAML or TOML file whose keys are CLI options (dashes or underscores)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = p.read_text()
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file must end in .yaml, .yml or .toml: {path}")
+    except ConfigError:
+        raise
+    except Exception as e:  # parser errors carry line numbers; one line is enough
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"cannot parse config file {path}: {msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -1,0 +1,44 @@
+"""ImageFolder (ILSVRC layout): ``<root>/imagenet/train/<wnid>/*.JPEG`` and ``<root>/imagenet/val/<wnid>/``.
+
+Read by ``torchvision.datasets.ImageFolder``: construction walks the class folders (the timed
+"load"), each item is opened and decoded lazily. ``prepare.sh --imagenet ILSVRC_DIR`` points
+``<root>/imagenet`` at an extracted ILSVRC ``Data/CLS-LOC`` tree. Standard ImageNet transforms.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torchvision import transforms as T
+from torchvision.datasets import ImageFolder
+
+from study.config import ConfigError, RunConfig
+from study.data.synthetic import IMAGEFOLDER_FOLDER
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+DEFAULT_SIZE = 224
+
+
+def build_transform(size: int, train: bool) -> T.Compose:
+    """train: RandomResizedCrop + flip; val: Resize(size * 256/224) + CenterCrop. Then normalise."""
+    if train:
+        ops = [T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip()]
+    else:
+        ops = [T.Resize(round(size * 256 / 224), antialias=True), T.CenterCrop(size)]
+    return T.Compose(ops + [T.ToTensor(), T.Normalize(MEAN, STD)])
+
+
+def open_split(cfg: RunConfig, train: bool) -> ImageFolder:
+    root = str(cfg.data_root)
+    split = "train" if train else "val"
+    folder = Path(root) / IMAGEFOLDER_FOLDER / split
+    r = "" if os.path.normpath(root) == "data" else f" --root {root}"
+    hint = f"run ./prepare.sh{r} --synthetic or ./prepare.sh{r} --imagenet ILSVRC_DIR"
+    if not folder.is_dir():
+        raise ConfigError(f"no ImageFolder {split} set at {folder}; {hint}")
+    try:
+        ds = ImageFolder(str(folder), transform=build_transform(cfg.image_size or DEFAULT_SIZE, train))
+    except FileNotFoundError as e:  # no class folders, or class folders without images
+        raise ConfigError(f"unusable ImageFolder at {folder}: {str(e).splitlines()[0]}; {hint}") from None
+    return ds

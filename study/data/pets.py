@@ -1,0 +1,102 @@
+"""Oxford-IIIT Pet segmentation (``<root>/oxford-iiit-pet/``), read by torchvision's own reader.
+
+Layout: ``images/<Name>_<N>.jpg``, ``annotations/trimaps/<Name>_<N>.png``,
+``annotations/trainval.txt`` and ``annotations/test.txt`` (lines ``Name_N class_id species
+breed_id``). ``torchvision.datasets.OxfordIIITPet(root, split, target_types="segmentation")``
+lists a split from its text file and opens image and trimap per item (lazily), converting every
+image to RGB (a few real ones are grayscale/CMYK/RGBA).
+
+Targets. The release trimaps hold 1 = pet (foreground), 2 = background, 3 = border ("not
+classified", a band a few pixels wide along the outline). Training uses two classes plus an ignored
+band::
+
+    trimap 1 (pet)        -> 1
+    trimap 2 (background) -> 0
+    trimap 3 (border)     -> 255  (ignore_index of the loss and the IoU metric)
+    anything else         -> 255
+
+Transforms are joint: image (bilinear) and mask (nearest, so no new label values appear) are resized
+to a fixed ``size x size`` (default 256); training adds one random horizontal flip applied to both.
+The image is then normalised with ImageNet statistics (the backbones are ImageNet models).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.datasets import OxfordIIITPet
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as F
+
+from study.config import ConfigError, RunConfig
+from study.data.synthetic import PETS_FOLDER
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+DEFAULT_SIZE = 256
+NUM_CLASSES = 2
+CLASSES = ["background", "pet"]
+IGNORE_INDEX = 255
+
+# trimap value -> training label (see module docstring)
+TRIMAP_LUT = np.full(256, IGNORE_INDEX, np.uint8)
+TRIMAP_LUT[1] = 1
+TRIMAP_LUT[2] = 0
+TRIMAP_LUT[3] = IGNORE_INDEX
+
+
+def trimap_to_mask(trimap: Image.Image) -> torch.Tensor:
+    """Trimap PIL image -> LongTensor HxW with values in {0, 1, 255}."""
+    a = np.asarray(trimap)  # mode L or P: the stored values are the trimap codes
+    if a.ndim == 3:
+        a = a[..., 0]
+    return torch.from_numpy(TRIMAP_LUT[a].astype(np.int64))
+
+
+class JointTransform:
+    """(PIL image, PIL trimap) -> (normalised float tensor 3xSxS, LongTensor SxS). Picklable."""
+
+    def __init__(self, size: int = DEFAULT_SIZE, train: bool = False) -> None:
+        self.size = size
+        self.train = train
+
+    def __call__(self, image: Image.Image, trimap: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        if image.mode != "RGB":  # torchvision's reader converts already; keep the guarantee here too
+            image = image.convert("RGB")
+        hw = [self.size, self.size]
+        image = F.resize(image, hw, InterpolationMode.BILINEAR, antialias=True)
+        trimap = F.resize(trimap, hw, InterpolationMode.NEAREST)
+        if self.train and torch.rand(()) < 0.5:
+            image, trimap = F.hflip(image), F.hflip(trimap)
+        x = F.normalize(F.to_tensor(image), MEAN, STD)
+        return x, trimap_to_mask(trimap)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, train={self.train})"
+
+
+def check_folder(root: str | os.PathLike) -> None:
+    root = str(root)
+    folder = Path(root) / PETS_FOLDER
+    r = "" if os.path.normpath(root) == "data" else f" --root {root}"
+    hint = f"run ./prepare.sh{r} --synthetic or ./prepare.sh{r} --pets images.tar.gz annotations.tar.gz"
+    if not folder.is_dir():
+        raise ConfigError(f"no Oxford-IIIT Pet at {folder}; {hint}")
+    need = [folder / "images", folder / "annotations" / "trimaps",
+            folder / "annotations" / "trainval.txt", folder / "annotations" / "test.txt"]
+    missing = [str(p.relative_to(folder)) for p in need if not p.exists()]
+    if missing:
+        raise ConfigError(f"incomplete Oxford-IIIT Pet at {folder} (missing {', '.join(missing)}); {hint}")
+
+
+def open_split(cfg: RunConfig, train: bool) -> OxfordIIITPet:
+    check_folder(cfg.data_root)
+    size = cfg.image_size or DEFAULT_SIZE
+    try:
+        return OxfordIIITPet(cfg.data_root, split="trainval" if train else "test", target_types="segmentation",
+                             transforms=JointTransform(size, train), download=False)
+    except ValueError as e:  # a malformed split-file line
+        raise ConfigError(f"cannot read the Oxford-IIIT Pet split files in {Path(cfg.data_root) / PETS_FOLDER}: {e}") from None

@@ -1,0 +1,223 @@
+"""Records: StageResult rows in results.jsonl, and the seed CSV record format.
+
+Every table, plot and CSV of a run is built from reports/<run>/results.jsonl alone. Rows are
+appended as whole lines with one write() on an O_APPEND descriptor, so a killed study never leaves a
+half row, and finished stages survive anything that happens later.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import statistics
+import subprocess
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+SEED_COLUMNS = ("type", "epoch", "start", "loading", "duration", "value1", "value2")
+# Seed record types
+TYPE_TRAIN, TYPE_VAL, TYPE_BATCH, TYPE_DOWNLOAD_TRAIN, TYPE_DOWNLOAD_VAL = 0, 1, 2, 10, 11
+
+
+@dataclass
+class StageResult:
+    """One flat record per stage (kind="stage") and per timed repeat (kind="repeat")."""
+
+    run: str
+    stage: int
+    name: str
+    kind: str = "stage"  # "repeat" rows are the raw timed runs; "stage" rows aggregate them
+    stack: list[str] = field(default_factory=list)  # toggles in effect (specs, ladder order)
+    status: str = "ok"  # ok | skipped | failed
+    reason: str = ""  # why skipped
+    error: str = ""  # the real error of a failed stage (last lines)
+    repeat: int = -1  # repeat index for kind="repeat"; -1 for the aggregate
+    repeats: int = 1
+    task: str = ""
+    model: str = ""
+    dataset: str = ""
+    device: str = ""
+    device_name: str = ""
+    world_size: int = 1
+    batch_size: int = 0  # per process
+    steps_measured: int = 0
+    throughput: float = 0.0  # samples/s, all processes together
+    throughput_ci_low: float = 0.0
+    throughput_ci_high: float = 0.0
+    step_time_p50: float = 0.0  # seconds
+    step_time_p90: float = 0.0
+    step_time_ci_low: float = 0.0
+    step_time_ci_high: float = 0.0
+    ci_basis: str = ""  # "repeats" (t-interval over repeats) or "steps" (over steps of one run)
+    t_data: float = 0.0  # mean seconds per step in each phase
+    t_h2d: float = 0.0
+    t_forward: float = 0.0
+    t_backward: float = 0.0
+    t_optimizer: float = 0.0
+    data_wait_share: float = 0.0
+    setup_seconds: float = 0.0  # model build + wrapping (script/compile) before the first step
+    warmup_seconds: float = 0.0  # the excluded warm-up steps (first-call compile shows up here)
+    peak_memory_mb: float = 0.0
+    memory_kind: str = ""  # "cuda_max_allocated" or "host_max_rss"
+    flops_per_sample: float = 0.0
+    mfu: float = 0.0
+    peak_flops: float = 0.0
+    peak_flops_source: str = ""
+    metric_name: str = ""
+    metric: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    final_loss: float = 0.0
+    steps_total: int = 0
+    epochs: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+    profiles: dict[str, str] = field(default_factory=dict)
+    config_hash: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    git_sha: str = ""
+    started: float = 0.0
+    finished: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StageResult":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def append_jsonl(path: Path, row: StageResult | dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (row.to_json() if isinstance(row, StageResult) else json.dumps(row, sort_keys=True)) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def read_results(path: Path) -> list[StageResult]:
+    """Rows of a results.jsonl; a torn last line (killed mid-write elsewhere) is skipped."""
+    rows: list[StageResult] = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(StageResult.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return rows
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --- seed CSV ---------------------------------------------------------------------------------
+
+def seed_rows_to_csv(rows: Iterable[tuple], extra_header: tuple[str, ...] = ()) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(SEED_COLUMNS + extra_header)
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+# Two-sided 95% Student t quantiles for df = 1..30 (beyond: normal 1.96).
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042]
+
+
+def t95(df: int) -> float:
+    return _T95[df - 1] if 1 <= df <= len(_T95) else 1.96
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval; with fewer than two values the interval is the value itself."""
+    if not values:
+        return 0.0, 0.0, 0.0
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, m, m
+    half = t95(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return m, m - half, m + half
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    v = sorted(values)
+    k = (len(v) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def aggregate(repeats: list[StageResult]) -> StageResult:
+    """The stage row: medians over repeats, 95% CI over repeats (or over steps when R = 1)."""
+    ok = [r for r in repeats if r.status == "ok"]
+    base = ok[0] if ok else repeats[0]
+    agg = StageResult.from_dict(asdict(base))
+    agg.kind, agg.repeat, agg.repeats = "stage", -1, len(repeats)
+    if not ok:
+        return agg
+    if len(ok) >= 2:
+        tps = [r.throughput for r in ok]
+        sts = [r.step_time_p50 for r in ok]
+        _, lo, hi = mean_ci(tps)
+        _, slo, shi = mean_ci(sts)
+        agg.throughput = statistics.median(tps)
+        agg.step_time_p50 = statistics.median(sts)
+        agg.step_time_p90 = statistics.median([r.step_time_p90 for r in ok])
+        agg.throughput_ci_low, agg.throughput_ci_high = lo, hi
+        agg.step_time_ci_low, agg.step_time_ci_high = slo, shi
+        agg.ci_basis = "repeats"
+        for f in ("t_data", "t_h2d", "t_forward", "t_backward", "t_optimizer", "data_wait_share",
+                  "setup_seconds", "warmup_seconds", "mfu"):
+            setattr(agg, f, statistics.median([getattr(r, f) for r in ok]))
+        agg.peak_memory_mb = max(r.peak_memory_mb for r in ok)
+    # metric: the first repeat's (all repeats train the same seed; keep one consistent figure)
+    return agg
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+        sha = out.stdout.strip()
+        if sha:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5,
+                                   cwd=Path(__file__).resolve().parent).stdout.strip()
+            return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return ""
+
+
+def versions() -> dict[str, str]:
+    import platform
+
+    import torch
+    import torchvision
+
+    return {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda or "",
+        "python": platform.python_version(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "",
+        "cpu": platform.processor() or platform.machine(),
+    }

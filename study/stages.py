@@ -1,0 +1,210 @@
+"""Plan the ladder of stages from a stack and run each stage in fresh child processes.
+
+Stage 0 is the baseline; stage k is the baseline plus the first k applicable toggles. A toggle that
+is not applicable here (pin without an accelerator, dp with < 2 GPUs) gives a `skipped` stage with
+the reason and is left out of later stages. A stage whose process fails is recorded as `failed` with
+its real error, and the ladder goes on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from optimizations.base import Env, Optimization, configure_all
+from study.config import RunConfig
+from study.records import StageResult, aggregate, append_jsonl, read_results, versions, git_sha, write_atomic
+from study.worker import StageSpec
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class PlannedStage:
+    spec: StageSpec
+    skip_reason: str = ""
+    launcher: str = "local"
+    world_size: int = 1
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "stage"
+
+
+def _planned(cfg: RunConfig, index: int, name: str, active: list[Optimization], skip: str = "") -> PlannedStage:
+    scfg = configure_all(cfg.replace(stack=tuple(t.spec for t in active)), active)
+    spec = StageSpec(index=index, name=name, stack=[t.spec for t in active], config=scfg.to_dict())
+    return PlannedStage(spec=spec, skip_reason=skip, launcher=scfg.launcher, world_size=scfg.world_size)
+
+
+def plan(cfg: RunConfig, toggles: list[Optimization], env: Env) -> list[PlannedStage]:
+    stages = [_planned(cfg, 0, "00-base", [])]
+    active: list[Optimization] = []
+    for i, t in enumerate(toggles, 1):
+        ok, reason = t.applicable(env)
+        name = f"{i:02d}-{slug(t.spec)}"
+        if not ok:
+            stages.append(_planned(cfg, i, name, active, skip=reason or "not applicable here"))
+            continue
+        active.append(t)
+        stages.append(_planned(cfg, i, name, active))
+    if cfg.ablate and len(active) > 1:
+        # Leave-one-out on the full stack: each toggle's contribution in the company of the others.
+        for j, t in enumerate(active):
+            rest = active[:j] + active[j + 1:]
+            stages.append(_planned(cfg, len(toggles) + 1 + j, f"ablate-no-{slug(t.spec)}", rest))
+    return stages
+
+
+def worker_command(stage: PlannedStage, stage_file: Path, pass_name: str, repeat: int, out: Path) -> list[str]:
+    cfg = RunConfig.from_dict(stage.spec.config)
+    args = ["-m", "study.worker", "--stage", str(stage_file), "--pass", pass_name,
+            "--repeat", str(repeat), "--out", str(out)]
+    if stage.launcher != "torchrun":
+        return [sys.executable, *args]
+    launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={cfg.world_size}",
+              f"--nnodes={cfg.nnodes}"]
+    if cfg.rdzv_endpoint:
+        launch += [f"--node-rank={cfg.node_rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}"]
+    else:
+        launch += ["--standalone"]
+    return launch + args
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The child must import this checkout's packages even when started from another directory.
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def run_child(cmd: list[str], log: Path, out: Path) -> tuple[dict | None, str]:
+    """Run one pass; returns (payload, error). The child's output goes to its log file."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.unlink()
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=_child_env(), cwd=os.getcwd())
+    payload = json.loads(out.read_text()) if out.exists() else None
+    if proc.returncode == 0 and payload and not payload.get("error"):
+        return payload, ""
+    if payload and payload.get("error"):
+        return None, payload["error"]
+    tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-5:]
+    return None, f"exit code {proc.returncode}: " + " | ".join(tail)
+
+
+class StageRunner:
+    def __init__(self, cfg: RunConfig, toggles: list[Optimization], env: Env,
+                 on_result: Callable[[StageResult], None] | None = None) -> None:
+        self.cfg, self.toggles, self.env = cfg, toggles, env
+        self.results_path = cfg.report_dir / "results.jsonl"
+        self.on_result = on_result or (lambda r: None)
+
+    def finished(self) -> dict[str, StageResult]:
+        """Stages of this run already done with the same measured config (for --resume)."""
+        done = {}
+        for r in read_results(self.results_path):
+            if r.kind == "stage" and r.status in ("ok", "skipped"):
+                done[r.name] = r
+        return done
+
+    def run(self) -> list[StageResult]:
+        cfg = self.cfg
+        stages = plan(cfg, self.toggles, self.env)
+        cfg.report_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(cfg.report_dir / "config.json", json.dumps(
+            {"config": cfg.to_dict(), "stages": [s.spec.__dict__ for s in stages],
+             "env": self.env.__dict__}, indent=2, sort_keys=True, default=str))
+        done = self.finished() if cfg.resume else {}
+        results = []
+        for st in stages:
+            prev = done.get(st.spec.name)
+            if prev is not None and prev.config_hash == RunConfig.from_dict(st.spec.config).hash():
+                results.append(prev)
+                self.on_result(prev)
+                continue
+            row = self.run_stage(st)
+            results.append(row)
+            self.on_result(row)
+        return results
+
+    def run_stage(self, st: PlannedStage) -> StageResult:
+        cfg = RunConfig.from_dict(st.spec.config)
+        rep_dir = cfg.report_dir / "stages" / st.spec.name
+        rep_dir.mkdir(parents=True, exist_ok=True)
+        stage_file = rep_dir / "stage.json"
+        st.spec.save(stage_file)
+        common = dict(run=cfg.run_name, stage=st.spec.index, name=st.spec.name, stack=st.spec.stack,
+                      task=cfg.task, model=cfg.model, dataset=cfg.dataset, world_size=cfg.world_size,
+                      batch_size=cfg.batch_size, config_hash=cfg.hash(), git_sha=git_sha())
+        if st.skip_reason:
+            row = StageResult(status="skipped", reason=st.skip_reason, versions=versions(),
+                              started=time.time(), finished=time.time(), **common)
+            append_jsonl(self.results_path, row)
+            return row
+        repeats: list[StageResult] = []
+        for r in range(cfg.repeats):
+            out = rep_dir / f"timing-r{r}.json"
+            payload, err = run_child(worker_command(st, stage_file, "timing", r, out), rep_dir / f"timing-r{r}.log", out)
+            if payload is None:
+                row = StageResult(status="failed", error=err, kind="repeat", repeat=r, repeats=cfg.repeats,
+                                  versions=versions(), started=time.time(), finished=time.time(), **common)
+            else:
+                row = StageResult.from_dict(payload)
+                row.git_sha = common["git_sha"]
+            append_jsonl(self.results_path, row)
+            repeats.append(row)
+            if row.status == "failed":
+                break  # the same config would fail again; record it once and move on
+        agg = aggregate(repeats)
+        if agg.status == "ok":
+            agg.profiles = self.run_profiles(st, stage_file, rep_dir)
+        append_jsonl(self.results_path, agg)
+        self.merge_records()
+        return agg
+
+    def run_profiles(self, st: PlannedStage, stage_file: Path, rep_dir: Path) -> dict[str, str]:
+        """Each profiling pass is its own short run, so its overhead never enters the timing."""
+        paths: dict[str, str] = {}
+        for name in self.cfg.profile:
+            out = rep_dir / f"{name}.json"
+            cmd = worker_command(st, stage_file, name, 0, out)
+            if name == "pyspy":
+                from study.profiling.pyspy import wrap_command
+
+                cmd = wrap_command(cmd, self.cfg.profile_dir / st.spec.name)
+            payload, err = run_child(cmd, rep_dir / f"{name}.log", out)
+            if payload is None:
+                paths[f"{name}_error"] = err
+            else:
+                paths.update(payload.get("profiles", {}))
+        return paths
+
+    def merge_records(self) -> None:
+        """reports/<run>/records.csv: every stage's seed records; seed columns first, then stage, repeat."""
+        import csv
+        import io
+
+        from study.records import SEED_COLUMNS
+
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(SEED_COLUMNS + ("stage", "repeat"))
+        stages_dir = self.cfg.report_dir / "stages"
+        for stage_dir in sorted(p for p in stages_dir.iterdir() if p.is_dir()):
+            for part in sorted(stage_dir.glob("records-r*.csv")):
+                repeat = part.stem.split("-r")[-1]
+                with open(part, newline="") as fh:
+                    reader = csv.reader(fh)
+                    next(reader, None)
+                    for row in reader:
+                        w.writerow(row + [stage_dir.name, repeat])
+        write_atomic(self.cfg.report_dir / "records.csv", buf.getvalue())
