@@ -8,14 +8,15 @@ format allows, read files per item.
 """
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable
-
-import torch
-from torch.utils.data import Dataset, Subset
+from typing import TYPE_CHECKING, Callable
 
 from study.config import ConfigError, RunConfig
+
+if TYPE_CHECKING:  # torch is imported where used, so `import study.data.synthetic` stays light
+    from torch.utils.data import Dataset
 
 __all__ = ["LoadRecord", "DataBundle", "open_datasets", "take_subset"]
 
@@ -48,6 +49,9 @@ class DataBundle:
 
 def take_subset(ds: Dataset, n: int, seed: int) -> Dataset:
     """At most ``n`` samples of ``ds`` (0: all), chosen by a seeded permutation, kept in index order."""
+    import torch
+    from torch.utils.data import Subset
+
     size = len(ds)  # type: ignore[arg-type]
     if n <= 0 or n >= size:
         return ds
@@ -73,7 +77,7 @@ def open_datasets(cfg: RunConfig) -> DataBundle:
     """
     if cfg.is_s3:
         try:
-            from study.data import s3
+            s3 = importlib.import_module("study.data.s3")  # written separately; imported only when used
         except ModuleNotFoundError as e:
             if e.name != "study.data.s3":
                 raise

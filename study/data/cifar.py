@@ -90,9 +90,9 @@ class CIFAR10Batches(CIFAR10):
         return all((folder / n).is_file() and file_md5(folder / n) == m for n, m in release_files())
 
     def _load_meta(self) -> None:
-        if not is_synthetic(self._folder()):
-            if file_md5(self._folder() / self.meta["filename"]) != self.meta["md5"]:
-                raise RuntimeError("Dataset metadata file not found or corrupted.")
+        name = self.meta["filename"]
+        if not is_synthetic(self._folder()) and file_md5(self._folder() / name) != dict(release_files())[name]:
+            raise RuntimeError("Dataset metadata file not found or corrupted.")
         # The parent's own MD5 check reads the file again; with the check settled above, point it
         # at a metadata spec without a checksum (check_integrity with md5=None tests existence).
         self.meta = {**type(self).meta, "md5": None}  # instance attribute shadows the class's

@@ -1,0 +1,48 @@
+"""compile: torch.compile (TorchDynamo + Inductor) in one of its modes.
+
+Compilation is lazy: it happens on the first forward/backward, and again on the first validation
+forward (eval mode is another graph). The worker's warm-up steps are excluded from every timing
+figure, so the compile time lands in `warmup_seconds`; configure() makes sure there are at least
+two warm-up steps (the first compiles, the second confirms nothing recompiles). On CPU Inductor
+generates C++ and needs a working compiler; when it fails the stage fails with the real error.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from optimizations.base import ORDER_GRAPH, Optimization, TrainContext, register
+from study.config import ConfigError, RunConfig
+
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+MIN_WARMUP = 2
+
+
+def compile_model(model: Any, mode: str = "default") -> Any:
+    if mode not in MODES:
+        raise ValueError(f"unknown torch.compile mode {mode!r}")
+    return torch.compile(model, mode=mode)
+
+
+@register
+class Compile(Optimization):
+    name = "compile"
+    description = "torch.compile (Inductor); compile time is reported as warm-up, never as step time"
+    value_help = "|".join(MODES)
+    conflicts = ("script",)
+    order = ORDER_GRAPH
+
+    def parse_value(self, value: str | None) -> str:
+        if value is None:
+            return "default"
+        if value not in MODES:
+            raise ConfigError(f"bad value for compile: {value!r}; expected one of: {', '.join(MODES)}")
+        return value
+
+    def configure(self, cfg: RunConfig) -> RunConfig:
+        return cfg if cfg.warmup >= MIN_WARMUP else cfg.replace(warmup=MIN_WARMUP)
+
+    def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
+        ctx.notes["compile"] = f"mode={self.value}; compile time is in warmup_seconds"
+        return compile_model(model, self.value)

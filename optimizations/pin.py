@@ -1,0 +1,29 @@
+"""pin: page-locked host batches and non-blocking host→device copies.
+
+The DataLoader's pin-memory thread copies each batch into page-locked memory, so the copy to the
+accelerator can be a DMA that overlaps with compute (`.to(device, non_blocking=True)` in the loop).
+On a CPU-only machine there is no such copy, so the toggle does not apply.
+"""
+from __future__ import annotations
+
+from optimizations.base import Env, Optimization, register
+from study.config import RunConfig
+
+
+def pin_config(cfg: RunConfig) -> RunConfig:
+    """Loader settings for pinned batches; the loop reads cfg.pin_memory to copy non-blocking."""
+    return cfg.replace(pin_memory=True)
+
+
+@register
+class PinMemory(Optimization):
+    name = "pin"
+    description = "pinned (page-locked) host batches + non-blocking host→accelerator copies"
+
+    def applicable(self, env: Env) -> tuple[bool, str]:
+        if env.device_type != "cuda":
+            return False, "pinned memory only helps host→accelerator copies; no accelerator here"
+        return True, ""
+
+    def configure(self, cfg: RunConfig) -> RunConfig:
+        return pin_config(cfg)

@@ -1,0 +1,105 @@
+"""script: TorchScript the model — torch.jit.script, falling back to torch.jit.trace.
+
+Scripting compiles the Python forward into a graph that the JIT can fuse and run without the
+interpreter. Models whose forward is not scriptable (mixed return types, dynamic Python) are traced
+instead with an example batch of the stage's input shape; the fallback and its reason go into the
+stage's notes. TorchScript is deprecated in recent torch (torch.compile/torch.export replace it): the
+deprecation warnings are kept out of the log and recorded once in the notes instead.
+
+A trace freezes Python-level branches, including BatchNorm/Dropout's train-vs-eval switch, so the
+fallback traces the model twice (train mode and eval mode) and dispatches on `.training`. Both graphs
+share the original parameters, so the optimizer built before wrapping still updates them.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from optimizations.base import ORDER_GRAPH, Optimization, TrainContext, register
+from study.config import RunConfig
+
+DEFAULT_SIZE = {"cifar10": 32, "imagefolder": 224, "oxford-pets": 256}
+
+
+def example_input(cfg: RunConfig, device: Any = "cpu", memory_format: Any = None) -> torch.Tensor:
+    """A batch shaped like the stage's inputs (2 samples: BatchNorm in train mode needs > 1)."""
+    size = cfg.image_size or DEFAULT_SIZE.get(cfg.dataset, 224)
+    x = torch.randn(2, 3, size, size, device=device)
+    return x.contiguous(memory_format=memory_format) if memory_format is not None else x
+
+
+class TracedModel(nn.Module):
+    """Two traces of one model, train mode and eval mode, sharing its parameters."""
+
+    def __init__(self, train_graph: torch.jit.ScriptModule, eval_graph: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.train_graph = train_graph
+        self.eval_graph = eval_graph
+
+    def forward(self, x: torch.Tensor) -> Any:  # type: ignore[override]
+        return (self.train_graph if self.training else self.eval_graph)(x)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def trace_model(model: nn.Module, example: torch.Tensor) -> TracedModel:
+    """Trace in both modes without changing the model: BatchNorm statistics touched by the example
+    forward passes are restored afterwards."""
+    was_training = model.training
+    saved = {k: v.detach().clone() for k, v in model.named_buffers()}
+    try:
+        # strict=False: segmentation models return a dict ({"out": ...}).
+        train_graph = torch.jit.trace(model.train(), example, strict=False, check_trace=False)
+        eval_graph = torch.jit.trace(model.eval(), example, strict=False, check_trace=False)
+    finally:
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(saved[k])
+        model.train(was_training)
+    traced = TracedModel(train_graph, eval_graph)
+    traced.train(was_training)
+    return traced
+
+
+def script_model(model: nn.Module, example: torch.Tensor | None = None) -> tuple[nn.Module, dict[str, str]]:
+    """torch.jit.script(model), else a two-mode trace with `example`. Returns (model, notes)."""
+    notes: dict[str, str] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            wrapped: nn.Module = torch.jit.script(model)
+            notes["script"] = "scripted"
+        except Exception as e:  # noqa: BLE001 — any scripting failure means "try tracing"
+            if example is None:
+                raise
+            reason = _first_line(e)
+            try:
+                wrapped = trace_model(model, example)
+            except Exception as te:  # noqa: BLE001
+                raise RuntimeError(f"torch.jit.script failed ({reason}) and so did torch.jit.trace "
+                                   f"({_first_line(te)})") from te
+            notes["script"] = f"traced: {reason}"
+    deprecated = sorted({str(w.message) for w in caught if "deprecated" in str(w.message)})
+    if deprecated:
+        notes["script_deprecation"] = deprecated[0][:200]
+    return wrapped, notes
+
+
+@register
+class Script(Optimization):
+    name = "script"
+    description = "TorchScript: torch.jit.script, falling back to torch.jit.trace (deprecated in torch ≥ 2.9)"
+    conflicts = ("compile",)
+    order = ORDER_GRAPH
+
+    def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
+        example = example_input(ctx.cfg, ctx.device, ctx.memory_format)
+        wrapped, notes = script_model(model, example)
+        ctx.notes.update(notes)
+        return wrapped

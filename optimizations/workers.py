@@ -1,0 +1,148 @@
+"""workers: DataLoader worker processes, kept alive across epochs, each prefetching batches.
+
+With num_workers=0 the training process decodes and augments every batch itself, between steps;
+workers do it in parallel with the step. `workers=auto` measures instead of guessing: a data-only
+pass over the training loader for each candidate count (0, 1, 2, 4, ... up to the CPU count) and the
+smallest count within KNEE_TOLERANCE of the best throughput wins (the knee: more workers past it
+cost memory and CPU that the training step needs).
+
+The sweep runs in the parent at plan time (configure), once per study: every stage that has the
+toggle gets the same count, so stages stay comparable. Its table goes to
+reports/<run>/worker_sweep.json (and into each such stage's notes, so results.jsonl alone carries it);
+with --resume a sweep of the same data/loader settings is reused rather than re-measured, keeping the
+stage configs (and their hashes) stable. The sweep is data-only: it does not see the CPU that the
+training step itself takes, which on a small machine favours fewer workers than it reports.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from optimizations.base import Optimization, TrainContext, parse_int, register
+from study.config import RunConfig
+
+PREFETCH_FACTOR = 2
+KNEE_TOLERANCE = 0.10
+SWEEP_BATCHES = 8  # timed batches per candidate, after one untimed batch (worker start-up)
+SWEEP_FILE = "worker_sweep.json"
+
+
+def make_workers_config(cfg: RunConfig, n: int, prefetch_factor: int = PREFETCH_FACTOR) -> RunConfig:
+    """Loader settings for n persistent, prefetching workers (n = 0: the in-process loader)."""
+    if n == 0:
+        return cfg.replace(num_workers=0, persistent_workers=False, prefetch_factor=0)
+    return cfg.replace(num_workers=n, persistent_workers=True, prefetch_factor=prefetch_factor)
+
+
+def candidate_counts(cpu_count: int) -> list[int]:
+    counts, n = [0], 1
+    while n < cpu_count:
+        counts.append(n)
+        n *= 2
+    return counts + [max(cpu_count, 1)] if cpu_count not in counts else counts
+
+
+def measure_loader(cfg: RunConfig, dataset: Any, workers: int, batches: int = SWEEP_BATCHES) -> dict[str, float]:
+    """Samples/s of iterating the training loader alone with `workers` workers."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    kwargs: dict[str, Any] = dict(batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                                  generator=torch.Generator().manual_seed(cfg.seed))
+    if workers:
+        kwargs["prefetch_factor"] = PREFETCH_FACTOR
+    loader = DataLoader(dataset, **kwargs)
+    t_start = time.perf_counter()
+    it = iter(loader)
+    first = next(it, None)  # start-up (forking workers, first batch) is not throughput
+    startup = time.perf_counter() - t_start
+    samples, t0 = 0, time.perf_counter()
+    if first is not None:
+        for _ in range(batches):
+            batch = next(it, None)
+            if batch is None:
+                break
+            samples += int(batch[1].shape[0])
+    seconds = time.perf_counter() - t0
+    del it, loader  # shut the workers down before the next candidate starts its own
+    return {"workers": workers, "samples_per_s": samples / seconds if seconds > 0 and samples else 0.0,
+            "samples": samples, "seconds": seconds, "startup_seconds": startup}
+
+
+def pick_knee(table: list[dict[str, float]], tolerance: float = KNEE_TOLERANCE) -> int:
+    """Smallest worker count within `tolerance` of the best samples/s."""
+    best = max(r["samples_per_s"] for r in table)
+    return int(min(r["workers"] for r in table if r["samples_per_s"] >= (1 - tolerance) * best))
+
+
+def _sweep_key(cfg: RunConfig) -> str:
+    """What the sweep's result depends on: the data and the batch, not the toggles or the run name."""
+    import hashlib
+
+    keys = ("task", "dataset", "data_root", "image_size", "subset", "batch_size", "seed", "s3_endpoint", "s3_cache")
+    d = {k: getattr(cfg, k) for k in keys} | {"cpu_count": os.cpu_count()}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def sweep_workers(cfg: RunConfig, counts: list[int] | None = None, batches: int = SWEEP_BATCHES) -> dict[str, Any]:
+    """Measure every candidate count; returns {"table": [...], "chosen": n, ...}."""
+    from study.data import open_datasets
+
+    bundle = open_datasets(cfg)
+    counts = counts if counts is not None else candidate_counts(os.cpu_count() or 1)
+    table = [measure_loader(cfg, bundle.train, n, batches) for n in counts]
+    return {"key": _sweep_key(cfg), "tolerance": KNEE_TOLERANCE, "batches_per_count": batches,
+            "batch_size": cfg.batch_size, "table": table, "chosen": pick_knee(table)}
+
+
+def load_or_sweep(cfg: RunConfig) -> dict[str, Any]:
+    """Reuse reports/<run>/worker_sweep.json when it measured these same settings (resume); else sweep."""
+    path = cfg.report_dir / SWEEP_FILE
+    if cfg.resume and path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            if old.get("key") == _sweep_key(cfg):
+                return old
+        except (OSError, json.JSONDecodeError):
+            pass
+    result = sweep_workers(cfg)
+    from study.records import write_atomic
+
+    write_atomic(path, json.dumps(result, indent=2))
+    return result
+
+
+@register
+class Workers(Optimization):
+    name = "workers"
+    description = "DataLoader worker processes (persistent, prefetching); auto sweeps counts and takes the knee"
+    value_help = "N|auto"
+
+    def parse_value(self, value: str | None) -> int | str:
+        # workers=0 is the baseline itself, so a count starts at 1
+        return parse_int("workers", value, minimum=1, default="auto", extra=("auto",))
+
+    def __init__(self, value: str | None = None) -> None:
+        super().__init__(value)
+        self.sweep: dict[str, Any] | None = None
+
+    def configure(self, cfg: RunConfig) -> RunConfig:
+        if self.value != "auto":
+            return make_workers_config(cfg, int(self.value))
+        if self.sweep is None:  # plan() configures every later stage too; measure once
+            self.sweep = load_or_sweep(cfg)
+        return make_workers_config(cfg, int(self.sweep["chosen"]))
+
+    def setup(self, ctx: TrainContext) -> None:
+        cfg = ctx.cfg
+        note = f"{cfg.num_workers} workers, persistent, prefetch_factor {cfg.prefetch_factor or '-'}"
+        if self.value == "auto":
+            note = f"auto → {note}"
+            path = cfg.report_dir / SWEEP_FILE
+            if path.is_file():
+                sweep = json.loads(path.read_text())
+                ctx.notes["worker_sweep"] = [{"workers": r["workers"], "samples_per_s": round(r["samples_per_s"], 1)}
+                                             for r in sweep["table"]]
+        ctx.notes["workers"] = note

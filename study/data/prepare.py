@@ -1,0 +1,322 @@
+"""Datasets on disk: write synthetic stand-ins, extract and verify real archives, upload to S3.
+
+    ./prepare.sh --synthetic                              # all three synthetic sets under data/
+    ./prepare.sh --cifar cifar-10-python.tar.gz           # extract + MD5-check the release
+    ./prepare.sh --pets images.tar.gz annotations.tar.gz  # extract, drop corrupt / non-RGB images
+    ./prepare.sh --imagenet /datasets/ILSVRC              # point data/imagenet at Data/CLS-LOC
+    ./prepare.sh --upload s3://bucket/prefix              # copy data/ to object storage
+
+Actions combine and run in that order. Bad input (missing or broken archive, wrong layout) is one
+line on stderr and exit status 2, never a traceback. Archives are extracted with tarfile's "data"
+filter: no member may land outside the target folder, no links out, no device files.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import csv
+import json
+import os
+import shutil
+import sys
+import tarfile
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from study.config import ConfigError
+from study.data import synthetic
+from study.data.synthetic import CIFAR_FOLDER, IMAGEFOLDER_FOLDER, PETS_FOLDER, is_synthetic
+
+
+class PrepareError(Exception):
+    """Bad input: reported as one line on stderr, exit status 2."""
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _line(e: BaseException) -> str:
+    """An exception as one line: its message with line breaks folded, or its type's name."""
+    text = "; ".join(part.strip() for part in str(e).splitlines() if part.strip())
+    return text or type(e).__name__
+
+
+# --------------------------------------------------------------------------------------------------
+# synthetic
+# --------------------------------------------------------------------------------------------------
+def make_synthetic(root: Path, force: bool = False, seed: int = 0) -> None:
+    jobs = [
+        (CIFAR_FOLDER, "CIFAR-10", synthetic.write_cifar, "2000 train + 500 test images"),
+        (PETS_FOLDER, "Oxford-IIIT Pet", synthetic.write_pets, "120 trainval + 40 test images with trimaps"),
+        (IMAGEFOLDER_FOLDER, "ImageFolder", synthetic.write_imagefolder, "4 classes, 80 train + 20 val images"),
+    ]
+    for folder, title, write, what in jobs:
+        target = root / folder
+        if target.exists() or target.is_symlink():
+            if not is_synthetic(target):
+                say(f"{title}: {target} holds non-synthetic data; left alone")
+                continue
+            if not force:
+                say(f"{title}: {target} already present; skipped (--force rewrites it)")
+                continue
+        t0 = time.perf_counter()
+        write(root, seed=seed)
+        say(f"{title}: wrote synthetic {what} to {target} in {time.perf_counter() - t0:.1f} s")
+
+
+# --------------------------------------------------------------------------------------------------
+# archives
+# --------------------------------------------------------------------------------------------------
+def _open_tar(path: str) -> tuple[tarfile.TarFile, list[str]]:
+    p = Path(path)
+    if not p.is_file():
+        raise PrepareError(f"archive not found: {path}")
+    try:
+        tar = tarfile.open(p, "r:*")
+        names = tar.getnames()  # reads the whole archive: a truncated file fails here, not halfway
+    except tarfile.ReadError:
+        raise PrepareError(f"{path} is not a readable tar archive (plain, gz, bz2 or xz)") from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise PrepareError(f"cannot read archive {path}: {_line(e)}") from None
+    return tar, [n[2:] if n.startswith("./") else n for n in names]
+
+
+def _extract(tar: tarfile.TarFile, dest: Path, path: str) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        tar.extractall(dest, filter="data")
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise PrepareError(f"cannot extract {path} into {dest}: {_line(e)}") from None
+    finally:
+        tar.close()
+
+
+def _drop_synthetic(target: Path, title: str) -> None:
+    if target.exists() and is_synthetic(target):
+        shutil.rmtree(target)
+        say(f"{title}: removed the synthetic stand-in at {target}")
+
+
+def prepare_cifar(root: Path, archive: str) -> None:
+    tar, names = _open_tar(archive)
+    from study.data.cifar import check_folder, release_files  # torchvision: imported only when needed
+
+    need = [f"{CIFAR_FOLDER}/{n}" for n, _ in release_files()]
+    missing = [n for n in need if n not in names]
+    if missing:
+        tar.close()
+        raise PrepareError(f"{archive} is not the CIFAR-10 python release (no {missing[0]})")
+    _drop_synthetic(root / CIFAR_FOLDER, "CIFAR-10")
+    t0 = time.perf_counter()
+    _extract(tar, root, archive)
+    check_folder(root)  # MD5 of every batch against the official list (ConfigError names the bad file)
+    say(f"CIFAR-10: extracted {archive} to {root / CIFAR_FOLDER}; MD5s match the official release "
+        f"({time.perf_counter() - t0:.1f} s)")
+
+
+def _check_image(path: str) -> str:
+    """'' when the file is a readable RGB JPEG, else why it is dropped."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            im.verify()
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+    except Exception as e:  # PIL raises many types for broken files
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return f"corrupt: {msg}"
+    if fmt != "JPEG":
+        return f"not a JPEG but {fmt}"
+    if mode != "RGB":
+        return f"{mode}, not RGB"
+    return ""
+
+
+def clean_pets(folder: Path) -> list[tuple[str, str]]:
+    """Drop unreadable / non-JPEG / non-RGB images from disk and from the split files.
+
+    Returns [(image file name, reason)] of what was dropped. Split-file lines whose image is absent
+    are dropped as well (reason "missing").
+    """
+    images = sorted((folder / "images").glob("*.jpg"))
+    if len(images) > 200 and (os.cpu_count() or 1) > 1:
+        with ProcessPoolExecutor() as pool:
+            reasons = list(pool.map(_check_image, map(str, images), chunksize=64))
+    else:
+        reasons = [_check_image(str(p)) for p in images]
+    dropped = [(p.name, r) for p, r in zip(images, reasons) if r]
+    for name, _ in dropped:
+        (folder / "images" / name).unlink()
+    gone = {Path(name).stem for name, _ in dropped}
+    for split in ("trainval.txt", "test.txt"):
+        path = folder / "annotations" / split
+        kept = []
+        for line in path.read_text().splitlines(keepends=True):
+            stem = line.split()[0] if line.strip() else ""
+            if not stem or stem.startswith("#"):
+                kept.append(line)
+            elif stem in gone:
+                continue
+            elif not (folder / "images" / f"{stem}.jpg").is_file():
+                dropped.append((f"{stem}.jpg", "missing"))
+                gone.add(stem)
+            else:
+                kept.append(line)
+        tmp = path.with_suffix(".txt.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+    return dropped
+
+
+def prepare_pets(root: Path, archives: list[str]) -> None:
+    opened = [_open_tar(a) for a in archives]
+    kinds = {}
+    for (tar, names), path in zip(opened, archives):
+        if any(n.startswith("images/") for n in names):
+            kinds["images"] = (tar, path)
+        elif "annotations/trainval.txt" in names and "annotations/test.txt" in names:
+            kinds["annotations"] = (tar, path)
+    if set(kinds) != {"images", "annotations"}:
+        for tar, _ in opened:
+            tar.close()
+        raise PrepareError(f"--pets needs the Oxford-IIIT Pet images and annotations archives "
+                           f"(images/*.jpg and annotations/trainval.txt); got {' '.join(archives)}")
+    target = root / PETS_FOLDER
+    _drop_synthetic(target, "Oxford-IIIT Pet")
+    t0 = time.perf_counter()
+    for tar, path in kinds.values():
+        _extract(tar, target, path)
+    say(f"Oxford-IIIT Pet: extracted {' and '.join(archives)} to {target} ({time.perf_counter() - t0:.1f} s)")
+    t0 = time.perf_counter()
+    dropped = clean_pets(target)
+    n = len(list((target / "images").glob("*.jpg")))
+    if dropped:
+        listing = ", ".join(f"{name} ({why})" for name, why in dropped)
+        say(f"Oxford-IIIT Pet: dropped {len(dropped)} images from disk and the split files: {listing}")
+    say(f"Oxford-IIIT Pet: {n} RGB JPEG images kept ({time.perf_counter() - t0:.1f} s to scan)")
+
+
+def prepare_imagenet(root: Path, source: str) -> None:
+    """Point ``<root>/imagenet/{train,val}`` at an extracted ILSVRC tree (symbolic links, no copy).
+
+    ``source`` is the ILSVRC folder (holding Data/CLS-LOC) or CLS-LOC itself. A val folder already
+    split into class folders is linked as is; the flat ILSVRC val folder is split into class folders
+    of links using LOC_val_solution.csv.
+    """
+    src = Path(source).resolve()
+    cls = next((c for c in (src / "Data" / "CLS-LOC", src) if (c / "train").is_dir()), None)
+    if cls is None:
+        raise PrepareError(f"no ILSVRC train folder under {source} (expected {source}/Data/CLS-LOC/train)")
+    if not any(p.is_dir() for p in (cls / "train").iterdir()):
+        raise PrepareError(f"{cls / 'train'} has no class folders")
+    val = cls / "val"
+    if not val.is_dir():
+        raise PrepareError(f"no ILSVRC val folder at {val}")
+    solution = next((p for p in (src / "LOC_val_solution.csv", cls.parent.parent / "LOC_val_solution.csv") if p.is_file()), None)
+    val_has_classes = any(p.is_dir() for p in val.iterdir())
+    if not val_has_classes and solution is None:
+        raise PrepareError(f"{val} is flat and no LOC_val_solution.csv was found next to it to label it")
+
+    target = root / IMAGEFOLDER_FOLDER
+    if target.exists() or target.is_symlink():
+        if is_synthetic(target) or (target / "SOURCE").is_file():
+            shutil.rmtree(target)  # synthetic data, or links this command made before
+        else:
+            raise PrepareError(f"{target} already exists and was not made by prepare.sh; move it away first")
+    target.mkdir(parents=True)
+    (target / "train").symlink_to(cls / "train", target_is_directory=True)
+    if val_has_classes:
+        (target / "val").symlink_to(val, target_is_directory=True)
+    else:
+        n = 0
+        with open(solution) as f:  # type: ignore[arg-type]
+            for row in csv.DictReader(f):
+                wnid = row["PredictionString"].split()[0]
+                d = target / "val" / wnid
+                d.mkdir(parents=True, exist_ok=True)
+                (d / f"{row['ImageId']}.JPEG").symlink_to(val / f"{row['ImageId']}.JPEG")
+                n += 1
+        say(f"ImageFolder: split {n} val images into class folders of links using {solution}")
+    (target / "SOURCE").write_text(json.dumps({"source": str(src)}) + "\n")
+    say(f"ImageFolder: {target} now points at {cls}")
+
+
+def upload(root: Path, url: str, endpoint: str) -> None:
+    if not url.startswith("s3://") or len(url) <= len("s3://"):
+        raise PrepareError(f"--upload needs an s3://bucket/prefix URL, got {url!r}")
+    try:
+        s3 = importlib.import_module("study.data.s3")  # written separately; imported only when used
+    except ModuleNotFoundError as e:
+        if e.name != "study.data.s3":
+            raise PrepareError(f"S3 upload needs the {e.name} package, which is not installed") from None
+        raise PrepareError("S3 upload needs study/data/s3.py, which is missing") from None
+    t0 = time.perf_counter()
+    try:
+        s3.upload(str(root), url, endpoint)
+    except (ConfigError, PrepareError):
+        raise
+    except Exception as e:  # credentials, network, missing bucket: one line, not a traceback
+        raise PrepareError(f"upload of {root} to {url} failed: {type(e).__name__}: {_line(e)}") from None
+    say(f"uploaded {root} to {url} in {time.perf_counter() - t0:.1f} s")
+
+
+# --------------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prepare.sh", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.split("\n")[2:]))
+    p.add_argument("--root", default="data", help="folder the datasets live in (default: data)")
+    p.add_argument("--synthetic", action="store_true", help="write small synthetic CIFAR-10, Oxford-IIIT Pet and "
+                   "ImageFolder sets in the real formats (skips ones already present)")
+    p.add_argument("--force", action="store_true", help="with --synthetic: rewrite synthetic sets already present")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic sets (default 0)")
+    p.add_argument("--cifar", metavar="ARCHIVE", help="extract cifar-10-python.tar.gz and verify its MD5s")
+    p.add_argument("--pets", nargs=2, metavar=("IMAGES_TAR", "ANNOTATIONS_TAR"),
+                   help="extract the Oxford-IIIT Pet images.tar.gz and annotations.tar.gz; drop corrupt and "
+                   "non-RGB images")
+    p.add_argument("--imagenet", metavar="DIR", help="link <root>/imagenet to an extracted ILSVRC Data/CLS-LOC tree")
+    p.add_argument("--upload", metavar="S3_URL", help="copy <root> to s3://bucket/prefix after the other actions")
+    p.add_argument("--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL", ""),
+                   help="endpoint URL of an S3-compatible store (default: $AWS_ENDPOINT_URL, else AWS)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    root = Path(args.root)
+    if not (args.synthetic or args.cifar or args.pets or args.imagenet or args.upload):
+        print("prepare: nothing to do; pass --synthetic, --cifar, --pets, --imagenet or --upload (see --help)",
+              file=sys.stderr)
+        return 2
+    try:
+        if root.exists() and not root.is_dir():
+            raise PrepareError(f"--root {root} is not a folder")
+        if args.synthetic:
+            make_synthetic(root, force=args.force, seed=args.seed)
+        if args.cifar:
+            prepare_cifar(root, args.cifar)
+        if args.pets:
+            prepare_pets(root, args.pets)
+        if args.imagenet:
+            prepare_imagenet(root, args.imagenet)
+        if args.upload:
+            upload(root, args.upload, args.s3_endpoint)
+    except (PrepareError, ConfigError, FileExistsError) as e:
+        print(f"prepare: {_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prepare: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

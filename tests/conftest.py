@@ -1,0 +1,24 @@
+"""Shared fixtures for the whole test suite."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `pytest` run without the package installed
+    sys.path.insert(0, str(REPO))
+
+from study.data import synthetic  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding all three synthetic datasets at their default sizes, written once per
+    session (about a second): ``cifar-10-batches-py/`` (2000 train / 500 test), ``oxford-iiit-pet/``
+    (120 trainval / 40 test), ``imagenet/`` (4 classes, 80 train / 20 val). Shared: treat it as
+    read-only; tests that modify data write their own copy."""
+    root = tmp_path_factory.mktemp("data")
+    synthetic.write_all(root, seed=0)
+    return root

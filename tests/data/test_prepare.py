@@ -1,0 +1,233 @@
+"""prepare.sh / study.data.prepare: synthetic idempotence, archive extraction and cleaning, errors."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from study.config import RunConfig
+from study.data import cifar as cifar_mod
+from study.data import open_datasets, synthetic
+from study.data.prepare import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "study.data.prepare", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def make_tar(path: Path, members: dict[str, Path]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for arcname, src in members.items():
+            tar.add(src, arcname=arcname)
+    return path
+
+
+# --- --synthetic ----------------------------------------------------------------------------------
+def test_prepare_sh_synthetic_is_idempotent(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    first = subprocess.run(["bash", str(REPO / "prepare.sh"), "--synthetic", "--root", str(root)],
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert len(first.stdout.strip().splitlines()) == 3 and first.stdout.count("wrote synthetic") == 3
+    before = snapshot(root)
+    assert any(k.startswith("cifar-10-batches-py/") for k in before)
+    second = run_module("--synthetic", "--root", str(root), cwd=tmp_path)
+    assert second.returncode == 0 and second.stdout.count("already present") == 3
+    assert snapshot(root) == before  # nothing rewritten
+
+
+def test_synthetic_force_rewrites_synthetic_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--synthetic", "--root", str(tmp_path)]) == 0
+    (tmp_path / "imagenet" / "SYNTHETIC").unlink()  # pretend it is real data now
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    assert main(["--synthetic", "--force", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("wrote synthetic") == 2 and "non-synthetic data; left alone" in out
+    after = snapshot(tmp_path)
+    imagenet = {k: v for k, v in before.items() if k.startswith("imagenet/")}
+    assert imagenet == {k: v for k, v in after.items() if k.startswith("imagenet/")}
+    cifar = "cifar-10-batches-py/data_batch_1"
+    assert after[cifar][0] == before[cifar][0] and after[cifar][1] != before[cifar][1]  # same bytes, new file
+
+
+def test_nothing_to_do_exits_2(capsys: pytest.CaptureFixture) -> None:
+    assert main([]) == 2
+    assert "nothing to do" in capsys.readouterr().err
+
+
+# --- bad input: one line, exit 2, no traceback ----------------------------------------------------
+@pytest.mark.parametrize("args", [
+    ["--cifar", "missing.tar.gz"],
+    ["--pets", "images.tar.gz", "annotations.tar.gz"],
+    ["--cifar", "not_a_tar.tar.gz"],
+    ["--imagenet", "no_such_dir"],
+    ["--upload", "http://not-s3"],
+])
+def test_bad_input_is_one_line_on_stderr(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "not_a_tar.tar.gz").write_bytes(b"this is not a tar archive at all" * 10)
+    r = run_module(*args, "--root", str(tmp_path / "data"), cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prepare: "), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# --- --cifar --------------------------------------------------------------------------------------
+def _cifar_tar(tmp_path: Path, synthetic_root: Path, extra: dict[str, Path] | None = None) -> Path:
+    src = synthetic_root / "cifar-10-batches-py"
+    members = dict(extra or {})
+    members.update({f"cifar-10-batches-py/{n}": src / n for n, _ in cifar_mod.release_files()})
+    return make_tar(tmp_path / "cifar-10-python.tar.gz", members)
+
+
+def test_cifar_archive_with_wrong_md5_is_refused(tmp_path: Path, synthetic_root: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    archive = _cifar_tar(tmp_path, synthetic_root)  # no marker inside: claims to be the release
+    assert main(["--root", str(tmp_path / "data"), "--cifar", str(archive)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "corrupt CIFAR-10 file" in err and len(err.splitlines()) == 1
+
+
+def test_cifar_archive_extracted_and_verified(tmp_path: Path, synthetic_root: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the official MD5 list swapped for these files' MD5s, extraction + verification passes,
+    and a synthetic stand-in already there is replaced (its marker must not survive)."""
+    src = synthetic_root / "cifar-10-batches-py"
+    official = [(n, cifar_mod.file_md5(src / n)) for n, _ in cifar_mod.release_files()]
+    monkeypatch.setattr(cifar_mod, "release_files", lambda: official)
+    root = tmp_path / "data"
+    synthetic.write_cifar(root, n_train=20, n_test=10)
+    archive = _cifar_tar(tmp_path, synthetic_root)
+    assert main(["--root", str(root), "--cifar", str(archive)]) == 0
+    assert not (root / "cifar-10-batches-py" / "SYNTHETIC").exists()
+    assert len(open_datasets(RunConfig(data_root=str(root))).train) == 2000
+
+
+def test_cifar_archive_cannot_escape_root(tmp_path: Path, synthetic_root: Path) -> None:
+    evil = tmp_path / "evil.txt"
+    evil.write_text("x")
+    archive = _cifar_tar(tmp_path, synthetic_root, {"../escaped.txt": evil})
+    (tmp_path / "data").mkdir()
+    r = run_module("--root", "data", "--cifar", str(archive), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+# --- --pets ---------------------------------------------------------------------------------------
+def _pets_archives(tmp_path: Path, synthetic_root: Path) -> tuple[Path, Path, set[str]]:
+    """Release-style tarballs of the synthetic pets plus three bad images; returns the names that
+    must be dropped (the three, and the synthetic set's one grayscale JPEG)."""
+    work = tmp_path / "pets_src"
+    shutil.copytree(synthetic_root / "oxford-iiit-pet", work)
+    (work / "SYNTHETIC").unlink()
+    images, trimaps = work / "images", work / "annotations" / "trimaps"
+    rgb = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG")
+    (images / "Bengal_900.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])  # truncated
+    Image.fromarray(rgb).convert("CMYK").save(images / "Persian_900.jpg", "JPEG")
+    Image.fromarray(rgb).convert("RGBA").save(images / "pug_900.jpg", "PNG")  # PNG in disguise
+    tri = Image.fromarray(np.full((40, 50), 2, np.uint8), mode="L")
+    for name in ("Bengal_900", "Persian_900", "pug_900"):
+        tri.save(trimaps / f"{name}.png")
+    with open(work / "annotations" / "trainval.txt", "a") as f:
+        f.write("Bengal_900 2 1 2\nPersian_900 24 1 8\n")
+    with open(work / "annotations" / "test.txt", "a") as f:
+        f.write("pug_900 30 2 18\n")
+    gray = [p.name for p in images.glob("*.jpg") if p.name[-7:-4] != "900" and Image.open(p).mode == "L"]
+    assert len(gray) == 1
+    img_tar = make_tar(tmp_path / "images.tar.gz", {"images": images})
+    ann_tar = make_tar(tmp_path / "annotations.tar.gz", {"annotations": work / "annotations"})
+    return img_tar, ann_tar, {"Bengal_900.jpg", "Persian_900.jpg", "pug_900.jpg", *gray}
+
+
+def test_pets_archives_extracted_and_cleaned(tmp_path: Path, synthetic_root: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    img_tar, ann_tar, bad = _pets_archives(tmp_path, synthetic_root)
+    root = tmp_path / "data"
+    synthetic.write_pets(root, n_trainval=4, n_test=2)  # a stand-in that must be replaced
+    # archives given in either order
+    assert main(["--root", str(root), "--pets", str(ann_tar), str(img_tar)]) == 0
+    out = capsys.readouterr().out
+    folder = root / "oxford-iiit-pet"
+    assert not (folder / "SYNTHETIC").exists()
+    assert f"dropped {len(bad)} images" in out and all(b in out for b in bad)
+    assert "corrupt" in out and "CMYK, not RGB" in out and "not a JPEG but PNG" in out
+    left = {p.name for p in (folder / "images").glob("*.jpg")}
+    assert not (bad & left) and len(left) == 160 + 3 - len(bad)
+    listed = set()
+    for split in ("trainval.txt", "test.txt"):
+        for line in (folder / "annotations" / split).read_text().splitlines():
+            assert len(line.split()) == 4
+            listed.add(line.split()[0] + ".jpg")
+    assert listed == left
+    b = open_datasets(RunConfig(task="segment", data_root=str(root), image_size=32))
+    assert len(b.train) + len(b.val) == len(left)
+    assert b.train[len(b.train) - 1][1].shape == (32, 32)
+    # running the cleaning again finds nothing more to drop
+    from study.data.prepare import clean_pets
+
+    assert clean_pets(folder) == []
+
+
+def test_pets_needs_both_archives(tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture) -> None:
+    img_tar, _, _ = _pets_archives(tmp_path, synthetic_root)
+    assert main(["--root", str(tmp_path / "data"), "--pets", str(img_tar), str(img_tar)]) == 2
+    assert "annotations" in capsys.readouterr().err
+
+
+# --- --imagenet -----------------------------------------------------------------------------------
+def test_imagenet_links_ilsvrc_layout(tmp_path: Path, synthetic_root: Path) -> None:
+    src = tmp_path / "ILSVRC"
+    cls = src / "Data" / "CLS-LOC"
+    shutil.copytree(synthetic_root / "imagenet" / "train", cls / "train")
+    (cls / "val").mkdir()
+    with open(src / "LOC_val_solution.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ImageId", "PredictionString"])
+        for p in sorted((synthetic_root / "imagenet" / "val").rglob("*.JPEG")):
+            shutil.copy(p, cls / "val" / p.name)
+            w.writerow([p.stem, f"{p.parent.name} 1 2 30 40"])
+    root = tmp_path / "data"
+    synthetic.write_imagefolder(root, n_train_per_class=1, n_val_per_class=1)
+    assert main(["--root", str(root), "--imagenet", str(src)]) == 0
+    b = open_datasets(RunConfig(dataset="imagefolder", data_root=str(root), image_size=32))
+    assert b.num_classes == 4 and len(b.train) == 80 and len(b.val) == 20
+    assert (root / "imagenet" / "train").is_symlink()
+    assert main(["--root", str(root), "--imagenet", str(src)]) == 0  # redoing it is fine
+
+
+# --- --upload -------------------------------------------------------------------------------------
+def test_upload_calls_the_s3_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    fake = types.ModuleType("study.data.s3")
+    fake.upload = lambda root, url, endpoint: calls.append((root, url, endpoint))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "study.data.s3", fake)
+    assert main(["--root", str(tmp_path), "--upload", "s3://bucket/pre", "--s3-endpoint", "http://127.0.0.1:1"]) == 0
+    assert calls == [(str(tmp_path), "s3://bucket/pre", "http://127.0.0.1:1")]
+
+
+def test_upload_without_s3_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "study.data.s3", None)
+    assert main(["--root", str(tmp_path), "--upload", "s3://bucket/pre"]) == 2
+    assert "s3.py" in capsys.readouterr().err

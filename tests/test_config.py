@@ -1,0 +1,57 @@
+import pytest
+
+from study.config import ConfigError, RunConfig, field_docs, load_config_file
+
+
+def test_defaults_follow_task():
+    assert RunConfig().model == "resnet50" and RunConfig().dataset == "cifar10"
+    seg = RunConfig(task="segment")
+    assert seg.model == "deeplabv3_resnet101" and seg.dataset == "oxford-pets"
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(model="vgg"), "unknown model"),
+    (dict(task="segment", dataset="cifar10"), "no labels"),
+    (dict(model="resnet50", task="segment"), "does not do task"),
+    (dict(batch_size=0), "--batch-size"),
+    (dict(lr=-1.0), "--lr"),
+    (dict(profile=("perf",)), "profiling pass"),
+    (dict(run_name="../x"), "plain name"),
+])
+def test_bad_values_are_config_errors(kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        RunConfig(**kwargs)
+
+
+def test_round_trip_and_hash_ignores_output_paths():
+    cfg = RunConfig(model="tiny", stack=("workers=2", "amp"), repeats=3)
+    again = RunConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert cfg.hash() == cfg.replace(run_name="other", reports_root="/x").hash()
+    assert cfg.hash() != cfg.replace(batch_size=64).hash()
+
+
+def test_dry_run_is_tiny():
+    cfg = RunConfig(dry_run=True, steps=500, epochs=9)
+    assert cfg.epochs == 1 and cfg.steps <= 6 and cfg.subset <= 256 and cfg.checkpoint_every > 0
+
+
+def test_every_field_is_documented():
+    docs = field_docs()
+    missing = [f for f in RunConfig.__dataclass_fields__ if f not in docs]
+    assert not missing
+
+
+def test_config_files(tmp_path):
+    y = tmp_path / "a.yaml"
+    y.write_text("batch-size: 8\nstack: [workers, amp]\n")
+    assert load_config_file(str(y)) == {"batch_size": 8, "stack": ["workers", "amp"]}
+    t = tmp_path / "a.toml"
+    t.write_text('model = "tiny"\nsteps = 3\n')
+    assert load_config_file(str(t)) == {"model": "tiny", "steps": 3}
+    bad = tmp_path / "b.yaml"
+    bad.write_text("batch-size: [unclosed\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config_file(str(bad))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config_file(str(tmp_path / "none.yaml"))

@@ -1,0 +1,116 @@
+"""The whole pipeline through the CLI, as a user runs it: stages in child processes, records, exits."""
+import json
+import math
+
+import pytest
+
+from tests.util import records, results, run_study, stage_rows
+
+SEED = ["type", "epoch", "start", "loading", "duration", "value1", "value2"]
+
+
+def test_dry_run_baseline_writes_every_output(tmp_path, synthetic_root):
+    p = run_study("--dry-run", "--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "d",
+                  "--profile", "", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    rows = stage_rows(tmp_path, "d")
+    assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["name"] == "00-base"
+    r = rows[0]
+    assert r["throughput"] > 0 and r["step_time_p50"] > 0 and r["steps_measured"] >= 1
+    assert r["notes"]["checkpoint_verified"] is True
+    assert r["versions"]["torch"].startswith("2.") and r["config_hash"]
+    rep = tmp_path / "reports" / "d"
+    cfg = json.loads((rep / "config.json").read_text())
+    assert cfg["config"]["model"] == "tiny"
+    recs = records(tmp_path, "d")
+    assert list(recs[0].keys())[:7] == SEED
+    types = {int(x["type"]) for x in recs}
+    assert {0, 1, 2, 10, 11} <= types
+    assert (rep / "stages.csv").is_file() and (rep / "stages.md").is_file()
+    assert list((tmp_path / "profiles" / "d" / "00-base").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_resnet18_beats_chance_on_synthetic_cifar(tmp_path, synthetic_root):
+    p = run_study("--model", "resnet18", "--data-root", str(synthetic_root), "--run-name", "c", "--steps", "60",
+                  "--subset", "2000", "--val-subset", "300", "--batch-size", "32", "--profile", "", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (row,) = stage_rows(tmp_path, "c")
+    assert row["status"] == "ok", row["error"]
+    assert row["metrics"]["top1"] > 0.3, row["metrics"]  # chance: 0.1
+
+
+@pytest.mark.slow
+def test_segmentation_beats_all_background_miou(tmp_path, synthetic_root):
+    import torch
+
+    from study.config import RunConfig
+    from study.data import open_datasets
+
+    p = run_study("--task", "segment", "--model", "tiny", "--image-size", "64", "--data-root", str(synthetic_root),
+                  "--run-name", "s", "--epochs", "6", "--batch-size", "8", "--lr", "0.05", "--profile", "",
+                  cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (row,) = stage_rows(tmp_path, "s")
+    assert row["status"] == "ok", row["error"]
+    # all-background prediction: IoU(bg) = bg pixels / labelled pixels, IoU(pet) = 0
+    val = open_datasets(RunConfig(task="segment", image_size=64, data_root=str(synthetic_root))).val
+    masks = torch.stack([val[i][1] for i in range(len(val))])
+    bg, fg = (masks == 0).sum().item(), (masks == 1).sum().item()
+    all_background = bg / (bg + fg) / 2
+    assert row["metrics"]["miou"] > all_background + 0.05, (row["metrics"], all_background)
+
+
+def test_resume_continues_the_step_count(tmp_path, synthetic_root):
+    common = ["--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "r", "--steps", "4",
+              "--subset", "256", "--val-steps", "1", "--profile", "", "--warmup", "1"]
+    assert run_study(*common, "--epochs", "1", cwd=tmp_path).returncode == 0
+    first = stage_rows(tmp_path, "r")[-1]
+    assert first["steps_total"] == 4
+    p = run_study(*common, "--epochs", "2", "--resume", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    second = stage_rows(tmp_path, "r")[-1]
+    assert second["notes"]["resumed_from_step"] == 4 and second["steps_total"] == 8
+    # same config again: the finished stage is skipped, not re-run
+    n = len(results(tmp_path, "r"))
+    assert run_study(*common, "--epochs", "2", "--resume", cwd=tmp_path).returncode == 0
+    assert len(results(tmp_path, "r")) == n
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--data-root", "{tmp}/nowhere"], "cifar"),
+    (["--model", "vgg16"], "unknown model"),
+    (["--config", "{tmp}/bad.yaml"], "cannot parse"),
+    (["--reports-root", "{tmp}/afile/reports"], "cannot write outputs"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--steps", "many"], "invalid int"),
+    (["--weights", "{tmp}/none.pt"], "weights file not found"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, synthetic_root, args, words):
+    (tmp_path / "bad.yaml").write_text("steps: [1,\n")
+    (tmp_path / "afile").write_text("a file, not a folder")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--data-root" not in args:
+        args += ["--data-root", str(synthetic_root)]
+    p = run_study("--model", "tiny", "--dry-run", "--profile", "", *args, cwd=tmp_path)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert words in lines[0].lower() or words in lines[0], lines[0]
+
+
+def test_failed_stage_is_recorded_and_the_study_goes_on(tmp_path, synthetic_root):
+    # An image size the tiny model cannot pool to the classes would not fail; a corrupt weights file
+    # is caught up front. Make the child fail for real: a checkpoint that does not match the model.
+    import torch
+
+    ck = tmp_path / "reports" / "f" / "checkpoints"
+    ck.mkdir(parents=True)
+    torch.save({"model": {"nope": torch.zeros(1)}, "optimizer": {}, "step": 0, "epoch": 0,
+                "steps_in_epoch": 0, "scaler": None}, ck / "00-base.pt")
+    p = run_study("--model", "tiny", "--dry-run", "--profile", "", "--data-root", str(synthetic_root),
+                  "--run-name", "f", "--resume", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (row,) = stage_rows(tmp_path, "f")
+    assert row["status"] == "failed" and "state_dict" in row["error"]
+    assert "failed" in (tmp_path / "reports" / "f" / "stages.md").read_text()
