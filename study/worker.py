@@ -190,6 +190,19 @@ def peak_memory(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "host_max_rss"
 
 
+def rank_summary(steps: list[StepRecord], device: torch.device) -> dict[str, Any]:
+    """One process's share of a timing pass, in the form _result_row combines across processes."""
+    measured = [r for r in steps if r.measured]
+    return {
+        "samples": sum(r.samples for r in measured),
+        "seconds": sum(r.seconds for r in measured),
+        "step_times": [r.seconds for r in measured],
+        "phases": {p: sum(r.phases.get(p, 0.0) for r in measured) for p in PHASES},
+        "warmup_seconds": sum(r.seconds for r in steps if not r.measured),
+        "memory": peak_memory(device),
+    }
+
+
 def _gather(obj: Any, world: int) -> list[Any]:
     if world > 1 and torch.distributed.is_initialized():
         out: list[Any] = [None] * world
@@ -238,21 +251,17 @@ def timing_pass(sess: Session, repeat: int) -> StageResult:
     if writer is not None:
         writer.close()
 
-    measured = [r for r in result.steps if r.measured]
-    local = {
-        "samples": sum(r.samples for r in measured),
-        "seconds": sum(r.seconds for r in measured),
-        "step_times": [r.seconds for r in measured],
-        "phases": {p: sum(r.phases.get(p, 0.0) for r in measured) for p in PHASES},
-        "warmup_seconds": sum(r.seconds for r in result.steps if not r.measured),
-        "memory": peak_memory(ctx.device),
-    }
-    ranks = _gather(local, ctx.world_size)
+    ranks = _gather(rank_summary(result.steps, ctx.device), ctx.world_size)
     if ctx.rank == 0:
         _write_seed_records(sess, result, repeat)
     if cfg.dry_run and ctx.rank == 0:
         sess.notes["checkpoint_verified"] = _verify_checkpoint(sess)
-    return _result_row(sess, repeat, ranks, result, started)
+    row = _result_row(sess, repeat, ranks, result, started)
+    if ctx.rank == 0:
+        from study.flops import fill_mfu
+
+        fill_mfu(row, sess)  # after the timed loop: counting FLOPs (on meta) never enters the timing
+    return row
 
 
 def _result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult, started: float) -> StageResult:

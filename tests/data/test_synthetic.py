@@ -160,44 +160,11 @@ def test_torchvision_imagefolder_reader(synthetic_root: Path) -> None:
     assert all(Path(p).suffix == ".JPEG" for p, _ in train.samples)
 
 
-def test_write_all_is_fast(tmp_path: Path) -> None:
-    import time
-
-    t0 = time.perf_counter()
+def test_write_all_writes_the_three_layouts(tmp_path: Path) -> None:
     paths = synthetic.write_all(tmp_path)
-    assert time.perf_counter() - t0 < 10
     assert {p.name for p in paths.values()} == {"cifar-10-batches-py", "oxford-iiit-pet", "imagenet"}
     shutil.rmtree(tmp_path)
 
 
-@pytest.mark.slow
-def test_resnet18_learns_synthetic_cifar_in_60_steps(synthetic_root: Path) -> None:
-    """The claim the synthetic set exists for: 60 SGD steps of batch 32 with the real training
-    augmentation (random crop + flip) take a ResNet-18 well above chance. ~20 s on 2 CPU cores."""
-    import torch
-    import torchvision
-
-    from study.config import RunConfig
-    from study.data import open_datasets
-
-    torch.manual_seed(0)
-    b = open_datasets(RunConfig(data_root=str(synthetic_root), dataset="cifar10"))
-    model = torchvision.models.resnet18(num_classes=10)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    loader = torch.utils.data.DataLoader(b.train, batch_size=32, shuffle=True, drop_last=True)
-    steps = 0
-    while steps < 60:
-        for x, y in loader:
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            if steps == 60:
-                break
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y in torch.utils.data.DataLoader(b.val, batch_size=250):
-            correct += int((model(x).argmax(1) == y).sum())
-    assert correct / len(b.val) > 0.3
+# The learnability claim itself is tested end to end through the CLI:
+# tests/test_study_run.py::test_resnet18_beats_chance_on_synthetic_cifar

@@ -1,0 +1,72 @@
+"""ddp: DistributedDataParallel, one process per GPU (or N CPU processes on gloo).
+
+The stage is launched through torchrun (`torch.distributed.run`); the worker initialises the process
+group from torchrun's environment (nccl on CUDA, gloo on CPU), gives each rank its shard of the data
+through DistributedSampler, and rank 0 gathers every rank's timings. Gradients are all-reduced in
+buckets overlapped with the backward pass. On CPU the cores are split between the ranks
+(threads = cores // N), so N ranks use the same machine the single-process baseline used.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from optimizations.base import ORDER_PARALLEL, Env, Optimization, TrainContext, parse_int, register
+from study.config import ConfigError, RunConfig
+
+CPU_DEFAULT_WORLD = 2
+
+
+def _device_is_cuda(cfg: RunConfig) -> bool:
+    if cfg.device.startswith("cuda"):
+        return True
+    return cfg.device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 0
+
+
+def ddp_config(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
+    """torchrun launch with `world_size` processes per node (default: one per GPU, else 2 on CPU)."""
+    cuda = _device_is_cuda(cfg)
+    n = world_size or (torch.cuda.device_count() if cuda else CPU_DEFAULT_WORLD)
+    if n * cfg.nnodes < 2:
+        raise ConfigError(f"ddp with {n} process on {cfg.nnodes} node is a single process; use ddp=2 or more")
+    changes: dict[str, Any] = dict(launcher="torchrun", world_size=n)
+    if not cuda:
+        share = max(1, (os.cpu_count() or 1) // n)
+        changes["threads"] = min(cfg.threads, share) if cfg.threads else share
+    return cfg.replace(**changes)
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
+    if not torch.distributed.is_initialized():
+        raise RuntimeError("ddp needs an initialised process group; the stage must be started through torchrun")
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
+
+
+@register
+class Ddp(Optimization):
+    name = "ddp"
+    description = "DistributedDataParallel via torchrun: N processes (GPUs, or CPU processes on gloo)"
+    value_help = "N"
+    conflicts = ("dp",)
+    order = ORDER_PARALLEL
+
+    def parse_value(self, value: str | None) -> int | None:
+        return None if value is None else int(parse_int("ddp", value, minimum=1))
+
+    def applicable(self, env: Env) -> tuple[bool, str]:
+        if not torch.distributed.is_available():
+            return False, "this torch build has no torch.distributed"
+        if env.device_type == "cuda" and self.value and self.value > env.cuda_count:
+            return False, f"ddp={self.value} needs {self.value} GPUs on this node; it has {env.cuda_count}"
+        return True, ""
+
+    def configure(self, cfg: RunConfig) -> RunConfig:
+        return ddp_config(cfg, self.value)
+
+    def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
+        ctx.notes["ddp"] = (f"world size {ctx.world_size}, backend {torch.distributed.get_backend()}"
+                            if torch.distributed.is_initialized() else "no process group")
+        return wrap_ddp(model, ctx.device)
