@@ -67,6 +67,9 @@ class Ddp(Optimization):
         return ddp_config(cfg, self.value)
 
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
-        ctx.notes["ddp"] = (f"world size {ctx.world_size}, backend {torch.distributed.get_backend()}"
-                            if torch.distributed.is_initialized() else "no process group")
-        return wrap_ddp(model, ctx.device)
+        wrapped = wrap_ddp(model, ctx.device)
+        pids: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(pids, os.getpid())  # evidence of N real processes
+        ctx.notes["ddp"] = f"world size {len(pids)}, backend {torch.distributed.get_backend()}"
+        ctx.notes["ddp_pids"] = pids
+        return wrapped

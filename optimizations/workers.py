@@ -25,7 +25,8 @@ from study.config import RunConfig
 
 PREFETCH_FACTOR = 2
 KNEE_TOLERANCE = 0.10
-SWEEP_BATCHES = 8  # timed batches per candidate, after one untimed batch (worker start-up)
+SWEEP_BATCHES = 16  # timed batches per candidate, after the start-up batches
+SWEEP_MAX_SECONDS = 5.0  # per candidate: heavy images at large batches stop early
 SWEEP_FILE = "worker_sweep.json"
 
 
@@ -44,30 +45,43 @@ def candidate_counts(cpu_count: int) -> list[int]:
     return counts + [max(cpu_count, 1)] if cpu_count not in counts else counts
 
 
-def measure_loader(cfg: RunConfig, dataset: Any, workers: int, batches: int = SWEEP_BATCHES) -> dict[str, float]:
-    """Samples/s of iterating the training loader alone with `workers` workers."""
+def measure_loader(cfg: RunConfig, dataset: Any, workers: int, batches: int = SWEEP_BATCHES,
+                   max_seconds: float = SWEEP_MAX_SECONDS) -> dict[str, float]:
+    """Samples/s of iterating the training loader alone with `workers` workers, in steady state.
+
+    The batches the workers prefetch while starting up would flatter them, so the first
+    workers × prefetch_factor + 1 batches are not timed; epochs are chained (persistent workers) when
+    the (sub)set is short.
+    """
     import torch
     from torch.utils.data import DataLoader
 
     kwargs: dict[str, Any] = dict(batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
                                   generator=torch.Generator().manual_seed(cfg.seed))
     if workers:
-        kwargs["prefetch_factor"] = PREFETCH_FACTOR
+        kwargs.update(prefetch_factor=PREFETCH_FACTOR, persistent_workers=True)
     loader = DataLoader(dataset, **kwargs)
+    if len(loader) == 0:
+        return {"workers": workers, "samples_per_s": 0.0, "samples": 0, "seconds": 0.0, "startup_seconds": 0.0}
+
+    def batches_forever():
+        while True:
+            yield from loader
+
+    stream = batches_forever()
     t_start = time.perf_counter()
-    it = iter(loader)
-    first = next(it, None)  # start-up (forking workers, first batch) is not throughput
+    for _ in range(workers * PREFETCH_FACTOR + 1):
+        next(stream)
     startup = time.perf_counter() - t_start
     samples, t0 = 0, time.perf_counter()
-    if first is not None:
-        for _ in range(batches):
-            batch = next(it, None)
-            if batch is None:
-                break
-            samples += int(batch[1].shape[0])
+    for _ in range(batches):
+        samples += int(next(stream)[1].shape[0])
+        if time.perf_counter() - t0 > max_seconds:
+            break
     seconds = time.perf_counter() - t0
-    del it, loader  # shut the workers down before the next candidate starts its own
-    return {"workers": workers, "samples_per_s": samples / seconds if seconds > 0 and samples else 0.0,
+    stream.close()
+    del stream, loader  # shut the workers down before the next candidate starts its own
+    return {"workers": workers, "samples_per_s": samples / seconds if seconds > 0 else 0.0,
             "samples": samples, "seconds": seconds, "startup_seconds": startup}
 
 
@@ -137,7 +151,8 @@ class Workers(Optimization):
 
     def setup(self, ctx: TrainContext) -> None:
         cfg = ctx.cfg
-        note = f"{cfg.num_workers} workers, persistent, prefetch_factor {cfg.prefetch_factor or '-'}"
+        note = (f"{cfg.num_workers} workers, persistent, prefetch_factor {cfg.prefetch_factor}" if cfg.num_workers
+                else "0 workers: loading in the training process measured fastest")
         if self.value == "auto":
             note = f"auto → {note}"
             path = cfg.report_dir / SWEEP_FILE

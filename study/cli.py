@@ -136,7 +136,20 @@ def cmd_run(argv: list[str]) -> int:
         else:
             console.print(f"  stage {r.name}: [red]failed[/] — {r.error[:300]}")
 
-    StageRunner(cfg, toggles, env, on_result=show).run()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    runner = StageRunner(cfg, toggles, env, on_result=show)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} stages"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        bar = progress.add_task("starting", total=len(runner.stages))
+
+        def result(r) -> None:
+            show(r)
+            progress.advance(bar)
+
+        runner.on_result = result
+        runner.on_pass = lambda what: progress.update(bar, description=what)
+        runner.run()
     write_ladder(cfg.report_dir)
     _full_report([cfg.report_dir])
     console.print(f"reports: {cfg.report_dir}/  traces: tensorboard --logdir {cfg.profile_dir}")

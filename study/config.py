@@ -160,6 +160,17 @@ class RunConfig:
         for p in self.profile:
             if p not in PROFILE_PASSES:
                 raise ConfigError(f"unknown profiling pass {p!r}; choose from: {', '.join(PROFILE_PASSES)}, all")
+        if self.s3_endpoint:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.s3_endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError("--s3-endpoint must be an http(s)://host[:port] URL")
+            if parts.username or parts.password:  # config.json would keep them: refuse, and never echo them
+                raise ConfigError("--s3-endpoint must not carry credentials (user:password@); use the standard "
+                                  "AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws)")
+        if self.s3_cache and not self.is_s3:
+            raise ConfigError("--s3-cache needs an s3://bucket/prefix --data-root")
         if not self.run_name:
             fix("run_name", "study")
         if "/" in self.run_name or self.run_name in (".", ".."):

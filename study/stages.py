@@ -103,10 +103,13 @@ def run_child(cmd: list[str], log: Path, out: Path) -> tuple[dict | None, str]:
 
 class StageRunner:
     def __init__(self, cfg: RunConfig, toggles: list[Optimization], env: Env,
-                 on_result: Callable[[StageResult], None] | None = None) -> None:
+                 on_result: Callable[[StageResult], None] | None = None,
+                 on_pass: Callable[[str], None] | None = None) -> None:
         self.cfg, self.toggles, self.env = cfg, toggles, env
         self.results_path = cfg.report_dir / "results.jsonl"
         self.on_result = on_result or (lambda r: None)
+        self.on_pass = on_pass or (lambda what: None)  # progress display: "01-workers timing r0"
+        self.stages = plan(cfg, toggles, env)  # once: configure() may measure (workers=auto)
 
     def finished(self) -> dict[str, StageResult]:
         """Stages of this run already done with the same measured config (for --resume)."""
@@ -117,8 +120,7 @@ class StageRunner:
         return done
 
     def run(self) -> list[StageResult]:
-        cfg = self.cfg
-        stages = plan(cfg, self.toggles, self.env)
+        cfg, stages = self.cfg, self.stages
         cfg.report_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(cfg.report_dir / "config.json", json.dumps(
             {"config": cfg.to_dict(), "stages": [s.spec.__dict__ for s in stages],
@@ -152,6 +154,7 @@ class StageRunner:
             return row
         repeats: list[StageResult] = []
         for r in range(cfg.repeats):
+            self.on_pass(f"{st.spec.name}: timing {r + 1}/{cfg.repeats}")
             out = rep_dir / f"timing-r{r}.json"
             payload, err = run_child(worker_command(st, stage_file, "timing", r, out), rep_dir / f"timing-r{r}.log", out)
             if payload is None:
@@ -175,6 +178,7 @@ class StageRunner:
         """Each profiling pass is its own short run, so its overhead never enters the timing."""
         paths: dict[str, str] = {}
         for name in self.cfg.profile:
+            self.on_pass(f"{st.spec.name}: {name} profile")
             out = rep_dir / f"{name}.json"
             cmd = worker_command(st, stage_file, name, 0, out)
             if name == "pyspy":

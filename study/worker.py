@@ -238,16 +238,10 @@ def timing_pass(sess: Session, repeat: int) -> StageResult:
                 writer.add_scalar(f"{ep.split}/{k}", v, ep.epoch)
 
     started = time.time()
-    progress = _progress(cfg, ctx, sess.spec)
-    hooks = [log_step] + ([progress.hook] if progress else [])
-    try:
-        result = fit(s, sess.train_loader, sess.val_loader, epochs=cfg.epochs, max_steps=cfg.steps,
-                     val_steps=cfg.val_steps, warmup=cfg.warmup, hooks=hooks,
-                     checkpoint=sess.checkpoint_path, checkpoint_every=cfg.checkpoint_every,
-                     on_epoch=log_epoch)
-    finally:
-        if progress:
-            progress.close()
+    result = fit(s, sess.train_loader, sess.val_loader, epochs=cfg.epochs, max_steps=cfg.steps,
+                 val_steps=cfg.val_steps, warmup=cfg.warmup, hooks=[log_step],
+                 checkpoint=sess.checkpoint_path, checkpoint_every=cfg.checkpoint_every,
+                 on_epoch=log_epoch)
     if writer is not None:
         writer.close()
 
@@ -349,30 +343,6 @@ def _verify_checkpoint(sess: Session) -> bool:
     live = sess.state.base_model.state_dict()
     same = all(torch.equal(v.cpu(), live[k].detach().cpu()) for k, v in fresh.state_dict().items())
     return bool(same and state["step"] == sess.state.step)
-
-
-class _Progress:
-    def __init__(self, total: int, label: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), transient=True)
-        self.task = self.p.add_task(label, total=total)
-        self.p.start()
-
-    def hook(self, rec: StepRecord) -> None:
-        self.p.advance(self.task)
-
-    def close(self) -> None:
-        self.p.stop()
-
-
-def _progress(cfg: RunConfig, ctx: TrainContext, spec: StageSpec) -> _Progress | None:
-    if ctx.rank != 0 or not sys.stderr.isatty():
-        return None
-    per_epoch = cfg.steps or None
-    total = (per_epoch * cfg.epochs) if per_epoch else None
-    return _Progress(total or 0, f"{spec.name}") if total else None
 
 
 def main(argv: list[str] | None = None) -> int:

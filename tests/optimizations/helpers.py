@@ -1,0 +1,34 @@
+"""Helpers for the toggle tests: tiny in-process sessions and fake environments."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from optimizations.base import Env, configure_all, parse_stack
+from study.config import RunConfig
+
+
+def tiny_config(data_root: Path, out: Path, **changes) -> RunConfig:
+    """The smallest honest training setup: tiny model, 32 px CIFAR, a few steps, one thread."""
+    base = dict(model="tiny", data_root=str(data_root), batch_size=8, subset=64, val_subset=16, steps=3,
+                val_steps=1, warmup=1, threads=1, run_name="t", reports_root=str(out / "reports"),
+                profiles_root=str(out / "profiles"))
+    return RunConfig(**{**base, **changes})
+
+
+def make_session(cfg: RunConfig, stack: str | list[str] = ()):
+    """Plan-time configure() then the worker's build_session, in this process (no DDP here)."""
+    from study.worker import StageSpec, build_session
+
+    toggles = parse_stack(stack) if stack else []
+    cfg = configure_all(cfg.replace(stack=tuple(t.spec for t in toggles)), toggles)
+    spec = StageSpec(index=1, name="01-test", stack=[t.spec for t in toggles], config=cfg.to_dict())
+    return build_session(spec)
+
+
+def cpu_env(cores: int = 2) -> Env:
+    return Env(device_type="cpu", cuda_count=0, cpu_count=cores)
+
+
+def cuda_env(gpus: int = 1, bf16: bool = True) -> Env:
+    return Env(device_type="cuda", cuda_count=gpus, cpu_count=16, bf16_native=bf16)
+

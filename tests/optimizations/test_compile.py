@@ -1,0 +1,40 @@
+import math
+
+import pytest
+import torch
+
+from optimizations.base import parse_stack
+from optimizations.compile import MIN_WARMUP, compile_model
+from study.config import ConfigError, RunConfig
+
+
+def test_modes():
+    assert parse_stack("compile")[0].value == "default"
+    assert parse_stack("compile=reduce-overhead")[0].value == "reduce-overhead"
+    with pytest.raises(ConfigError, match="bad value for compile"):
+        parse_stack("compile=fast")
+
+
+def test_configure_keeps_compile_time_out_of_measured_steps():
+    (toggle,) = parse_stack("compile")
+    assert toggle.configure(RunConfig(warmup=0)).warmup == MIN_WARMUP
+    assert toggle.configure(RunConfig(warmup=5)).warmup == 5
+    assert toggle.configure(RunConfig(warmup=0, dry_run=True)).warmup == MIN_WARMUP
+
+
+def test_compile_model_wraps_lazily():
+    model = torch.nn.Linear(4, 2)
+    compiled = compile_model(model, "default")
+    assert compiled is not model and compiled._orig_mod is model  # nothing compiled until the first call
+    with pytest.raises(ValueError):
+        compile_model(model, "turbo")
+
+
+@pytest.mark.slow
+def test_compiled_stage_trains_and_compile_time_lands_in_warmup(toggle_stage):
+    row, stage_dir = toggle_stage("compile")
+    assert row.status == "ok", row.error
+    assert math.isfinite(row.final_loss) and row.steps_measured >= 1
+    assert row.notes["compile"].startswith("mode=default")
+    # Inductor's first call takes seconds; measured steps take milliseconds
+    assert row.warmup_seconds > 5 * row.step_time_p50

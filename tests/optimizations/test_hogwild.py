@@ -1,0 +1,55 @@
+import math
+import os
+
+import pytest
+import torch
+
+from optimizations.base import parse_stack
+from optimizations.hogwild import adopt_shared, run_trainers, shared_tensors
+from study.config import RunConfig
+from tests.optimizations.helpers import cuda_env, make_session
+
+
+def test_configure_and_applicability():
+    cfg = parse_stack("hogwild")[0].configure(RunConfig())
+    assert cfg.launcher == "hogwild" and cfg.world_size == 2
+    assert cfg.threads == max(1, (os.cpu_count() or 1) // 2)
+    assert parse_stack("hogwild=3")[0].configure(RunConfig()).world_size == 3
+    ok, reason = parse_stack("hogwild")[0].applicable(cuda_env())
+    assert not ok and "ddp" in reason
+
+
+def test_adopt_shared_keeps_parameter_objects():
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    shared = shared_tensors(a)
+    assert all(t.is_shared() for t in shared.values())
+    weight = b.weight
+    adopt_shared(b, shared)
+    assert b.weight is weight and b.weight.data_ptr() == a.weight.data_ptr()
+    with torch.no_grad():
+        b.weight.add_(1.0)
+    assert torch.equal(a.weight, b.weight)
+
+
+def test_trainers_update_the_parent_model(tiny_cfg):
+    sess = make_session(tiny_cfg, "hogwild")
+    model = sess.state.base_model
+    before = [p.detach().clone() for p in model.parameters()]
+    reports = run_trainers(sess.spec, model, 2)
+    assert [r["rank"] for r in reports] == [0, 1]
+    pids = {r["pid"] for r in reports}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert all(len(r["steps"]) == tiny_cfg.steps for r in reports)
+    # the parent never trained: every change was written by the trainers into shared memory
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(r["summary"]["samples"] > 0 for r in reports)
+
+
+@pytest.mark.slow
+def test_hogwild_stage(toggle_stage):
+    row, stage_dir = toggle_stage("hogwild")
+    assert row.status == "ok", row.error
+    assert row.world_size == 2 and math.isfinite(row.final_loss) and row.throughput > 0
+    assert len(set(row.notes["hogwild_pids"])) == 2
+    assert row.notes["checkpoint_verified"] is True
+    assert (stage_dir / "records-r0.csv").is_file()

@@ -1,0 +1,87 @@
+import warnings
+
+import pytest
+import torch
+import torchvision
+
+from optimizations.script import TracedModel, example_input, script_model
+from study.config import RunConfig
+from study.models import TinyNet
+from tests.optimizations.helpers import make_session
+
+
+def _no_jit_warnings(caught):
+    return not [w for w in caught if "torch.jit" in str(w.message) or "deprecated" in str(w.message)]
+
+
+def test_scriptable_model_becomes_a_script_module_sharing_parameters():
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scripted, notes = script_model(model, example_input(RunConfig()))
+    assert _no_jit_warnings(caught)  # the deprecation warnings are noted, not printed
+    assert isinstance(scripted, torch.jit.ScriptModule) and notes["script"] == "scripted"
+    assert "deprecated" in notes.get("script_deprecation", "deprecated")
+    assert all(a is b for a, b in zip(model.parameters(), scripted.parameters()))
+    model.eval(), scripted.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(model(x), scripted(x), atol=1e-5)
+
+
+def test_unscriptable_model_falls_back_to_a_two_mode_trace():
+    torch.manual_seed(0)
+    model = TinyNet(10)  # forward returns a dict or a tensor: not scriptable
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    traced, notes = script_model(model, torch.randn(2, 3, 32, 32))
+    assert isinstance(traced, TracedModel) and notes["script"].startswith("traced: RuntimeError")
+    assert isinstance(traced.train_graph, torch.jit.ScriptModule)
+    assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers())  # tracing left BN stats alone
+    x = torch.randn(4, 3, 32, 32)
+    model.eval(), traced.eval()
+    assert torch.allclose(model(x), traced(x), atol=1e-5)  # eval graph uses running statistics
+    model.train(), traced.train()
+    assert torch.allclose(model(x), traced(x), atol=1e-5)  # train graph uses batch statistics
+    # the optimizer built on the original parameters trains the traced model
+    before = traced.eval()(x).detach()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)
+    assert not torch.allclose(before, traced(x))
+
+
+def test_segmentation_dict_output_traces():
+    model = TinyNet(2, segment=True)
+    traced, notes = script_model(model, torch.randn(2, 3, 64, 64))
+    out = traced.eval()(torch.randn(1, 3, 64, 64))
+    assert isinstance(out, dict) and out["out"].shape == (1, 2, 64, 64)
+    assert notes["script"].startswith("traced")
+
+
+def test_example_input_follows_the_config():
+    assert example_input(RunConfig()).shape == (2, 3, 32, 32)
+    assert example_input(RunConfig(task="segment")).shape == (2, 3, 256, 256)
+    assert example_input(RunConfig(image_size=64)).shape[-1] == 64
+    assert example_input(RunConfig(), memory_format=torch.channels_last).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_session_trains_through_the_scripted_model(tiny_cfg):
+    sess = make_session(tiny_cfg, "channels_last,script")
+    assert isinstance(sess.state.model, TracedModel)
+    assert sess.notes["script"].startswith("traced:")
+    before = [p.detach().clone() for p in sess.state.base_model.parameters()]
+    recs = sess.run_steps(2)
+    assert len(recs) == 2 and all(r.loss == r.loss for r in recs)
+    assert any(not torch.equal(a, b) for a, b in zip(before, sess.state.base_model.parameters()))
+
+
+@pytest.mark.parametrize("task, model_name, size", [("classify", "resnet50", 32),
+                                                     ("segment", "deeplabv3_resnet101", 64)])
+def test_study_models_script(task, model_name, size):
+    from study.models import build_model
+
+    model = build_model(RunConfig(task=task, model=model_name), 2)
+    scripted, notes = script_model(model, torch.randn(2, 3, size, size))
+    assert notes["script"] == "scripted" and isinstance(scripted, torch.jit.ScriptModule)
+    out = scripted.eval()(torch.randn(1, 3, size, size))
+    logits = out["out"] if isinstance(out, dict) else out
+    assert logits.shape[:2] == (1, 2)

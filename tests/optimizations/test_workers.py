@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from optimizations import workers as w
+from optimizations.base import parse_stack
+from study.config import ConfigError
+from tests.optimizations.helpers import make_session
+
+
+def test_fixed_count_gives_persistent_prefetching_workers(tiny_cfg):
+    sess = make_session(tiny_cfg, "workers=2")
+    loader = sess.train_loader
+    assert loader.num_workers == 2 and loader.persistent_workers and loader.prefetch_factor == w.PREFETCH_FACTOR
+    assert sess.val_loader.num_workers == 2
+    assert sess.notes["workers"].startswith("2 workers, persistent")
+    x, y = next(iter(loader))  # the workers really produce batches
+    assert x.shape[0] == tiny_cfg.batch_size
+
+
+def test_make_workers_config():
+    from study.config import RunConfig
+
+    cfg = w.make_workers_config(RunConfig(), 3)
+    assert (cfg.num_workers, cfg.persistent_workers, cfg.prefetch_factor) == (3, True, 2)
+    cfg0 = w.make_workers_config(cfg, 0)
+    assert (cfg0.num_workers, cfg0.persistent_workers, cfg0.prefetch_factor) == (0, False, 0)
+
+
+def test_candidate_counts_double_up_to_the_core_count():
+    assert w.candidate_counts(1) == [0, 1]
+    assert w.candidate_counts(2) == [0, 1, 2]
+    assert w.candidate_counts(8) == [0, 1, 2, 4, 8]
+    assert w.candidate_counts(6) == [0, 1, 2, 4, 6]
+
+
+def test_knee_is_the_smallest_count_near_the_best():
+    table = [{"workers": 0, "samples_per_s": 100.0}, {"workers": 1, "samples_per_s": 180.0},
+             {"workers": 2, "samples_per_s": 300.0}, {"workers": 4, "samples_per_s": 320.0},
+             {"workers": 8, "samples_per_s": 310.0}]
+    assert w.pick_knee(table) == 2  # 300 is within 10% of 320
+    assert w.pick_knee(table, tolerance=0.0) == 4
+    assert w.pick_knee([{"workers": 0, "samples_per_s": 50.0}, {"workers": 1, "samples_per_s": 52.0}]) == 0
+
+
+def test_bad_values():
+    for bad in ("-3", "0", "two"):
+        with pytest.raises(ConfigError):
+            parse_stack(f"workers={bad}")
+
+
+def test_sweep_measures_each_count(tiny_cfg):
+    result = w.sweep_workers(tiny_cfg, counts=[0, 1], batches=2)
+    assert [r["workers"] for r in result["table"]] == [0, 1]
+    assert all(r["samples_per_s"] > 0 and r["samples"] == 2 * tiny_cfg.batch_size for r in result["table"])
+    assert result["table"][1]["startup_seconds"] > 0
+    assert result["chosen"] in (0, 1)
+
+
+def test_auto_sweeps_once_records_the_table_and_reuses_it_on_resume(tiny_cfg, monkeypatch):
+    calls = []
+    fake = {"key": w._sweep_key(tiny_cfg), "table": [{"workers": 0, "samples_per_s": 10.0},
+                                                     {"workers": 1, "samples_per_s": 40.0}], "chosen": 1}
+
+    def sweep(cfg, counts=None, batches=w.SWEEP_BATCHES):
+        calls.append(cfg)
+        return fake
+
+    monkeypatch.setattr(w, "sweep_workers", sweep)
+    (toggle,) = parse_stack("workers=auto")
+    assert toggle.configure(tiny_cfg).num_workers == 1
+    assert toggle.configure(tiny_cfg.replace(lr=0.1)).num_workers == 1  # a later stage: no new sweep
+    assert len(calls) == 1
+    saved = json.loads((tiny_cfg.report_dir / w.SWEEP_FILE).read_text())
+    assert saved["chosen"] == 1 and len(saved["table"]) == 2
+
+    (again,) = parse_stack("workers=auto")  # a resumed study: same settings, no new measurement
+    assert again.configure(tiny_cfg.replace(resume=True)).num_workers == 1
+    assert len(calls) == 1
+
+    sess = make_session(tiny_cfg.replace(num_workers=1, persistent_workers=True, prefetch_factor=2,
+                                         stack=("workers=auto",)), [])
+    from optimizations.base import TrainContext
+
+    ctx = TrainContext(cfg=sess.cfg, env=sess.ctx.env, device=sess.ctx.device)
+    toggle.setup(ctx)
+    assert ctx.notes["worker_sweep"] == [{"workers": 0, "samples_per_s": 10.0}, {"workers": 1, "samples_per_s": 40.0}]
+    assert ctx.notes["workers"].startswith("auto → 1 workers")

@@ -1,0 +1,21 @@
+"""A real stage session (tiny model, synthetic CIFAR) built in-process, for the profiling passes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from study.config import RunConfig
+from study.worker import StageSpec, build_session
+
+
+@pytest.fixture
+def make_session(tmp_path: Path, synthetic_root: Path):
+    def make(**changes):
+        cfg = RunConfig(model="tiny", data_root=str(synthetic_root), subset=256, val_subset=32, batch_size=16,
+                        profile_steps=5, warmup=1, device="cpu", run_name="t",
+                        profiles_root=str(tmp_path / "profiles"), reports_root=str(tmp_path / "reports"))
+        cfg = cfg.replace(**changes)
+        return build_session(StageSpec(index=0, name="00-base", stack=[], config=cfg.to_dict()))
+
+    return make

@@ -1,0 +1,118 @@
+"""Trace summaries: categories partition each step, self times, and the stage-to-stage diff."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from study.profiling.trace_summary import CATEGORIES, diff_ops, headline, load_trace, summarize
+
+
+def ev(name, cat, ts, dur, pid=1, tid=1):
+    return {"ph": "X", "name": name, "cat": cat, "ts": ts, "dur": dur, "pid": pid, "tid": tid}
+
+
+def trace(steps: list[list[dict]], step_us: float = 100.0) -> dict:
+    """Steps laid end to end; event times in each list are relative to its step's start."""
+    events = []
+    for i, step in enumerate(steps):
+        t0 = 1000.0 + i * step_us
+        events.append(ev(f"ProfilerStep#{i + 2}", "user_annotation", t0, step_us))
+        for e in step:
+            events.append({**e, "ts": t0 + e["ts"]})
+    return {"traceEvents": events + [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "python"}}]}
+
+
+def write(path: Path, doc: dict) -> Path:
+    with gzip.open(path, "wt") as fh:
+        json.dump(doc, fh)
+    return path
+
+
+def test_categories_follow_priority_and_add_up_to_the_step():
+    step = [
+        ev("enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__", "user_annotation", 0, 20),
+        ev("aten::stack", "cpu_op", 5, 10),  # collate inside __next__: dataloader time
+        ev("aten::conv2d", "cpu_op", 20, 40),
+        ev("cudaLaunchKernel", "cuda_runtime", 30, 5),
+        ev("void implicit_gemm", "kernel", 32, 38, pid=0, tid=7),  # GPU busy 32..70
+        ev("ncclDevKernel_AllReduce", "kernel", 60, 20, pid=0, tid=9),  # exposed 70..80 only
+    ]
+    s = summarize(trace([step, step]))
+    c = s["categories_ms"]
+    assert s["steps"] == 2 and s["step_ms_mean"] == pytest.approx(0.1)
+    assert c["dataloader"] == pytest.approx(0.020)
+    assert c["cpu_exec"] == pytest.approx(0.010)  # 20..30; 32..60 is under the kernel
+    assert c["runtime"] == pytest.approx(0.002)  # 30..32
+    assert c["kernel"] == pytest.approx(0.038)
+    assert c["communication"] == pytest.approx(0.010)
+    assert c["other"] == pytest.approx(0.020)  # 80..100: nothing recorded
+    assert sum(c.values()) == pytest.approx(s["step_ms_mean"])
+    assert set(c) == set(CATEGORIES)
+
+
+def test_self_time_excludes_nested_ops_and_ops_are_per_step():
+    step = [ev("aten::linear", "cpu_op", 0, 50), ev("aten::addmm", "cpu_op", 10, 20), ev("aten::t", "cpu_op", 32, 3)]
+    s = summarize(trace([step, step, step]))
+    assert s["ops"]["aten::linear"]["self_ms"] == pytest.approx(0.027)
+    assert s["ops"]["aten::linear"]["total_ms"] == pytest.approx(0.050)
+    assert s["ops"]["aten::addmm"]["self_ms"] == pytest.approx(0.020)
+    assert s["ops"]["aten::t"]["calls"] == pytest.approx(1.0)
+
+
+def test_trace_without_profiler_steps_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="ProfilerStep"):
+        summarize({"traceEvents": [ev("aten::add", "cpu_op", 0, 1)]})
+
+
+def test_diff_names_faster_slower_appeared_and_disappeared(tmp_path):
+    before = [ev("aten::convolution", "cpu_op", 0, 40), ev("aten::relu_", "cpu_op", 40, 10),
+              ev("aten::batch_norm", "cpu_op", 50, 20), ev("aten::add_", "cpu_op", 70, 5)]
+    after = [ev("aten::convolution", "cpu_op", 0, 15), ev("aten::relu_", "cpu_op", 15, 10),
+             ev("prim::FusedBatchNormRelu", "cpu_op", 25, 12), ev("aten::add_", "cpu_op", 37, 9)]
+    a = write(tmp_path / "rank0.1.pt.trace.json.gz", trace([before, before]))
+    b = write(tmp_path / "rank0.2.pt.trace.json.gz", trace([after, after]))
+    d = diff_ops(a, b)
+    assert [i["name"] for i in d["faster"]] == ["aten::convolution"]
+    assert d["faster"][0]["delta_ms"] == pytest.approx(-0.025)
+    assert [i["name"] for i in d["slower"]] == ["aten::add_"]
+    assert [i["name"] for i in d["appeared"]] == ["prim::FusedBatchNormRelu"]
+    assert [i["name"] for i in d["disappeared"]] == ["aten::batch_norm"]
+    unchanged = {i["name"] for k in ("faster", "slower", "appeared", "disappeared") for i in d[k]}
+    assert "aten::relu_" not in unchanged
+    line = headline(d)
+    assert "aten::convolution" in line and "prim::FusedBatchNormRelu" in line and "aten::batch_norm" in line
+    # summaries work as inputs too, and a summary diffed with itself shows nothing
+    assert headline(diff_ops(summarize(a), summarize(a))) == "no op changed beyond the noise threshold"
+
+
+def test_load_trace_reads_plain_gz_and_bare_array(tmp_path):
+    doc = trace([[ev("aten::add", "cpu_op", 0, 1)]])
+    (tmp_path / "a.pt.trace.json").write_text(json.dumps(doc["traceEvents"]))
+    write(tmp_path / "b.pt.trace.json.gz", doc)
+    assert len(load_trace(tmp_path / "a.pt.trace.json")["traceEvents"]) == len(doc["traceEvents"])
+    assert summarize(tmp_path / "b.pt.trace.json.gz")["steps"] == 1
+
+
+def test_real_trace_categories_match_the_profiled_step_time(make_session):
+    """A trace written by a real short run: categories sum to the loop's own step time (± 10 %)."""
+    from study.profiling import torch_trace
+
+    sess = make_session(profile_steps=5)
+    paths = torch_trace.run(sess)
+    trace_path = Path(paths["torch_trace"])
+    assert trace_path.name.startswith("rank0.") and trace_path.name.endswith(".pt.trace.json.gz")
+    assert trace_path.parent == sess.profile_dir
+    s = json.loads(Path(paths["trace_summary"]).read_text())
+    assert s["steps"] == 3  # profile_steps 5 = wait 1 + warmup 1 + active 3
+    total = sum(s["categories_ms"].values())
+    assert total == pytest.approx(s["step_ms_mean"], rel=1e-6)
+    loop = sum(s["loop_step_ms"]) / len(s["loop_step_ms"])
+    assert total == pytest.approx(loop, rel=0.10)
+    assert s["categories_ms"]["cpu_exec"] > 0 and s["categories_ms"]["dataloader"] > 0
+    assert any(name.startswith("aten::") for name in s["ops"])
+    # a second run of the pass replaces the trace rather than piling up spans
+    torch_trace.run(sess)
+    assert len(list(sess.profile_dir.glob("rank0.*.pt.trace.json.gz"))) == 1
