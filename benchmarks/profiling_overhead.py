@@ -3,11 +3,11 @@
     python benchmarks/profiling_overhead.py --data-root /tmp/d --models tiny,resnet18 [--stack workers]
 
 For each model it plans the stage the study would run (the last stage of --stack), then runs one
-fresh process per mode — plain, cprofile, torch, pyspy, lines — each building the same session,
-training --warmup steps unprofiled, then the pass exactly as the study runs it. The step times are
-the loop's own (perf_counter phase timer) over the steps the pass profiles; torch.profiler's
-wait/warmup steps are left out. Modes run round-robin --rounds times so drifting machine load hits
-all of them alike; the table shows medians and the ratio to plain.
+fresh process per mode (plain, cprofile, torch, pyspy, pyspy_nb = py-spy --nonblocking, lines), each
+building the same session, training --warmup steps unprofiled, then the pass exactly as the study
+runs it. The step times are the loop's own (perf_counter phase timer) over the steps the pass
+profiles; torch.profiler's wait/warmup steps are left out. Modes run round-robin --rounds times so
+drifting machine load hits all of them alike; the table shows medians and the ratio to plain.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-MODES = ("plain", "cprofile", "torch", "pyspy", "lines")
+MODES = ("plain", "cprofile", "torch", "pyspy", "pyspy_nb", "lines")  # pyspy_nb: py-spy --nonblocking
 
 
 def child(stage_file: str, mode: str, out: str, warmup: int) -> int:
@@ -45,7 +45,7 @@ def child(stage_file: str, mode: str, out: str, warmup: int) -> int:
     # The passes warm up cfg.warmup steps themselves where they do; the benchmark already did.
     sess.cfg = sess.cfg.replace(warmup=0)
     t0 = time.perf_counter()
-    if mode == "plain":
+    if mode in ("plain", "pyspy_nb"):  # py-spy samples from outside: the stage trains plainly
         sess.run_steps(sess.cfg.profile_steps)
     else:
         import importlib
@@ -112,8 +112,9 @@ def main() -> int:
                 out = work / f"{model}-{mode}-{rnd}.json"
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--stage", str(stage_file),
                        "--out", str(out), "--warmup", str(args.warmup)]
-                if mode == "pyspy":
-                    cmd = wrap_command(cmd, work / "profiles" / model)
+                if mode.startswith("pyspy"):
+                    cmd = wrap_command(cmd, work / "profiles" / f"{model}-{mode}",
+                                       nonblocking=mode == "pyspy_nb")
                 log = work / f"{model}-{mode}-{rnd}.log"
                 with open(log, "w") as fh:
                     proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_child_env(), cwd=str(REPO))

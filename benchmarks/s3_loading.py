@@ -119,11 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=0, help="0: each dataset's default")
     ap.add_argument("--pets-images", type=int, default=400, help="synthetic Pets trainval images")
     ap.add_argument("--pets-size", type=int, default=320, help="synthetic Pets image side (real ones: ~500x375)")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads of this process, which does the "
+                    "loading when workers=0 (0: torch's default; workers always run 1)")
     ap.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     args = ap.parse_args(argv)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     counts = [int(w) for w in args.workers.split(",")]
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for name in AWS_CLEARED:
         os.environ.pop(name, None)
     os.environ.update(AWS_ENV)
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=max(Console().width, 120))
     work = Path(tempfile.mkdtemp(prefix="s3-loading-"))
     results: dict[str, Any] = {"cpu_count": os.cpu_count(), "batch_size": args.batch_size,
+                               "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg(),
                                "repeats": args.repeats, "loads": [], "throughput": []}
     try:
         root = work / "data"
@@ -182,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results["loads"]:
         loads.add_row(r["dataset"], r["mode"], f"{r['train']:.3f}", f"{r['val']:.3f}")
     table = Table(title=f"train DataLoader, data only: samples/s (median of {args.repeats} runs; batches of "
-                        f"{args.batch_size}; {os.cpu_count()} CPU cores shared with the S3 server)")
+                        f"{args.batch_size}; {torch.get_num_threads()} torch threads at workers=0; {os.cpu_count()} CPU cores "
+                        f"shared with the S3 server; load average at start {results['load_average'][0]:.1f})")
     for c in ("dataset", "batches", "workers", "local", "S3 stream", "stream / local", "S3 cache", "cache / local"):
         table.add_column(c, justify="left" if c == "dataset" else "right")
     for r in results["throughput"]:

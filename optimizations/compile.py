@@ -22,6 +22,8 @@ MIN_WARMUP = 2
 def compile_model(model: Any, mode: str = "default") -> Any:
     if mode not in MODES:
         raise ValueError(f"unknown torch.compile mode {mode!r}")
+    # A compile error must fail the stage, not fall back to eager and be measured as "compiled".
+    torch._dynamo.config.suppress_errors = False
     return torch.compile(model, mode=mode)
 
 
@@ -29,7 +31,7 @@ def compile_model(model: Any, mode: str = "default") -> Any:
 class Compile(Optimization):
     name = "compile"
     description = "torch.compile (Inductor); compile time is reported as warm-up, never as step time"
-    value_help = "|".join(MODES)
+    value_help = "default|reduce-overhead|max-autotune"
     conflicts = ("script",)
     order = ORDER_GRAPH
 

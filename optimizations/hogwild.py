@@ -152,7 +152,7 @@ def hogwild_timing_pass(sess: Any, repeat: int) -> Any:
     metrics, val_loss, wait = validate(state, sess.val_loader, max_steps=cfg.val_steps)
     val = EpochRecord(epoch=cfg.epochs - 1, split="val", start=w1, seconds=time.perf_counter() - t1,
                       data_wait=wait, metrics=metrics, loss=val_loss)
-    result = LoopResult(steps=steps, epochs=[e for e in reports[0]["epochs"]] + [val], metrics=metrics)
+    result = LoopResult(steps=steps, epochs=list(reports[0]["epochs"]) + [val], metrics=metrics)
     state.step, state.epoch, state.steps_in_epoch = len(steps), cfg.epochs, 0
     ctx.world_size = processes
     sess.notes["hogwild"] = (f"{processes} trainer processes (spawn) on one shared-memory model; "

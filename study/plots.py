@@ -43,7 +43,8 @@ def throughput(labels: Sequence[str], values: Sequence[float | None], lows: Sequ
     top = max(vals) or 1.0
     for x, v in zip(xs, values):
         if v is None:
-            ax.text(x, top * 0.02, missing[x] if missing else "no figure", rotation=90, ha="center", va="bottom", fontsize=8, color="#888")
+            ax.text(x, top * 0.02, missing[x] if missing else "no figure", rotation=90, ha="center",
+                    va="bottom", fontsize=8, color="#888")
         else:  # inside the bar, clear of the error bar
             ax.text(x, v * 0.5, f"{v:.0f}", ha="center", va="center", fontsize=8, color="white",
                     rotation=90 if len(labels) > 8 else 0)

@@ -1,7 +1,19 @@
-"""Tables built from reports/<run>/results.jsonl alone (rich for the console, CSV and Markdown files)."""
+"""Tables, plots and summaries built from reports/<run>/results.jsonl and the run's profile files.
+
+`write_ladder` writes the ladder table (stages.csv/stages.md, rich on the console); `build_report`
+writes reports/<run>/summary.md + summary.html + PNGs (phases, MFU, trace categories, stage diffs,
+top functions, training curves) and, given two runs, reports/compare-<A>-vs-<B>/. Nothing is
+measured here: every figure comes from results.jsonl or a profile file whose path a row records.
+"""
 from __future__ import annotations
 
+import html as _html
+import json
+import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -126,16 +138,6 @@ def write_ladder(run_dir: Path, print_table: bool = True) -> pd.DataFrame:
 
 
 # === the full report: summary.md / summary.html / PNGs per run, and run-vs-run comparisons =======
-#
-# Every figure comes from reports/<run>/results.jsonl or from a profile file of that run (paths in
-# the stage rows' `profiles`); nothing is measured here.
-
-import html as _html
-import json
-import math
-import os
-from dataclasses import dataclass, field
-from typing import Any
 
 PHASE_FIELDS = (("data", "t_data"), ("h2d", "t_h2d"), ("forward", "t_forward"), ("backward", "t_backward"),
                 ("optimizer", "t_optimizer"))
@@ -277,16 +279,19 @@ class RunData:
         return self._cache[ck]
 
     def trace_summary(self, row: StageResult) -> dict | None:
-        s = self._json(row, "trace_summary")
-        if s is None and self.path(row, "torch_trace"):  # summary missing: read the trace itself
-            from study.profiling.trace_summary import summarize
+        ck = (row.name, "trace_summary+trace")
+        if ck not in self._cache:
+            s = self._json(row, "trace_summary")
+            trace = self.path(row, "torch_trace")
+            if s is None and trace is not None:  # summary missing: read the trace itself
+                from study.profiling.trace_summary import summarize
 
-            try:
-                s = summarize(self.path(row, "torch_trace"))  # type: ignore[arg-type]
-            except (OSError, ValueError, json.JSONDecodeError):
-                s = None
-            self._cache[(row.name, "trace_summary")] = s
-        return s
+                try:
+                    s = summarize(trace)
+                except (OSError, ValueError, json.JSONDecodeError):
+                    s = None
+            self._cache[ck] = s
+        return self._cache[ck]
 
     def cprofile(self, row: StageResult) -> dict | None:
         return self._json(row, "cprofile_json")
@@ -318,10 +323,6 @@ class RunData:
         except (OSError, json.JSONDecodeError):
             return []
         return [r for r in rows if isinstance(r, dict) and "workers" in r and "samples_per_s" in r]
-
-
-def _label(r: StageResult) -> str:
-    return r.name
 
 
 # --- frames -----------------------------------------------------------------------------------
@@ -455,7 +456,8 @@ def _ladder_text(df: pd.DataFrame) -> str:
         return ""
     last = ok.iloc[-1]
     return (f"Full stack ({last['name']}): {last.samples_per_s:.1f} samples/s, "
-            f"{_fmt_speedup(last.speedup_vs_base, last.speedup_vs_base_low, last.speedup_vs_base_high)} vs the baseline. "
+            f"{_fmt_speedup(last.speedup_vs_base, last.speedup_vs_base_low, last.speedup_vs_base_high)} "
+            "vs the baseline. "
             "Speed-ups whose interval contains 1.0 are marked (noise).")
 
 
@@ -514,7 +516,8 @@ def run_report(run_dir: Path) -> tuple[Doc, dict[str, Any]]:
     sweep = run.worker_sweep()
     if sweep:
         doc.heading("DataLoader worker sweep")
-        doc.table(pd.DataFrame([{"workers": s["workers"], "samples/s": _num(s["samples_per_s"], ".1f")} for s in sweep]))
+        doc.table(pd.DataFrame([{"workers": s["workers"], "samples/s": _num(s["samples_per_s"], ".1f")}
+                                for s in sweep]))
         p = plots.worker_sweep([s["workers"] for s in sweep], [s["samples_per_s"] for s in sweep],
                                run.dir / "worker_sweep.png", f"{run.name}: worker sweep")
         if p:
@@ -532,10 +535,10 @@ def run_report(run_dir: Path) -> tuple[Doc, dict[str, Any]]:
                  "'loop step ms' is the loop's own timer in the same steps; profiler overhead makes both "
                  "larger than the timing pass.")
         doc.table(cats)
-        with_trace = [r for r in ok if run.trace_summary(r)]
-        p = plots.stacked([r.name for r in with_trace],
-                          {c: [run.trace_summary(r)["categories_ms"].get(c, 0.0) for r in with_trace]  # type: ignore[index]
-                           for c in CATEGORIES}, run.dir / "trace_categories.png",
+        with_trace = [(r.name, run.trace_summary(r) or {}) for r in ok if run.trace_summary(r)]
+        p = plots.stacked([n for n, _ in with_trace],
+                          {c: [s["categories_ms"].get(c, 0.0) for _, s in with_trace] for c in CATEGORIES},
+                          run.dir / "trace_categories.png",
                           f"{run.name}: trace categories")
         if p:
             doc.image(p.name, "trace categories per stage")
@@ -560,7 +563,8 @@ def run_report(run_dir: Path) -> tuple[Doc, dict[str, Any]]:
     prof_rows = [r for r in ok if r.profiles]
     if prof_rows:
         doc.heading("Profiles per stage")
-        doc.para(f"Traces: `tensorboard --logdir {Path(run.config.get('config', {}).get('profiles_root', 'profiles')) / run.name}` "
+        logdir = Path(run.config.get("config", {}).get("profiles_root", "profiles")) / run.name
+        doc.para(f"Traces: `tensorboard --logdir {logdir}` "
                  "(PyTorch Profiler tab, one run per stage). Flame graphs: pyspy.svg; speedscope.app opens "
                  "pyspy.speedscope.json; `python -m pstats cprofile.prof` or snakeviz for cProfile.")
         for r in prof_rows:
@@ -684,7 +688,8 @@ def compare_report(dir_a: Path, dir_b: Path) -> tuple[Doc, Path, pd.DataFrame]:
         sa, sb = a.trace_summary(ra[n]), b.trace_summary(rb[n])
         if sa and sb:
             diffs.append({"stage": n, f"{a.name} step ms": _num(sa["step_ms_mean"], ".2f"),
-                          f"{b.name} step ms": _num(sb["step_ms_mean"], ".2f"), "what changed": headline(diff_ops(sa, sb))})
+                          f"{b.name} step ms": _num(sb["step_ms_mean"], ".2f"),
+                          "what changed": headline(diff_ops(sa, sb))})
     if diffs:
         doc.heading(f"Trace diff per stage ({a.name} → {b.name})")
         doc.table(pd.DataFrame(diffs))
@@ -737,6 +742,7 @@ def build_report(run_dirs: list[Path], print_tables: bool = True) -> list[Path]:
         md, page = doc.write(out_dir)
         written.append(md)
         if console is not None:
-            _print_frame(console, cmp.iloc[:, :4] if len(cmp) else cmp, f"{Path(run_dirs[0]).name} vs {Path(other).name}")
+            _print_frame(console, cmp.iloc[:, :4] if len(cmp) else cmp,
+                         f"{Path(run_dirs[0]).name} vs {Path(other).name}")
             console.print(f"comparison: {md}  {page}")
     return written

@@ -5,7 +5,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 
 from study.records import read_results
 from study.report import build_report, display_frame, ladder_frame, write_ladder
@@ -129,3 +128,23 @@ def test_cli_report_command_builds_the_summary(tmp_path, monkeypatch):
     assert main(["report", "fx"]) == 0
     assert (tmp_path / "reports" / "fx" / "summary.md").is_file()
     assert main(["report", "nope"]) == 2
+
+
+def test_report_summarizes_a_trace_when_its_summary_is_missing(tmp_path):
+    import gzip
+
+    run = make_run(tmp_path, "fx")
+    trace = tmp_path / "rank0.1.pt.trace.json.gz"
+    events = [{"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#2", "ts": 0, "dur": 1000, "pid": 1, "tid": 1},
+              {"ph": "X", "cat": "cpu_op", "name": "aten::addmm", "ts": 100, "dur": 600, "pid": 1, "tid": 1}]
+    with gzip.open(trace, "wt") as fh:
+        json.dump({"traceEvents": events}, fh)
+    rows = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["kind"] == "stage" and row["name"] == "00-base":
+            row["profiles"] = {"torch_trace": str(trace)}
+    (run / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    build_report([run], print_tables=False)
+    md = (run / "summary.md").read_text()
+    assert "| 00-base | 0.60 | 0.40 | 1.00 | 1.00 | – | 1 |" in md  # cpu_exec, other, sums; no loop timer
+    assert "| op | aten::addmm | 1 | 0.600 |" in md

@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from study.config import ConfigError, RunConfig
-from study.data import DataBundle, LoadRecord, take_subset, timed_load
+from study.data import DataBundle, take_subset, timed_load
 from study.data.synthetic import CIFAR_FOLDER, IMAGEFOLDER_FOLDER, MARKER, PETS_FOLDER
 
 SCHEME = "s3://"
@@ -68,7 +68,9 @@ TRANSFER_THREADS = 16
 BODY_READ_ATTEMPTS = 3  # botocore retries a request until its headers arrive; a body cut short is ours
 MULTIPART_THRESHOLD = 64 * 2**20
 
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+# Today's rule is 3-63 of [a-z0-9.-]; older us-east-1 buckets may also hold capitals and underscores.
+# Never a slash, so a bucket name is one path component in the cache.
+_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,253}[A-Za-z0-9]$")
 
 
 class S3ReadError(RuntimeError):
@@ -97,8 +99,8 @@ def parse_url(url: str) -> Location:
         raise ConfigError(f"not an s3:// URL: {url!r}")
     bucket, _, prefix = url[len(SCHEME):].partition("/")
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise ConfigError(f"bad bucket name {bucket!r} in {url!r} (3-63 characters: lower-case letters, digits, "
-                          f"dots, hyphens); use s3://bucket/prefix")
+        raise ConfigError(f"bad bucket name {bucket!r} in {url!r}: use s3://bucket/prefix with a bucket name of "
+                          f"3-63 letters, digits, dots and hyphens")
     parts = [p for p in prefix.split("/") if p]
     if any(p in (".", "..") for p in parts):
         raise ConfigError(f"the prefix of {url!r} must not contain '.' or '..' parts")
@@ -565,7 +567,7 @@ def sync_to_cache(endpoint: str, bucket: str, listing: dict[str, ObjectInfo], ca
     return len(todo), sum(sizes)
 
 
-def _split_keys(dataset: str, folder_key: str, listing: dict[str, ObjectInfo], train: bool,
+def _split_keys(dataset: str, bucket: str, folder_key: str, listing: dict[str, ObjectInfo], train: bool,
                 read_text: Callable[[str], str]) -> dict[str, ObjectInfo]:
     """The objects one split needs in the cache (what its local reader opens and checks)."""
     if dataset == "cifar10":  # the local reader checks every release file, whichever split it opens
@@ -575,7 +577,8 @@ def _split_keys(dataset: str, folder_key: str, listing: dict[str, ObjectInfo], t
         return {k: v for k, v in listing.items() if not k.startswith(other)}
     # pets: everything except the images/trimaps of the other split
     media = (f"{folder_key}/images/", f"{folder_key}/annotations/trimaps/")
-    ids = set(_pets_split_ids(read_text(f"{folder_key}/annotations/{'trainval' if train else 'test'}.txt"), folder_key))
+    split_key = f"{folder_key}/annotations/{'trainval' if train else 'test'}.txt"
+    ids = set(_pets_split_ids(read_text(split_key), f"s3://{bucket}/{split_key}"))
     keep = {}
     for k, v in listing.items():
         if k.startswith(media):
@@ -598,9 +601,12 @@ def open_cached(cfg: RunConfig, loc: Location, endpoint: str, train: bool, listi
         except S3ReadError as e:
             raise ConfigError(f"incomplete {TITLES[folder]} at {loc.url(folder)}/: {e}") from None
 
-    needed = _split_keys(cfg.dataset, folder_key, listing, train, read_text)
-    with s3_errors(f"downloading {loc.url(folder)}/ into {cfg.s3_cache}", endpoint, loc.bucket):
-        sync_to_cache(endpoint, loc.bucket, needed, cfg.s3_cache)
+    needed = _split_keys(cfg.dataset, loc.bucket, folder_key, listing, train, read_text)
+    try:
+        with s3_errors(f"downloading {loc.url(folder)}/ into {cfg.s3_cache}", endpoint, loc.bucket):
+            sync_to_cache(endpoint, loc.bucket, needed, cfg.s3_cache)
+    except OSError as e:  # cache folder not writable, disk full (network errors arrive as botocore's)
+        raise ConfigError(f"cannot fill the S3 cache {cfg.s3_cache}: {e.strerror or type(e).__name__}") from None
     return importlib.import_module(READERS[cfg.dataset]).open_split(cfg.replace(data_root=str(local_root), s3_cache=""), train)
 
 

@@ -56,5 +56,6 @@ def run(sess: Any) -> dict[str, str]:
     text_path = rank_path(sess, "lines.txt")
     write_atomic(text_path, buf.getvalue())
     json_path = rank_path(sess, "lines_top.json")
-    write_atomic(json_path, json.dumps({"steps": len(records), "functions": hottest_lines(lp.get_stats(), steps=max(len(records), 1))}, indent=1))
+    top = hottest_lines(lp.get_stats(), steps=max(len(records), 1))
+    write_atomic(json_path, json.dumps({"steps": len(records), "functions": top}, indent=1))
     return {"lines": str(text_path), "lines_json": str(json_path)}

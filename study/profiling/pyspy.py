@@ -33,10 +33,12 @@ SVG_NAME = "pyspy.svg"
 SPEEDSCOPE_NAME = "pyspy.speedscope.json"
 
 
-def wrap_command(cmd: list[str], out_dir: str | Path, rate: int = DEFAULT_RATE) -> list[str]:
-    """The worker command, run under py-spy by this module's wrapper."""
+def wrap_command(cmd: list[str], out_dir: str | Path, rate: int = DEFAULT_RATE,
+                 nonblocking: bool = False) -> list[str]:
+    """The worker command, run under py-spy by this module's wrapper. `nonblocking` samples without
+    pausing the process (less overhead, occasionally torn stacks)."""
     return [sys.executable, "-m", "study.profiling.pyspy", "--out-dir", str(out_dir), "--rate", str(rate),
-            "--", *cmd]
+            *(["--nonblocking"] if nonblocking else []), "--", *cmd]
 
 
 def run(sess: Any) -> dict[str, str]:
@@ -102,7 +104,7 @@ def flamegraph_svg(stacks: dict[tuple[str, ...], float], title: str, width: int 
     height = pad_top + levels * row + 10
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="monospace" font-size="11">',
-           f'<rect width="100%" height="100%" fill="#fdfdf6"/>',
+           '<rect width="100%" height="100%" fill="#fdfdf6"/>',
            f'<text x="10" y="20" font-size="15">{html.escape(title)}</text>',
            f'<text x="10" y="34" fill="#555">{total:.2f} s of samples; hover a frame for its share</text>']
 
@@ -158,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--rate", type=int, default=DEFAULT_RATE)
+    ap.add_argument("--nonblocking", action="store_true", help="py-spy --nonblocking")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         _update_payload(payload, {}, msg)
         return 0
     full = [exe, "record", "--subprocesses", "--rate", str(args.rate), "--format", "speedscope",
-            "-o", str(speedscope), "--", *cmd]
+            "-o", str(speedscope), *(["--nonblocking"] if args.nonblocking else []), "--", *cmd]
     print("pyspy pass: " + " ".join(full[:9]) + " -- ...", flush=True)
     tail: collections.deque[str] = collections.deque(maxlen=30)
     try:

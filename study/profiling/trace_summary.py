@@ -138,7 +138,9 @@ def summarize(trace: dict | str | Path, path: str | Path | None = None) -> dict:
         path = path or trace
         trace = load_trace(trace)
     events = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X" and "ts" in e]
-    steps = sorted((e for e in events if str(e.get("name", "")).startswith(STEP_PREFIX)), key=lambda e: e["ts"])
+    # Host annotations only: CUDA traces mirror them on the device timeline as gpu_user_annotation.
+    steps = sorted((e for e in events if str(e.get("name", "")).startswith(STEP_PREFIX)
+                    and not str(e.get("cat", "")).lower().startswith("gpu_")), key=lambda e: e["ts"])
     if not steps:
         raise ValueError(f"no {STEP_PREFIX}N annotations in trace {path or ''}: was the profiler stepped?")
     host_pid = steps[0].get("pid")

@@ -4,7 +4,6 @@ studies reading from S3 with DataLoader workers, errors as one line and exit 2, 
 from __future__ import annotations
 
 import gzip
-import io
 import multiprocessing as mp
 import os
 import pickle
@@ -224,7 +223,7 @@ def test_sync_checks_every_key_before_writing(tmp_path: Path) -> None:
 def test_urls_and_endpoints_are_validated() -> None:
     assert s3.parse_url("s3://bucket/a/b/") == s3.Location("bucket", "a/b")
     assert s3.parse_url("s3://bucket") == s3.Location("bucket", "")
-    for bad in ("s3://", "s3://B_ad/x", "s3://bucket/../x", "http://bucket/x"):
+    for bad in ("s3://", "s3://ab/x", "s3://bad bucket/x", "s3://bucket/../x", "http://bucket/x"):
         with pytest.raises(ConfigError):
             s3.parse_url(bad)
     with pytest.raises(ConfigError, match="must not carry credentials") as e:
@@ -312,3 +311,27 @@ def test_study_reads_cifar_through_the_cache(server: Server, uploaded, tmp_path:
     _check_load_records(tmp_path, "s3cifar", (2000, 500), stages=1)
     assert (cache / BUCKET / PREFIX / "cifar-10-batches-py" / "data_batch_5").is_file()
     assert_no_secret(p, tmp_path)
+
+
+def test_unwritable_cache_is_one_line(server: Server, uploaded, tmp_path: Path) -> None:
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="cannot fill the S3 cache"):
+        open_datasets(s3_cfg(server, "cifar10", s3_cache=str(blocker / "cache")))
+
+
+@pytest.mark.slow
+def test_silent_endpoint_fails_within_a_minute(server: Server, tmp_path: Path) -> None:
+    """A loopback port that completes the TCP handshake (listen backlog) but never answers: the probe's
+    read timeout and retry cap, at their real values, end it with one line instead of a hang."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        t0 = time.monotonic()
+        with pytest.raises(ConfigError, match="stopped answering") as e:
+            open_datasets(RunConfig(data_root=URL, s3_endpoint=endpoint))
+        elapsed = time.monotonic() - t0
+    assert elapsed < 60 and "\n" not in str(e.value) and SECRET not in str(e.value)

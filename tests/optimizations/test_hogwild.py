@@ -53,3 +53,13 @@ def test_hogwild_stage(toggle_stage):
     assert len(set(row.notes["hogwild_pids"])) == 2
     assert row.notes["checkpoint_verified"] is True
     assert (stage_dir / "records-r0.csv").is_file()
+
+
+@pytest.mark.slow  # two spawned trainers that fail: ~6-10 s
+def test_a_failing_trainer_fails_the_stage_without_hanging(tiny_cfg, tmp_path):
+    from study.worker import StageSpec
+
+    sess = make_session(tiny_cfg, "hogwild")
+    broken = StageSpec(1, "01-hogwild", ["hogwild"], {**sess.spec.config, "data_root": str(tmp_path / "gone")})
+    with pytest.raises(RuntimeError, match="trainer [01] failed"):
+        run_trainers(broken, sess.state.base_model, 2)

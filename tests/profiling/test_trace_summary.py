@@ -53,6 +53,20 @@ def test_categories_follow_priority_and_add_up_to_the_step():
     assert set(c) == set(CATEGORIES)
 
 
+def test_device_mirrors_of_annotations_are_not_steps():
+    """CUDA traces repeat ProfilerStep#N and DataLoader annotations on the GPU timeline."""
+    step = [ev("ProfilerStep#9", "gpu_user_annotation", 0, 100, pid=0, tid=7),
+            ev("enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__", "gpu_user_annotation", 0, 60, pid=0),
+            ev("aten::mm", "cpu_op", 0, 10), ev("gemm", "kernel", 10, 30, pid=0, tid=7),
+            ev("Memcpy HtoD", "gpu_memcpy", 50, 5, pid=0, tid=7), ev("Memset", "gpu_memset", 55, 5, pid=0, tid=7)]
+    s = summarize(trace([step]))
+    assert s["steps"] == 1
+    c = s["categories_ms"]
+    assert c["dataloader"] == 0 and c["cpu_exec"] == pytest.approx(0.010)
+    assert (c["kernel"], c["memcpy"], c["memset"]) == pytest.approx((0.030, 0.005, 0.005))
+    assert s["kernels"]["gemm"]["total_ms"] == pytest.approx(0.030) and s["device_events"]
+
+
 def test_self_time_excludes_nested_ops_and_ops_are_per_step():
     step = [ev("aten::linear", "cpu_op", 0, 50), ev("aten::addmm", "cpu_op", 10, 20), ev("aten::t", "cpu_op", 32, 3)]
     s = summarize(trace([step, step, step]))
@@ -96,7 +110,7 @@ def test_load_trace_reads_plain_gz_and_bare_array(tmp_path):
     assert summarize(tmp_path / "b.pt.trace.json.gz")["steps"] == 1
 
 
-def test_real_trace_categories_match_the_profiled_step_time(make_session):
+def test_real_trace_categories_match_the_profiled_step_time(make_session, monkeypatch):
     """A trace written by a real short run: categories sum to the loop's own step time (± 10 %)."""
     from study.profiling import torch_trace
 
@@ -113,6 +127,9 @@ def test_real_trace_categories_match_the_profiled_step_time(make_session):
     assert total == pytest.approx(loop, rel=0.10)
     assert s["categories_ms"]["cpu_exec"] > 0 and s["categories_ms"]["dataloader"] > 0
     assert any(name.startswith("aten::") for name in s["ops"])
-    # a second run of the pass replaces the trace rather than piling up spans
-    torch_trace.run(sess)
+    assert "torch_warning" not in paths
+    # a second run of the pass replaces the trace rather than piling up spans; over budget it warns
+    monkeypatch.setenv("STUDY_TRACE_BUDGET_MB", "0.001")
+    again = torch_trace.run(sess)
     assert len(list(sess.profile_dir.glob("rank0.*.pt.trace.json.gz"))) == 1
+    assert "budget" in again["torch_warning"]
