@@ -42,6 +42,7 @@ class StageResult:
     device: str = ""
     device_name: str = ""
     world_size: int = 1
+    threads: int = 0  # torch intra-op threads per process (DDP/hogwild split the cores)
     batch_size: int = 0  # per process
     steps_measured: int = 0
     throughput: float = 0.0  # samples/s, all processes together

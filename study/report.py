@@ -379,8 +379,19 @@ def category_frame(run: RunData, rows: list[StageResult]) -> pd.DataFrame:
         out.append({"stage": r.name, **{c: _num(cats.get(c, 0.0), ".2f") for c in used},
                     "sum ms": _num(sum(cats.values()), ".2f"), "profiled step ms": _num(s.get("step_ms_mean"), ".2f"),
                     "loop step ms": _num(sum(loop) / len(loop), ".2f") if loop else "–",
-                    "steps": s.get("steps", 0)})
+                    "× timing p50": _num(_profile_ratio(r, s), ".2f"), "steps": s.get("steps", 0)})
     return pd.DataFrame(out)
+
+
+UNREPRESENTATIVE = 2.0  # profiled steps this many times slower than the timing pass's median
+
+
+def _profile_ratio(r: StageResult, summary: dict) -> float | None:
+    """Profiled step time ÷ the timing pass's median step: profiler overhead plus whatever else the
+    machine did meanwhile. Far above 1, the profile does not show the measured stage."""
+    if not r.step_time_p50 or not summary.get("step_ms_mean"):
+        return None
+    return summary["step_ms_mean"] / (r.step_time_p50 * 1000)
 
 
 def top_ops_frame(summary: dict, n: int = TOP_ROWS) -> pd.DataFrame:
@@ -532,9 +543,14 @@ def run_report(run_dir: Path) -> tuple[Doc, dict[str, Any]]:
         doc.para("ms per profiled step. Each instant of a step goes to the highest-priority active category "
                  "(kernel > memcpy > memset > communication > runtime > dataloader > cpu_exec > other), so the "
                  "categories add up to the profiled step; categories with no time anywhere are left out. "
-                 "'loop step ms' is the loop's own timer in the same steps; profiler overhead makes both "
-                 "larger than the timing pass.")
+                 "'loop step ms' is the loop's own timer in the same steps; '× timing p50' compares the "
+                 "profiled step with the timing pass (profiler overhead, or other load on the machine).")
         doc.table(cats)
+        odd = [r.name for r in ok if (_profile_ratio(r, run.trace_summary(r) or {}) or 0) > UNREPRESENTATIVE]
+        if odd:
+            doc.para(f"⚠ profiled steps of {', '.join(odd)} ran more than {UNREPRESENTATIVE:.0f}× slower than "
+                     "the timing pass: read their categories, top ops and diffs as that slower run, not as "
+                     "the measured stage (more --profile-steps, or a quieter machine).")
         with_trace = [(r.name, run.trace_summary(r) or {}) for r in ok if run.trace_summary(r)]
         p = plots.stacked([n for n, _ in with_trace],
                           {c: [s["categories_ms"].get(c, 0.0) for _, s in with_trace] for c in CATEGORIES},
@@ -555,7 +571,9 @@ def run_report(run_dir: Path) -> tuple[Doc, dict[str, Any]]:
             d = diff_ops(run.trace_summary(a), run.trace_summary(b))  # type: ignore[arg-type]
             console["diffs"].append((a.name, b.name, headline(d)))
             doc.heading(f"{a.name} → {b.name}", 3)
-            doc.para(f"profiled step {d['step_ms'][0]:.2f} → {d['step_ms'][1]:.2f} ms. {headline(d)}.")
+            doc.para(f"profiled step {d['step_ms'][0]:.2f} → {d['step_ms'][1]:.2f} ms "
+                     f"(timing pass p50 {a.step_time_p50 * 1000:.2f} → {b.step_time_p50 * 1000:.2f} ms). "
+                     f"{headline(d)}.")
             cat_df, op_df = diff_frames(d)
             doc.table(cat_df)
             doc.table(op_df)

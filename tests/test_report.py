@@ -99,7 +99,7 @@ def test_report_reads_trace_and_cprofile_files_of_the_run(tmp_path):
     build_report([run], print_tables=False)
     md = (run / "summary.md").read_text()
     assert "## Trace: step-time categories" in md
-    assert "| 00-base | 1.50 | 12.00 | 0.50 | 14.00 | 14.00 | 14.00 | 3 |" in md
+    assert "| 00-base | 1.50 | 12.00 | 0.50 | 14.00 | 14.00 | 14.00 | 0.44 | 3 |" in md
     assert "### 00-base → 01-workers_2" in md
     assert "| faster | op | aten::convolution | 8.000 | 3.000 | -5.000 |" in md
     assert "| appeared | op | prim::FusedConvBN |" in md and "| disappeared | op | aten::batch_norm |" in md
@@ -146,5 +146,5 @@ def test_report_summarizes_a_trace_when_its_summary_is_missing(tmp_path):
     (run / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     build_report([run], print_tables=False)
     md = (run / "summary.md").read_text()
-    assert "| 00-base | 0.60 | 0.40 | 1.00 | 1.00 | – | 1 |" in md  # cpu_exec, other, sums; no loop timer
+    assert "| 00-base | 0.60 | 0.40 | 1.00 | 1.00 | – | 0.03 | 1 |" in md  # cpu_exec, other, sums; no loop timer
     assert "| op | aten::addmm | 1 | 0.600 |" in md

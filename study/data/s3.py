@@ -59,11 +59,11 @@ UPLOAD_SKIP = {f"{IMAGEFOLDER_FOLDER}/SOURCE"}
 
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30
-DATA_RETRIES = {"mode": "adaptive", "max_attempts": 8}
+DATA_RETRIES = {"mode": "adaptive", "total_max_attempts": 8}  # botocore: total, first try included
 # The probe decides "reachable and allowed" before anything else; two attempts of at most
 # connect 5 s + read 10 s each keep the answer well inside a minute.
 PROBE_READ_TIMEOUT = 10
-PROBE_RETRIES = {"mode": "standard", "max_attempts": 2}
+PROBE_RETRIES = {"mode": "standard", "total_max_attempts": 2}
 TRANSFER_THREADS = 16
 BODY_READ_ATTEMPTS = 3  # botocore retries a request until its headers arrive; a body cut short is ours
 MULTIPART_THRESHOLD = 64 * 2**20
