@@ -313,12 +313,15 @@ def _device_name(device: torch.device) -> str:
     return f"{name} ({os.cpu_count()} cores)"
 
 
+def load_rows(loads: list) -> list[tuple]:
+    """Seed records 10/11: time to fetch/open the train/validation split, value1 = items."""
+    return [(TYPE_DOWNLOAD_TRAIN if ld.split == "train" else TYPE_DOWNLOAD_VAL, 0, f"{ld.start:.6f}",
+             f"{ld.seconds:.6f}", f"{ld.seconds:.6f}", ld.count, "") for ld in loads]
+
+
 def _write_seed_records(sess: Session, result: LoopResult, repeat: int) -> None:
     """reports/<run>/stages/<stage>/records-r<repeat>.csv in the seed format."""
-    rows: list[tuple] = []
-    for ld in sess.bundle.loads:
-        t = TYPE_DOWNLOAD_TRAIN if ld.split == "train" else TYPE_DOWNLOAD_VAL
-        rows.append((t, 0, f"{ld.start:.6f}", f"{ld.seconds:.6f}", f"{ld.seconds:.6f}", ld.count, ""))
+    rows: list[tuple] = load_rows(sess.bundle.loads)
     for ep in result.epochs:
         t = TYPE_TRAIN if ep.split == "train" else TYPE_VAL
         if sess.cfg.task == "segment":
