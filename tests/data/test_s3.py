@@ -287,7 +287,9 @@ def _check_load_records(tmp_path: Path, run: str, counts: tuple[int, int], stage
     recs = records(tmp_path, run)
     for kind, n in zip(("10", "11"), counts):
         loads = [r for r in recs if r["type"] == kind]
-        assert len(loads) == stages  # one per stage (and repeat)
+        # one per stage (and repeat), plus the parent's preflight open (the cold one)
+        assert len(loads) == stages + 1
+        assert sum(r["stage"] == "_preflight" for r in loads) == 1
         assert all(float(r["duration"]) > 0 and float(r["loading"]) > 0 and int(r["value1"]) == n for r in loads)
 
 
