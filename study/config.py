@@ -89,6 +89,14 @@ class RunConfig:
     """Profiling passes run after each stage's timing pass: cprofile, torch, pyspy, lines."""
     profile_steps: int = 6
     """Steps in each profiling pass (torch.profiler: wait 1, warmup 1, active the rest)."""
+    trace_shapes: bool = False
+    """torch.profiler: record input shapes per operator (bigger trace)."""
+    trace_memory: bool = False
+    """torch.profiler: record allocations (memory view)."""
+    trace_stack: bool = False
+    """torch.profiler: record Python stacks (much bigger trace)."""
+    trace_budget_mb: float = 20.0
+    """Warn when a torch.profiler trace is larger than this (TensorBoard loads it slowly)."""
     ablate: bool = False
     """Also run leave-one-out stages on the full stack."""
     profiles_root: str = "profiles"
@@ -212,7 +220,8 @@ class RunConfig:
     def hash(self) -> str:
         """Hash of what changes a measurement (not where outputs go or resume flags)."""
         d = self.to_dict()
-        for k in ("run_name", "profiles_root", "reports_root", "resume", "profile"):
+        for k in ("run_name", "profiles_root", "reports_root", "resume", "profile", "trace_shapes",
+                  "trace_memory", "trace_stack", "trace_budget_mb"):
             d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

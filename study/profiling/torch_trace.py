@@ -5,16 +5,13 @@ The trace goes through `tensorboard_trace_handler` into profiles/<run>/<stage>/,
 The report never needs TensorBoard: `trace_summary.json` beside the trace holds the step-time
 categories and operator table computed by study.profiling.trace_summary.
 
-Knobs (environment, so a user can widen one run without changing its config hash):
-  STUDY_TRACE_SHAPES=1   record_shapes     (bigger trace; shows input shapes per op)
-  STUDY_TRACE_MEMORY=1   profile_memory    (allocation events)
-  STUDY_TRACE_STACK=1    with_stack        (Python stacks; much bigger trace)
-  STUDY_TRACE_BUDGET_MB  warn above this trace size (default 20)
+Options --trace-shapes, --trace-memory, --trace-stack widen the trace and --trace-budget-mb sets the
+size above which we warn; none of them enters the config hash (they change what is recorded, not
+what is measured).
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
@@ -25,11 +22,6 @@ from study.profiling.trace_summary import find_traces, summarize
 from study.records import write_atomic
 
 WAIT, WARMUP = 1, 1
-DEFAULT_BUDGET_MB = 20.0
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def run(sess: Any) -> dict[str, str]:
@@ -47,9 +39,9 @@ def run(sess: Any) -> dict[str, str]:
         activities=activities,
         schedule=schedule(wait=WAIT, warmup=WARMUP, active=active, repeat=1),
         on_trace_ready=tensorboard_trace_handler(str(out_dir), worker_name=f"rank{ctx.rank}", use_gzip=True),
-        record_shapes=_flag("STUDY_TRACE_SHAPES"),
-        profile_memory=_flag("STUDY_TRACE_MEMORY"),
-        with_stack=_flag("STUDY_TRACE_STACK"),
+        record_shapes=cfg.trace_shapes,
+        profile_memory=cfg.trace_memory,
+        with_stack=cfg.trace_stack,
     )
     with prof:
         records = sess.run_steps(WAIT + WARMUP + active, hooks=[lambda rec: prof.step()])
@@ -61,10 +53,10 @@ def run(sess: Any) -> dict[str, str]:
     paths: dict[str, str] = {"torch_trace": str(trace)}
 
     size_mb = trace.stat().st_size / 2**20
-    budget = float(os.environ.get("STUDY_TRACE_BUDGET_MB", DEFAULT_BUDGET_MB))
+    budget = cfg.trace_budget_mb
     if size_mb > budget:
         msg = (f"trace {trace.name} is {size_mb:.1f} MB (budget {budget:.0f} MB): TensorBoard will load it "
-               f"slowly; lower --profile-steps or leave STUDY_TRACE_SHAPES/MEMORY/STACK off")
+               f"slowly; lower --profile-steps or leave --trace-shapes/--trace-memory/--trace-stack off")
         print(f"warning: {msg}", file=sys.stderr)
         paths["torch_warning"] = msg
 

@@ -110,7 +110,7 @@ def test_load_trace_reads_plain_gz_and_bare_array(tmp_path):
     assert summarize(tmp_path / "b.pt.trace.json.gz")["steps"] == 1
 
 
-def test_real_trace_categories_match_the_profiled_step_time(make_session, monkeypatch):
+def test_real_trace_categories_match_the_profiled_step_time(make_session):
     """A trace written by a real short run: categories sum to the loop's own step time (± 10 %)."""
     from study.profiling import torch_trace
 
@@ -129,7 +129,6 @@ def test_real_trace_categories_match_the_profiled_step_time(make_session, monkey
     assert any(name.startswith("aten::") for name in s["ops"])
     assert "torch_warning" not in paths
     # a second run of the pass replaces the trace rather than piling up spans; over budget it warns
-    monkeypatch.setenv("STUDY_TRACE_BUDGET_MB", "0.001")
-    again = torch_trace.run(sess)
+    again = torch_trace.run(make_session(profile_steps=5, trace_budget_mb=0.001))
     assert len(list(sess.profile_dir.glob("rank0.*.pt.trace.json.gz"))) == 1
     assert "budget" in again["torch_warning"]
