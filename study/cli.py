@@ -112,13 +112,11 @@ def cmd_run(argv: list[str]) -> int:
         raise ConfigError(f"weights file not found: {cfg.weights}")
     env = Env.detect(cfg.device)
 
-    from rich.console import Console
-
     from study.data import open_datasets
-    from study.report import write_ladder
+    from study.report import make_console, write_ladder
     from study.stages import StageRunner
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     # Preflight in the parent: a missing dataset or unreachable bucket is bad input (exit 2), found
     # before any stage process starts.
     bundle = open_datasets(cfg)
@@ -174,10 +172,10 @@ def cmd_list(argv: list[str]) -> int:
     p = _Parser(prog="study list", description="Every registered toggle, its values and whether it applies here.")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    from rich.console import Console
     from rich.table import Table
 
     from optimizations.base import Env, load_all
+    from study.report import make_console
 
     env = Env.detect(args.device)
     table = Table(title=f"toggles (this machine: {env.device_type}, {env.cuda_count} GPU, {env.cpu_count} CPU cores)")
@@ -187,7 +185,7 @@ def cmd_list(argv: list[str]) -> int:
         ok, reason = cls(None).applicable(env)  # every toggle has a default value
         table.add_row(name, cls.value_help or "–", "yes" if ok else f"no: {reason}",
                       ", ".join(cls.conflicts) or "–", cls.description)
-    Console().print(table)
+    make_console().print(table)
     return 0
 
 

@@ -80,9 +80,21 @@ def ladder_frame(results: list[StageResult]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def make_console(stderr: bool = False):
+    """Rich console; when output is not a terminal (CI, a log file) tables get 160 columns, not 80."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)
+
+
 def _fmt_speedup(x: float, lo: float, hi: float) -> str:
     if x != x:  # NaN
         return "–"
+    if lo == hi == x:  # the reference itself
+        return f"{x:.2f}×"
     noise = " (noise)" if lo <= 1.0 <= hi else ""
     return f"{x:.2f}× [{lo:.2f}–{hi:.2f}]{noise}"
 
@@ -115,7 +127,6 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 
 def print_ladder(df: pd.DataFrame, title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -124,7 +135,7 @@ def print_ladder(df: pd.DataFrame, title: str) -> None:
         table.add_column(c, overflow="fold")
     for _, row in disp.iterrows():
         table.add_row(*[str(row[c]) for c in disp.columns])
-    Console().print(table)
+    make_console().print(table)
 
 
 def write_ladder(run_dir: Path, print_table: bool = True) -> pd.DataFrame:
@@ -734,9 +745,7 @@ def _print_frame(console: Any, df: pd.DataFrame, title: str) -> None:
 def build_report(run_dirs: list[Path], print_tables: bool = True) -> list[Path]:
     """summary.md, summary.html and PNGs for each run; with two or more runs, the first compared with
     each other one under reports/compare-<A>-vs-<B>/. Returns the summary.md paths written."""
-    from rich.console import Console
-
-    console = Console(stderr=True) if print_tables else None
+    console = make_console(stderr=True) if print_tables else None
     written: list[Path] = []
     for d in run_dirs:
         doc, shown = run_report(Path(d))
