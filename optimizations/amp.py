@@ -30,6 +30,10 @@ def apply_amp(ctx: TrainContext, dtype: str) -> None:
     ctx.autocast = functools.partial(torch.autocast, device_type=device_type, dtype=DTYPES[dtype])
     ctx.scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "fp16" and device_type == "cuda"))
     ctx.notes["amp"] = dtype + (" + GradScaler" if ctx.scaler.is_enabled() else "")
+    if dtype == "bf16" and device_type == "cpu":
+        ctx.notes["amp_bf16_native"] = ctx.env.bf16_native
+        if not ctx.env.bf16_native:
+            ctx.notes["amp"] += " (no AVX512-BF16/AMX on this CPU: bf16 is emulated, expect it slower than fp32)"
 
 
 @register

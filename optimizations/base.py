@@ -39,8 +39,22 @@ class Env:
         device_type = ("cuda" if cuda else "cpu") if dev == "auto" else dev
         if device_type == "cuda" and not cuda:
             raise ConfigError("--device cuda asked for, but no CUDA device is visible; use --device cpu")
-        bf16 = bool(cuda) and torch.cuda.is_bf16_supported() if device_type == "cuda" else False
+        bf16 = torch.cuda.is_bf16_supported() if device_type == "cuda" else cpu_has_bf16()
         return cls(device_type=device_type, cuda_count=cuda, cpu_count=os.cpu_count() or 1, bf16_native=bf16)
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX). Without it bf16 autocast is emulated
+    and runs many times slower than fp32: the amp stage shows that, it is not hidden."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 @dataclass

@@ -20,7 +20,17 @@ def test_bf16_autocast_is_active_inside_the_context_on_cpu():
         y = torch.nn.functional.linear(torch.randn(2, 4), torch.randn(3, 4))
     assert y.dtype == torch.bfloat16
     assert not ctx.scaler.is_enabled()  # bf16 needs no loss scaling
-    assert ctx.notes["amp"] == "bf16"
+    assert ctx.notes["amp"].startswith("bf16")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_without_native_bf16_is_told_to_expect_a_slowdown(native):
+    from dataclasses import replace
+
+    ctx = TrainContext(cfg=RunConfig(), env=replace(cpu_env(), bf16_native=native), device=torch.device("cpu"))
+    apply_amp(ctx, "bf16")
+    assert ctx.notes["amp_bf16_native"] is native
+    assert ("emulated" in ctx.notes["amp"]) is (not native)
 
 
 def test_default_dtype_and_applicability():
