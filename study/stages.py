@@ -84,14 +84,35 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_child(cmd: list[str], log: Path, out: Path) -> tuple[dict | None, str]:
-    """Run one pass; returns (payload, error). The child's output goes to its log file."""
+PROGRESS_ENV = "STUDY_PROGRESS_FILE"  # the child writes "done total" there after each step
+
+
+def run_child(cmd: list[str], log: Path, out: Path,
+              on_steps: Callable[[int, int], None] | None = None) -> tuple[dict | None, str]:
+    """Run one pass; returns (payload, error). The child's output goes to its log file; its step
+    count is polled from a small progress file so the parent's progress bar can show it."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.unlink()
+    progress = out.with_suffix(".progress")
+    for stale in (out, progress):
+        if stale.exists():
+            stale.unlink()
+    env = _child_env()
+    env[PROGRESS_ENV] = str(progress)
     with open(log, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              env=_child_env(), cwd=os.getcwd())
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=os.getcwd())
+        while True:
+            try:
+                proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if on_steps is not None and progress.exists():
+                    try:
+                        done, total = map(int, progress.read_text().split())
+                        on_steps(done, total)
+                    except (OSError, ValueError):
+                        pass  # caught mid-rename; the next poll reads it
+    progress.unlink(missing_ok=True)
     payload = json.loads(out.read_text()) if out.exists() else None
     if proc.returncode == 0 and payload and not payload.get("error"):
         return payload, ""
@@ -154,9 +175,11 @@ class StageRunner:
             return row
         repeats: list[StageResult] = []
         for r in range(cfg.repeats):
-            self.on_pass(f"{st.spec.name}: timing {r + 1}/{cfg.repeats}")
+            what = f"{st.spec.name}: timing {r + 1}/{cfg.repeats}"
+            self.on_pass(what)
             out = rep_dir / f"timing-r{r}.json"
-            payload, err = run_child(worker_command(st, stage_file, "timing", r, out), rep_dir / f"timing-r{r}.log", out)
+            payload, err = run_child(worker_command(st, stage_file, "timing", r, out), rep_dir / f"timing-r{r}.log",
+                                     out, on_steps=lambda d, t, what=what: self.on_pass(f"{what}, step {d}/{t}"))
             if payload is None:
                 row = StageResult(status="failed", error=err, kind="repeat", repeat=r, repeats=cfg.repeats,
                                   versions=versions(), started=time.time(), finished=time.time(), **common)

@@ -237,9 +237,19 @@ def timing_pass(sess: Session, repeat: int) -> StageResult:
             for k, v in ep.metrics.items():
                 writer.add_scalar(f"{ep.split}/{k}", v, ep.epoch)
 
+    hooks = [log_step]
+    progress_file = os.environ.get("STUDY_PROGRESS_FILE")
+    if progress_file and ctx.rank == 0:
+        per_epoch = min(cfg.steps or len(sess.train_loader), len(sess.train_loader))
+        total = per_epoch * cfg.epochs
+
+        def report_progress(rec: StepRecord) -> None:  # after the step's timer stopped: not timed
+            write_atomic(Path(progress_file), f"{rec.step + 1} {total}")
+
+        hooks.append(report_progress)
     started = time.time()
     result = fit(s, sess.train_loader, sess.val_loader, epochs=cfg.epochs, max_steps=cfg.steps,
-                 val_steps=cfg.val_steps, warmup=cfg.warmup, hooks=[log_step],
+                 val_steps=cfg.val_steps, warmup=cfg.warmup, hooks=hooks,
                  checkpoint=sess.checkpoint_path, checkpoint_every=cfg.checkpoint_every,
                  on_epoch=log_epoch)
     if writer is not None:
