@@ -20,7 +20,7 @@ from typing import Callable
 from optimizations.base import Env, Optimization, configure_all
 from study.config import RunConfig
 from study.records import StageResult, aggregate, append_jsonl, read_results, versions, git_sha, write_atomic
-from study.worker import StageSpec
+from study.worker import PROGRESS_ENV, StageSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,9 +82,6 @@ def _child_env() -> dict[str, str]:
     # The child must import this checkout's packages even when started from another directory.
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
-
-
-PROGRESS_ENV = "STUDY_PROGRESS_FILE"  # the child writes "done total" there after each step
 
 
 def run_child(cmd: list[str], log: Path, out: Path,

@@ -27,6 +27,9 @@ from study.records import (TYPE_BATCH, TYPE_DOWNLOAD_TRAIN, TYPE_DOWNLOAD_VAL, T
                            StageResult, percentile, mean_ci, seed_rows_to_csv, versions, write_atomic)
 
 
+PROGRESS_ENV = "STUDY_PROGRESS_FILE"  # set by the parent: write "done total" there after each step
+
+
 @dataclass
 class StageSpec:
     index: int
@@ -238,7 +241,7 @@ def timing_pass(sess: Session, repeat: int) -> StageResult:
                 writer.add_scalar(f"{ep.split}/{k}", v, ep.epoch)
 
     hooks = [log_step]
-    progress_file = os.environ.get("STUDY_PROGRESS_FILE")
+    progress_file = os.environ.get(PROGRESS_ENV)
     if progress_file and ctx.rank == 0:
         per_epoch = min(cfg.steps or len(sess.train_loader), len(sess.train_loader))
         total = per_epoch * cfg.epochs
