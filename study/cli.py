@@ -52,13 +52,13 @@ def _run_parser() -> argparse.ArgumentParser:
     for name in _FIELDS:
         f = types[name]
         flag = "--" + name.replace("_", "-")
-        help_text = docs.get(name, "")
+        help_text = docs.get(name, "").replace("%", "%%")  # argparse formats help with %
         if f.type in ("bool", bool):
             p.add_argument(flag, action="store_true", default=None, help=help_text)
         else:
             conv = {"int": int, "float": float}.get(str(f.type), str)
             p.add_argument(flag, type=conv, default=None, metavar=name.split("_")[-1].upper(),
-                           help=f"{help_text} (default: {f.default!r})")
+                           help=f"{help_text} (default: {f.default!r})" if f.default not in ("", None) else help_text)
     return p
 
 

@@ -114,3 +114,13 @@ def test_failed_stage_is_recorded_and_the_study_goes_on(tmp_path, synthetic_root
     (row,) = stage_rows(tmp_path, "f")
     assert row["status"] == "failed" and "state_dict" in row["error"]
     assert "failed" in (tmp_path / "reports" / "f" / "stages.md").read_text()
+
+
+@pytest.mark.parametrize("command", [[], ["list"], ["report"]])
+def test_help_explains_each_command(tmp_path, command):
+    p = run_study(*command, "--help", cwd=tmp_path)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    assert "usage: study" in p.stdout
+    if not command:  # the run options a user needs first
+        for flag in ("--stack", "--repeats", "--profile", "--dry-run", "--resume", "--config", "--data-root"):
+            assert flag in p.stdout
