@@ -59,6 +59,8 @@ def ladder_frame(results: list[StageResult]) -> pd.DataFrame:
             "ci_high": r.throughput_ci_high if r.status == "ok" else None,
             "ci_basis": r.ci_basis,
             "repeats": r.repeats,
+            "processes": r.world_size,
+            "threads": r.threads,
             "step_time_p50_ms": r.step_time_p50 * 1000 if r.status == "ok" else None,
             "step_time_p90_ms": r.step_time_p90 * 1000 if r.status == "ok" else None,
             "speedup_vs_prev": vs_prev[0],
@@ -113,6 +115,9 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
         "vs prev": [_fmt_speedup(*t) for t in zip(df.speedup_vs_prev, df.speedup_vs_prev_low, df.speedup_vs_prev_high)],
         "vs base": [_fmt_speedup(*t) for t in zip(df.speedup_vs_base, df.speedup_vs_base_low, df.speedup_vs_base_high)],
         "data wait %": [num(v, ".1f") for v in df.data_wait_pct],
+        # DDP/hogwild split the cores between processes: a reader comparing stages must see it
+        "procs×threads": [f"{p}×{t}" if st == "ok" and t else "–"
+                          for p, t, st in zip(df.processes, df.threads, df.status)],
         "metric": ["–" if v is None or v != v else f"{m} {v:.3f}" for m, v in zip(df.metric_name, df.metric)],
         "status": [s if not r else f"{s}: {r}" for s, r in zip(df.status, df.reason)],
     })

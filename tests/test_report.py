@@ -49,6 +49,7 @@ def test_ladder_rows_from_fixture():
     assert disp["status"][2] == "skipped: pin needs an accelerator (no CUDA device here)"
     assert disp["status"][4].startswith("failed: RuntimeError")
     assert disp["metric"][0] == "top1 0.250"
+    assert list(disp["procs×threads"])[:4] == ["1×2", "–", "–", "2×1"]  # no thread count recorded: –
 
 
 def test_build_report_writes_summary_md_html_and_plots(tmp_path):
