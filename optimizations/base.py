@@ -46,15 +46,9 @@ class Env:
 def cpu_has_bf16() -> bool:
     """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX). Without it bf16 autocast is emulated
     and runs many times slower than fp32: the amp stage shows that, it is not hidden."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+    from study.hostinfo import cpuinfo
+
+    return bool(set(cpuinfo().get("flags", "").split()) & {"avx512_bf16", "amx_bf16"})
 
 
 @dataclass

@@ -31,7 +31,6 @@ from optimizations.base import Env, Optimization, parse_int, register
 from study.config import RunConfig
 
 DEFAULT_PROCESSES = 2
-CHILD_ENV = "HOGWILD_CHILD"
 BARRIER_TIMEOUT_S = 900
 
 
@@ -61,7 +60,6 @@ def adopt_shared(model: torch.nn.Module, shared: dict[str, torch.Tensor]) -> Non
 
 def _trainer(spec: Any, rank: int, processes: int, shared: dict[str, torch.Tensor], out: Any, barrier: Any) -> None:
     """One Hogwild trainer (a spawned process)."""
-    os.environ[CHILD_ENV] = "1"
     try:
         from study.loop import EpochRecord, train_epoch
         from study.worker import build_loaders, build_session, rank_summary, seed_everything

@@ -113,7 +113,7 @@ def cmd_run(argv: list[str]) -> int:
     env = Env.detect(cfg.device)
 
     from study.data import open_datasets
-    from study.report import make_console, write_ladder
+    from study.report import build_report, make_console, write_ladder
     from study.stages import StageRunner
 
     console = make_console(stderr=True)
@@ -154,18 +154,9 @@ def cmd_run(argv: list[str]) -> int:
         runner.on_pass = lambda what: progress.update(bar, description=what)
         runner.run()
     write_ladder(cfg.report_dir)
-    _full_report([cfg.report_dir])
+    build_report([cfg.report_dir])
     console.print(f"reports: {cfg.report_dir}/  traces: tensorboard --logdir {cfg.profile_dir}")
     return 0
-
-
-def _full_report(run_dirs: list[Path]) -> None:
-    """The rich report (summary.md/html, plots) when the report builder is present."""
-    try:
-        from study.report import build_report  # type: ignore[attr-defined]
-    except ImportError:
-        return
-    build_report(run_dirs)
 
 
 def cmd_list(argv: list[str]) -> int:
@@ -200,11 +191,11 @@ def cmd_report(argv: list[str]) -> int:
         if not (d / "results.jsonl").is_file():
             raise ConfigError(f"no results.jsonl in {d}; run a study first or give the path to reports/<run>")
         dirs.append(d)
-    from study.report import write_ladder
+    from study.report import build_report, write_ladder
 
     for d in dirs:
         write_ladder(d)
-    _full_report(dirs)
+    build_report(dirs)
     return 0
 
 

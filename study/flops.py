@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from study.hostinfo import cpuinfo
+
 # Dense peak TFLOP/s (no structured sparsity) from the vendors' datasheets:
 #   NVIDIA H100 Tensor Core GPU datasheet (SXM5 / PCIe / NVL), H200 Tensor Core GPU datasheet (SXM / NVL),
 #   A100 Tensor Core GPU datasheet, V100 Tensor Core GPU datasheet, T4 Tensor Core GPU datasheet,
@@ -80,21 +82,6 @@ def gpu_peak(name: str, dtype: str, tf32: bool) -> tuple[float, str]:
     return 0.0, f"unknown GPU {name!r}: no peak in study.flops.GPU_PEAKS"
 
 
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if ":" in line:
-                k, v = (s.strip() for s in line.split(":", 1))
-                if k and k not in info:  # the first processor's block
-                    info[k] = v
-                if not line.strip():
-                    break
-    except OSError:
-        pass
-    return info
-
-
 def cpu_clock_hz(info: dict[str, str]) -> tuple[float, str]:
     try:  # the maximum (boost) clock where the kernel exposes it
         khz = float(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text())
@@ -129,7 +116,7 @@ def cpu_flops_per_cycle(flags: set[str], vendor: str, family: int, dtype: str) -
 
 
 def cpu_peak(dtype: str = "fp32") -> tuple[float, str]:
-    info = _cpuinfo()
+    info = cpuinfo()
     flags = set(info.get("flags", "").split())
     try:
         family = int(info.get("cpu family", "0"))

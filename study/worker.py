@@ -315,14 +315,9 @@ def _device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     import platform
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from study.hostinfo import cpuinfo
+
+    name = cpuinfo().get("model name") or platform.processor() or platform.machine()
     return f"{name} ({os.cpu_count()} cores)"
 
 
@@ -373,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     try:
         cfg = RunConfig.from_dict(spec.config)
-        if cfg.launcher == "hogwild" and "HOGWILD_CHILD" not in os.environ:
+        if cfg.launcher == "hogwild":
             from optimizations.hogwild import launch
 
             payload = launch(spec, args.pass_name, args.repeat)
