@@ -141,7 +141,7 @@ def cmd_run(argv: list[str]) -> int:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    runner = StageRunner(cfg, toggles, env, on_result=show)
+    runner = StageRunner(cfg, toggles, env)  # plans once (workers=auto measures here)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} stages"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         bar = progress.add_task("starting", total=len(runner.stages))
