@@ -1,26 +1,34 @@
 """FLOPs per sample and device peaks behind MFU."""
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import pytest
 import torch
 
+from optimizations.base import Env, TrainContext
+from study import flops
 from study.config import RunConfig
-from study.flops import count_flops_per_sample, cpu_flops_per_cycle, cpu_peak, gpu_peak
+from study.flops import count_flops_per_sample, cpu_flops_per_cycle, cpu_peak, fill_mfu, gpu_peak
+from study.models import TinyNet
+from study.records import StageResult
 from study.tasks import build_task
 
 
+# TinyNet on 32×32: three 3×3 convs (3→16 @32², 16→32 @16², 32→64 @8²) and a 64→10 linear.
+CONV1 = 2 * 3 * 9 * 16 * 32 * 32
+CONV2 = 2 * 16 * 9 * 32 * 16 * 16
+CONV3 = 2 * 32 * 9 * 64 * 8 * 8
+FC = 2 * 64 * 10
+# backward: weight and input gradients (2× forward), except the first conv's input gradient
+TINY_TRAIN_FLOPS = 3 * (CONV1 + CONV2 + CONV3 + FC) - CONV1
+
+
 def test_tiny_model_flops_match_a_hand_count():
-    # TinyNet on 32×32: three 3×3 convs (3→16 @32², 16→32 @16², 32→64 @8²) and a 64→10 linear.
-    conv1 = 2 * 3 * 9 * 16 * 32 * 32
-    conv2 = 2 * 16 * 9 * 32 * 16 * 16
-    conv3 = 2 * 32 * 9 * 64 * 8 * 8
-    fc = 2 * 64 * 10
-    forward = conv1 + conv2 + conv3 + fc
-    # backward: weight and input gradients (2× forward), except the first conv's input gradient
-    expected = 3 * forward - conv1
     cfg = RunConfig(model="tiny", batch_size=4)
     got = count_flops_per_sample(cfg, (torch.zeros(3, 32, 32), 0), 10, build_task("classify", 10))
-    assert got == expected
+    assert got == TINY_TRAIN_FLOPS == 15_929_088
 
 
 def test_gpu_peaks_come_from_the_table():
@@ -41,7 +49,67 @@ def test_cpu_flops_per_cycle_from_isa_flags():
     assert cpu_flops_per_cycle({"avx512f", "amx_bf16"}, "GenuineIntel", 6, "bf16")[0] == 1024
 
 
-def test_cpu_peak_is_stated_as_an_estimate():
+def _fake_cpu(monkeypatch, hz: float) -> None:
+    """A 2-core, 4-thread AVX2+FMA CPU at `hz` (0: clock unknown), whatever this machine is."""
+    info = {"flags": "sse2 avx avx2 fma", "vendor_id": "GenuineIntel", "cpu family": "6",
+            "siblings": "4", "cpu cores": "2"}
+    monkeypatch.setattr(flops, "cpuinfo", lambda: info)
+    monkeypatch.setattr(flops, "cpu_clock_hz", lambda _info: (hz, "test clock" if hz else "unknown"))
+    monkeypatch.setattr(flops.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+
+
+def test_cpu_peak_counts_physical_cores_clock_and_vector_width(monkeypatch):
+    _fake_cpu(monkeypatch, 2.0e9)
     peak, source = cpu_peak()
-    if peak:
-        assert source.startswith("estimate:") and "cores" in source and "GHz" in source
+    assert peak == 2 * 2.0e9 * 32  # SMT siblings share the FMA units: 2 cores, not 4
+    assert source.startswith("estimate:") and "2 cores" in source and "2.00 GHz" in source
+
+
+def test_cpu_peak_without_a_clock_is_zero_and_says_why(monkeypatch):
+    _fake_cpu(monkeypatch, 0.0)
+    peak, source = cpu_peak()
+    assert peak == 0.0 and "clock unknown" in source
+
+
+def test_cpu_peak_here_bounds_what_a_matmul_reaches():
+    """The peak is an upper bound: a float32 matmul on this machine must not beat it (MFU > 100 %)."""
+    peak, source = cpu_peak()
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    a @ b  # warm-up
+    best = 0.0
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = max(best, 4 * 2 * 512**3 / (time.perf_counter() - t0))
+    assert best > 0
+    # without a clock there is no peak to bound, and the source must say so
+    assert (peak == 0.0 and "unknown" in source) or best <= peak, (best, peak, source)
+
+
+def _session():
+    """What fill_mfu reads from a stage session: a tiny model on CPU, one 32 px CIFAR sample."""
+    cfg = RunConfig(model="tiny", batch_size=4, device="cpu")
+    ctx = TrainContext(cfg=cfg, env=Env(device_type="cpu", cuda_count=0, cpu_count=2), device=torch.device("cpu"))
+    task = build_task("classify", 10)
+    return SimpleNamespace(cfg=cfg, ctx=ctx, bundle=SimpleNamespace(train=[(torch.zeros(3, 32, 32), 3)], num_classes=10),
+                           state=SimpleNamespace(task=task, model=TinyNet(10)))
+
+
+def test_mfu_is_model_flops_times_throughput_over_the_peak(monkeypatch):
+    monkeypatch.setattr(flops, "cpu_peak", lambda dtype="fp32": (1e12, "test peak"))
+    row = StageResult(run="r", stage=0, name="00-base", throughput=500.0)
+    fill_mfu(row, _session())
+    assert row.flops_per_sample == TINY_TRAIN_FLOPS
+    assert row.peak_flops == 1e12 and row.peak_flops_source == "test peak"
+    assert row.mfu == pytest.approx(TINY_TRAIN_FLOPS * 500.0 / 1e12)  # 0.80 %
+    assert 0 < row.mfu <= 1
+
+
+def test_mfu_is_absent_when_the_peak_is_unknown(monkeypatch):
+    monkeypatch.setattr(flops, "cpu_peak", lambda dtype="fp32": (0.0, "CPU clock unknown; no peak"))
+    row = StageResult(run="r", stage=0, name="00-base", throughput=500.0)
+    fill_mfu(row, _session())
+    assert row.flops_per_sample == TINY_TRAIN_FLOPS  # the model's math is still counted
+    assert row.peak_flops == 0.0 and "unknown" in row.peak_flops_source
+    assert row.mfu == 0.0  # a record's "no value": the report shows "–", never a made-up ratio
