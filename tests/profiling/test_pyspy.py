@@ -1,4 +1,5 @@
-"""py-spy pass: the wrapper records samples as SVG + speedscope, or says why it could not."""
+"""py-spy pass: the wrapper records samples as SVG + speedscope, or says why it could not; where py-spy
+can attach (an independent probe says so) a real profile is required."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from study.profiling.pyspy import find_pyspy, flamegraph_svg, speedscope_stacks, wrap_command
+from study.profiling.pyspy import flamegraph_svg, speedscope_stacks, wrap_command
+from tests.profiling.pyspy_probe import pyspy_can_attach
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,15 +72,19 @@ def test_pyspy_that_cannot_attach_is_recorded_with_its_reason(tmp_path):
     assert "Permission Denied" in payload["error"] and "CAP_SYS_PTRACE" in payload["error"]
 
 
-@pytest.mark.skipif(find_pyspy() is None, reason="py-spy not installed")
 def test_real_pyspy_writes_svg_and_speedscope(tmp_path):
+    attach, why = pyspy_can_attach()
+    if not attach:  # decided by the probe, not by the pass: a pass that only failed cannot skip
+        pytest.skip(f"py-spy cannot attach to a process here: {why}")
     proc, payload = run_wrapped(tmp_path)
     out = tmp_path / "prof"
-    if payload.get("error"):  # e.g. no ptrace in this container: the reason must be there
-        pytest.skip(f"py-spy cannot sample here: {payload['error']}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "error" not in payload, payload["error"]
     assert payload["profiles"]["stage"] == "ran"  # the worker's own payload is kept
     assert Path(payload["profiles"]["pyspy_svg"]) == out / "pyspy.svg"
+    assert Path(payload["profiles"]["pyspy_speedscope"]) == out / "pyspy.speedscope.json"
     doc = json.loads((out / "pyspy.speedscope.json").read_text())
-    assert doc["profiles"] and doc["profiles"][0]["samples"]
+    assert sum(len(prof["samples"]) for prof in doc["profiles"]) > 0
+    assert "spin" in {frame["name"] for frame in doc["shared"]["frames"]}  # the busy function was sampled
     ET.parse(out / "pyspy.svg")
     assert "spin" in (out / "pyspy.svg").read_text()
