@@ -29,7 +29,8 @@ MODES = ("plain", "cprofile", "torch", "pyspy", "pyspy_nb", "lines")  # pyspy_nb
 
 def child(stage_file: str, mode: str, out: str, warmup: int) -> int:
     """One mode in this process: warm up, then the pass (or plain steps) with its steps recorded."""
-    from study.worker import StageSpec, build_session
+    from study.session import build_session
+    from study.spec import StageSpec
 
     sess = build_session(StageSpec.load(stage_file))
     sess.run_steps(warmup)
@@ -43,16 +44,14 @@ def child(stage_file: str, mode: str, out: str, warmup: int) -> int:
 
     sess.run_steps = recording  # type: ignore[method-assign]
     # The passes warm up cfg.warmup steps themselves where they do; the benchmark already did.
-    sess.cfg = sess.cfg.replace(warmup=0)
+    sess.ctx.cfg = sess.cfg.replace(warmup=0)
     t0 = time.perf_counter()
     if mode in ("plain", "pyspy_nb"):  # py-spy samples from outside: the stage trains plainly
         sess.run_steps(sess.cfg.profile_steps)
     else:
-        import importlib
+        from study.profiling.passes import PASSES
 
-        from study.worker import _PASS_MODULES
-
-        importlib.import_module(f"study.profiling.{_PASS_MODULES[mode]}").run(sess)
+        PASSES[mode](sess)
     wall = time.perf_counter() - t0
     recs = calls[-1]
     if mode == "torch":

@@ -80,6 +80,9 @@ class Optimization:
     conflicts: ClassVar[tuple[str, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()
     order: ClassVar[int] = ORDER_OTHER
+    # A toggle that replaces how the stage process trains (hogwild spawns trainers on one shared
+    # model) sets this to a study.timing.Trainer; None: the one loop runs in the stage process.
+    stage_trainer: ClassVar[Callable[[Any], Any] | None] = None
 
     def __init__(self, value: str | None = None) -> None:
         self.raw = value
@@ -99,7 +102,8 @@ class Optimization:
     def applicable(self, env: Env) -> tuple[bool, str]:
         return True, ""
 
-    def configure(self, cfg: RunConfig) -> RunConfig:
+    def configure(self, cfg: RunConfig, env: Env) -> RunConfig:
+        """Plan-time (parent, torch-free): loader and launch settings of the stages with this toggle."""
         return cfg
 
     def setup(self, ctx: TrainContext) -> None:
@@ -194,7 +198,14 @@ def canonical(toggles: list[Optimization]) -> list[Optimization]:
     return sorted(toggles, key=lambda t: t.order)
 
 
-def configure_all(cfg: RunConfig, toggles: list[Optimization]) -> RunConfig:
+def configure_all(cfg: RunConfig, toggles: list[Optimization], env: Env) -> RunConfig:
     for t in toggles:
-        cfg = t.configure(cfg)
+        cfg = t.configure(cfg, env)
     return cfg
+
+
+def split_cores(cfg: RunConfig, processes: int, env: Env) -> int:
+    """Threads per process when `processes` CPU processes share this node, so a multi-process stage
+    uses the same cores the single-process baseline used (never more threads than asked for)."""
+    share = max(1, env.cpu_count // processes)
+    return min(cfg.threads, share) if cfg.threads else share

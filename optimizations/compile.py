@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from optimizations.base import ORDER_GRAPH, Optimization, TrainContext, register
+from optimizations.base import ORDER_GRAPH, Env, Optimization, TrainContext, register
 from study.config import ConfigError, RunConfig
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -42,7 +42,7 @@ class Compile(Optimization):
             raise ConfigError(f"bad value for compile: {value!r}; expected one of: {', '.join(MODES)}")
         return value
 
-    def configure(self, cfg: RunConfig) -> RunConfig:
+    def configure(self, cfg: RunConfig, env: Env) -> RunConfig:
         return cfg if cfg.warmup >= MIN_WARMUP else cfg.replace(warmup=MIN_WARMUP)
 
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:

@@ -13,28 +13,21 @@ from typing import Any
 
 import torch
 
-from optimizations.base import ORDER_PARALLEL, Env, Optimization, TrainContext, parse_int, register
+from optimizations.base import ORDER_PARALLEL, Env, Optimization, TrainContext, parse_int, register, split_cores
 from study.config import ConfigError, RunConfig
 
 CPU_DEFAULT_WORLD = 2
 
 
-def _device_is_cuda(cfg: RunConfig) -> bool:
-    if cfg.device.startswith("cuda"):
-        return True
-    return cfg.device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 0
-
-
-def ddp_config(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
+def ddp_config(cfg: RunConfig, env: Env, world_size: int | None = None) -> RunConfig:
     """torchrun launch with `world_size` processes per node (default: one per GPU, else 2 on CPU)."""
-    cuda = _device_is_cuda(cfg)
-    n = world_size or (torch.cuda.device_count() if cuda else CPU_DEFAULT_WORLD)
+    cuda = env.device_type == "cuda"
+    n = world_size or (env.cuda_count if cuda else CPU_DEFAULT_WORLD)
     if n * cfg.nnodes < 2:
         raise ConfigError(f"ddp with {n} process on {cfg.nnodes} node is a single process; use ddp=2 or more")
     changes: dict[str, Any] = dict(launcher="torchrun", world_size=n)
     if not cuda:
-        share = max(1, (os.cpu_count() or 1) // n)
-        changes["threads"] = min(cfg.threads, share) if cfg.threads else share
+        changes["threads"] = split_cores(cfg, n, env)
     return cfg.replace(**changes)
 
 
@@ -63,8 +56,8 @@ class Ddp(Optimization):
             return False, f"ddp={self.value} needs {self.value} GPUs on this node; it has {env.cuda_count}"
         return True, ""
 
-    def configure(self, cfg: RunConfig) -> RunConfig:
-        return ddp_config(cfg, self.value)
+    def configure(self, cfg: RunConfig, env: Env) -> RunConfig:
+        return ddp_config(cfg, env, self.value)
 
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
         wrapped = wrap_ddp(model, ctx.device)

@@ -18,7 +18,6 @@ explain the step, which is the same loop.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import queue as queue_mod
 import time
@@ -27,17 +26,15 @@ from typing import Any
 
 import torch
 
-from optimizations.base import Env, Optimization, parse_int, register
+from optimizations.base import Env, Optimization, TrainContext, parse_int, register, split_cores
 from study.config import RunConfig
 
 DEFAULT_PROCESSES = 2
 BARRIER_TIMEOUT_S = 900
 
 
-def hogwild_config(cfg: RunConfig, processes: int) -> RunConfig:
-    share = max(1, (os.cpu_count() or 1) // processes)
-    threads = min(cfg.threads, share) if cfg.threads else share
-    return cfg.replace(launcher="hogwild", world_size=processes, threads=threads)
+def hogwild_config(cfg: RunConfig, env: Env, processes: int) -> RunConfig:
+    return cfg.replace(launcher="hogwild", world_size=processes, threads=split_cores(cfg, processes, env))
 
 
 def shared_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -58,31 +55,26 @@ def adopt_shared(model: torch.nn.Module, shared: dict[str, torch.Tensor]) -> Non
         t.data = src
 
 
-def _trainer(spec: Any, rank: int, processes: int, shared: dict[str, torch.Tensor], out: Any, barrier: Any) -> None:
-    """One Hogwild trainer (a spawned process)."""
+def trainer_process(spec: Any, rank: int, processes: int, shared: dict[str, torch.Tensor], out: Any,
+                    barrier: Any) -> None:
+    """One Hogwild trainer (a spawned process): its own session on the shared weights, the one loop
+    on its shard, no validation (the stage process validates the shared model once at the end)."""
     try:
-        from study.loop import EpochRecord, train_epoch
-        from study.worker import build_loaders, build_session, rank_summary, seed_everything
+        from study.loop import fit
+        from study.session import build_loaders, build_session, seed_everything
+        from study.timing import progress_hooks, rank_summary
 
         sess = build_session(spec)
-        cfg, state = sess.cfg, sess.state
-        adopt_shared(state.base_model, shared)
+        cfg = sess.cfg
+        adopt_shared(sess.state.base_model, shared)
         seed_everything(cfg.seed + rank)  # own augmentation stream per trainer
-        shard_ctx = dataclasses.replace(sess.ctx, rank=rank, world_size=processes)
-        train_loader, _ = build_loaders(cfg, sess.bundle, shard_ctx)
+        sess.ctx.rank, sess.ctx.world_size = rank, processes  # its shard; no process group
+        train_loader, _ = build_loaders(cfg, sess.bundle, sess.ctx)
         barrier.wait(timeout=BARRIER_TIMEOUT_S)
-        steps, epochs = [], []
-        for epoch in range(cfg.epochs):
-            train_loader.sampler.set_epoch(epoch)
-            state.epoch, state.steps_in_epoch = epoch, 0
-            t0, w0 = time.perf_counter(), time.time()
-            got = train_epoch(state, train_loader, max_steps=cfg.steps, warmup=cfg.warmup)
-            steps += got
-            epochs.append(EpochRecord(epoch=epoch, split="train", start=w0, seconds=time.perf_counter() - t0,
-                                      data_wait=sum(r.phases.get("data", 0.0) for r in got), metrics={},
-                                      loss=sum(r.loss for r in got) / max(len(got), 1)))
-        out.put({"rank": rank, "pid": os.getpid(), "summary": rank_summary(steps, sess.ctx.device),
-                 "steps": steps, "epochs": epochs})
+        result = fit(sess.state, train_loader, None, epochs=cfg.epochs, max_steps=cfg.steps, val_steps=0,
+                     warmup=cfg.warmup, hooks=progress_hooks(sess))
+        out.put({"rank": rank, "pid": os.getpid(), "summary": rank_summary(result.steps, sess.ctx.device),
+                 "steps": result.steps, "epochs": result.epochs})
     except BaseException as e:  # noqa: BLE001 — the stage process reports it
         barrier.abort()
         out.put({"rank": rank, "pid": os.getpid(), "error": f"{type(e).__name__}: {e}",
@@ -101,8 +93,8 @@ def run_trainers(spec: Any, model: torch.nn.Module, processes: int) -> list[dict
     mpc = mp.get_context("spawn")
     out = mpc.Queue()
     barrier = mpc.Barrier(processes)
-    procs = [mpc.Process(target=_trainer, args=(spec, i, processes, shared, out, barrier), name=f"hogwild-{i}")
-             for i in range(processes)]
+    procs = [mpc.Process(target=trainer_process, args=(spec, i, processes, shared, out, barrier),
+                         name=f"hogwild-{i}") for i in range(processes)]
     for p in procs:
         p.start()
     reports: dict[int, dict[str, Any]] = {}
@@ -130,21 +122,15 @@ def run_trainers(spec: Any, model: torch.nn.Module, processes: int) -> list[dict
     return [reports[i] for i in range(processes)]
 
 
-def hogwild_timing_pass(sess: Any, repeat: int) -> Any:
-    """The timing pass of a Hogwild stage; returns the StageResult (same fields as any stage)."""
-    from study.loop import EpochRecord, LoopResult, load_checkpoint, save_checkpoint, validate
-    from study.worker import _result_row, _verify_checkpoint, _write_seed_records
+def train_shared(sess: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """The stage trainer of a Hogwild stage (a study.timing.Trainer): spawn the trainers, then
+    validate and checkpoint the shared model once. Throughput follows the DDP rule: all trainers'
+    measured samples over the longest trainer's measured time."""
+    from study.loop import EpochRecord, LoopResult, save_checkpoint, validate
 
     cfg, ctx, state = sess.cfg, sess.ctx, sess.state
     processes = cfg.world_size
-    sess.profile_dir.mkdir(parents=True, exist_ok=True)
-    sess.report_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.resume and sess.checkpoint_path.exists():
-        load_checkpoint(sess.checkpoint_path, state)  # weights only matter: trainers keep own momentum
-        sess.notes["resumed_from_step"] = state.step
-    started = time.time()
     reports = run_trainers(sess.spec, state.base_model, processes)
-
     steps = sorted((r for rep in reports for r in rep["steps"]), key=lambda r: r.start)
     t1, w1 = time.perf_counter(), time.time()
     metrics, val_loss, wait = validate(state, sess.val_loader, max_steps=cfg.val_steps)
@@ -157,42 +143,7 @@ def hogwild_timing_pass(sess: Any, repeat: int) -> Any:
                              f"stage pid {os.getpid()}")
     sess.notes["hogwild_pids"] = [rep["pid"] for rep in reports]
     save_checkpoint(sess.checkpoint_path, state)
-    _write_seed_records(sess, result, repeat)
-    if repeat == 0:
-        _write_scalars(sess, reports[0]["steps"], val)
-    if cfg.dry_run:
-        sess.notes["checkpoint_verified"] = _verify_checkpoint(sess)
-    row = _result_row(sess, repeat, [rep["summary"] for rep in reports], result, started)
-    from study.flops import fill_mfu
-
-    fill_mfu(row, sess)
-    return row
-
-
-def _write_scalars(sess: Any, steps: list, val: Any) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(log_dir=str(sess.profile_dir)) as writer:
-        for rec in steps:  # trainer 0's curve; the others train the same model on other shards
-            if rec.step % sess.cfg.log_every == 0:
-                writer.add_scalar("train/loss", rec.loss, rec.step)
-        writer.add_scalar("val/loss", val.loss, val.epoch)
-        for k, v in val.metrics.items():
-            writer.add_scalar(f"val/{k}", v, val.epoch)
-
-
-def launch(spec: Any, pass_name: str, repeat: int) -> dict[str, Any]:
-    """Entry point from study.worker.main for stages with launcher == "hogwild"."""
-    from study.worker import _PASS_MODULES, build_session
-
-    sess = build_session(spec)
-    if pass_name == "timing":
-        return hogwild_timing_pass(sess, repeat).__dict__
-    import importlib
-
-    sess.notes["hogwild"] = f"profiled one process of {sess.cfg.world_size}"
-    mod = importlib.import_module(f"study.profiling.{_PASS_MODULES[pass_name]}")
-    return {"profiles": mod.run(sess)}
+    return result, [rep["summary"] for rep in reports]
 
 
 @register
@@ -201,6 +152,7 @@ class Hogwild(Optimization):
     description = "lock-free asynchronous SGD: N CPU processes train one shared-memory model"
     value_help = "N"
     conflicts = ("dp", "ddp")
+    stage_trainer = staticmethod(train_shared)
 
     def parse_value(self, value: str | None) -> int:
         return int(parse_int("hogwild", value, minimum=2, default=DEFAULT_PROCESSES))
@@ -210,5 +162,9 @@ class Hogwild(Optimization):
             return False, "hogwild shares a CPU model between processes; on an accelerator use ddp"
         return True, ""
 
-    def configure(self, cfg: RunConfig) -> RunConfig:
-        return hogwild_config(cfg, self.value)
+    def configure(self, cfg: RunConfig, env: Env) -> RunConfig:
+        return hogwild_config(cfg, env, self.value)
+
+    def setup(self, ctx: TrainContext) -> None:
+        # Profiling passes run the stage in one process: they explain the step, which is the same loop.
+        ctx.notes["hogwild"] = f"profiled one process of {ctx.cfg.world_size}"

@@ -25,5 +25,5 @@ class PinMemory(Optimization):
             return False, "pinned memory only helps host→accelerator copies; no accelerator here"
         return True, ""
 
-    def configure(self, cfg: RunConfig) -> RunConfig:
+    def configure(self, cfg: RunConfig, env: Env) -> RunConfig:
         return pin_config(cfg)

@@ -6,8 +6,9 @@ pass over the training loader for each candidate count (0, 1, 2, 4, ... up to th
 smallest count within KNEE_TOLERANCE of the best throughput wins (the knee: more workers past it
 cost memory and CPU that the training step needs).
 
-The sweep runs in the parent at plan time (configure), once per study: every stage that has the
-toggle gets the same count, so stages stay comparable. Its table goes to
+The sweep runs at plan time (configure), once per study, in a child process of its own: the parent
+stays torch-free and never opens the dataset a second time. Every stage that has the toggle gets the
+same count, so stages stay comparable. Its table goes to
 reports/<run>/worker_sweep.json (and into each such stage's notes, so results.jsonl alone carries it);
 with --resume a sweep of the same data/loader settings is reused rather than re-measured, keeping the
 stage configs (and their hashes) stable. The sweep is data-only: it does not see the CPU that the
@@ -18,9 +19,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
-from optimizations.base import Optimization, TrainContext, parse_int, register
+from optimizations.base import Env, Optimization, TrainContext, parse_int, register
 from study.config import RunConfig
 
 PREFETCH_FACTOR = 2
@@ -121,11 +123,47 @@ def load_or_sweep(cfg: RunConfig) -> dict[str, Any]:
                 return old
         except (OSError, json.JSONDecodeError):
             pass
-    result = sweep_workers(cfg)
     from study.records import write_atomic
 
+    result = sweep_in_child(cfg)
     write_atomic(path, json.dumps(result, indent=2))
     return result
+
+
+def sweep_in_child(cfg: RunConfig) -> dict[str, Any]:
+    """Run sweep_workers in a fresh process (python -m optimizations.workers) and read its JSON."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from study.config import ConfigError
+    from study.spec import child_env
+
+    with tempfile.TemporaryDirectory(prefix="study-sweep-") as tmp:
+        cfg_file, out = Path(tmp) / "config.json", Path(tmp) / "sweep.json"
+        cfg_file.write_text(cfg.to_json())
+        proc = subprocess.run([sys.executable, "-m", "optimizations.workers", "--config", str(cfg_file),
+                               "--out", str(out)], env=child_env(), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True)
+        if proc.returncode != 0 or not out.is_file():
+            tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+            raise ConfigError(f"workers=auto: the data-loader sweep failed ({tail or f'exit code {proc.returncode}'}); "
+                              f"give a count instead, e.g. workers=2")
+        return json.loads(out.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from study.records import write_atomic
+
+    ap = argparse.ArgumentParser(prog="python -m optimizations.workers", description="the workers=auto sweep")
+    ap.add_argument("--config", required=True, help="RunConfig JSON")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    cfg = RunConfig.from_dict(json.loads(Path(args.config).read_text()))
+    write_atomic(Path(args.out), json.dumps(sweep_workers(cfg), indent=2))
+    return 0
 
 
 @register
@@ -142,7 +180,7 @@ class Workers(Optimization):
         super().__init__(value)
         self.sweep: dict[str, Any] | None = None
 
-    def configure(self, cfg: RunConfig) -> RunConfig:
+    def configure(self, cfg: RunConfig, env: Env) -> RunConfig:
         if self.value != "auto":
             return make_workers_config(cfg, int(self.value))
         if self.sweep is None:  # plan() configures every later stage too; measure once
@@ -161,3 +199,7 @@ class Workers(Optimization):
                 ctx.notes["worker_sweep"] = [{"workers": r["workers"], "samples_per_s": round(r["samples_per_s"], 1)}
                                              for r in sweep["table"]]
         ctx.notes["workers"] = note
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

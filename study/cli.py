@@ -121,10 +121,10 @@ def cmd_run(argv: list[str]) -> int:
     # before any stage process starts.
     bundle = open_datasets(cfg)
     # The first open is the cold one (an S3 cache is filled here): keep its 10/11 records too.
-    from study.records import seed_rows_to_csv, write_atomic
-    from study.worker import load_rows
+    from study.records import load_seed_rows, seed_rows_to_csv, write_atomic
 
-    write_atomic(cfg.report_dir / "stages" / "_preflight" / "records-r0.csv", seed_rows_to_csv(load_rows(bundle.loads)))
+    write_atomic(cfg.report_dir / "stages" / "_preflight" / "records-r0.csv",
+                 seed_rows_to_csv(load_seed_rows(bundle.loads)))
     console.print(f"[bold]study[/] {cfg.run_name}: {cfg.task} {cfg.model} on {cfg.dataset} "
                   f"({len(bundle.train)} train / {len(bundle.val)} val), device {env.device_type}, "
                   f"stack: {','.join(cfg.stack) or '(baseline only)'}")

@@ -226,8 +226,9 @@ class LoopResult:
 
 def fit(s: TrainState, train_loader: Any, val_loader: Any, *, epochs: int, max_steps: int,
         val_steps: int, warmup: int, hooks: list[StepHook] = (), checkpoint: Path | None = None,
-        checkpoint_every: int = 0, on_epoch: Callable[[EpochRecord], None] | None = None) -> LoopResult:
-    """Train `epochs` epochs with validation after each; resumes from `s.epoch`/`s.steps_in_epoch`."""
+        checkpoint_every: int = 0) -> LoopResult:
+    """Train `epochs` epochs with validation after each (none when `val_loader` is None); resumes
+    from `s.epoch`/`s.steps_in_epoch`."""
     result = LoopResult()
     all_hooks = list(hooks)
     if checkpoint is not None and checkpoint_every:
@@ -246,15 +247,13 @@ def fit(s: TrainState, train_loader: Any, val_loader: Any, *, epochs: int, max_s
         ep = EpochRecord(epoch=s.epoch, split="train", start=w0, seconds=train_seconds,
                          data_wait=sum(r.phases.get("data", 0.0) for r in steps), metrics={},
                          loss=sum(r.loss for r in steps) / max(len(steps), 1))
-        t1, w1 = time.perf_counter(), time.time()
-        metrics, val_loss, wait = validate(s, val_loader, max_steps=val_steps)
-        vep = EpochRecord(epoch=s.epoch, split="val", start=w1, seconds=time.perf_counter() - t1,
-                          data_wait=wait, metrics=metrics, loss=val_loss)
-        result.epochs += [ep, vep]
-        result.metrics = metrics
-        if on_epoch:
-            on_epoch(ep)
-            on_epoch(vep)
+        result.epochs.append(ep)
+        if val_loader is not None:  # hogwild trainers leave validation to the stage process
+            t1, w1 = time.perf_counter(), time.time()
+            metrics, val_loss, wait = validate(s, val_loader, max_steps=val_steps)
+            result.epochs.append(EpochRecord(epoch=s.epoch, split="val", start=w1, seconds=time.perf_counter() - t1,
+                                             data_wait=wait, metrics=metrics, loss=val_loss))
+            result.metrics = metrics
         s.epoch += 1
         s.steps_in_epoch = 0
     if checkpoint is not None and s.ctx.rank == 0:

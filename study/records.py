@@ -142,6 +142,12 @@ _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.052, 2.048, 2.045, 2.042]
 
 
+def load_seed_rows(loads: Iterable[Any]) -> list[tuple]:
+    """Seed records 10/11: time to fetch/open the train/validation split, value1 = items."""
+    return [(TYPE_DOWNLOAD_TRAIN if ld.split == "train" else TYPE_DOWNLOAD_VAL, 0, f"{ld.start:.6f}",
+             f"{ld.seconds:.6f}", f"{ld.seconds:.6f}", ld.count, "") for ld in loads]
+
+
 def t95(df: int) -> float:
     return _T95[df - 1] if 1 <= df <= len(_T95) else 1.96
 

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,69 +18,48 @@ from typing import Callable
 
 from optimizations.base import Env, Optimization, configure_all
 from study.config import RunConfig
-from study.records import StageResult, aggregate, append_jsonl, read_results, versions, git_sha, write_atomic
-from study.worker import PROGRESS_ENV, StageSpec
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from study.records import StageResult, aggregate, append_jsonl, git_sha, read_results, versions, write_atomic
+from study.spec import StageSpec, child_env, read_progress, worker_command
 
 
 @dataclass
 class PlannedStage:
     spec: StageSpec
     skip_reason: str = ""
-    launcher: str = "local"
-    world_size: int = 1
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.spec.config
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "stage"
 
 
-def _planned(cfg: RunConfig, index: int, name: str, active: list[Optimization], skip: str = "") -> PlannedStage:
-    scfg = configure_all(cfg.replace(stack=tuple(t.spec for t in active)), active)
-    spec = StageSpec(index=index, name=name, stack=[t.spec for t in active], config=scfg.to_dict())
-    return PlannedStage(spec=spec, skip_reason=skip, launcher=scfg.launcher, world_size=scfg.world_size)
+def planned(cfg: RunConfig, env: Env, index: int, name: str, active: list[Optimization],
+            skip: str = "") -> PlannedStage:
+    stack = tuple(t.spec for t in active)
+    scfg = configure_all(cfg.replace(stack=stack), active, env)
+    return PlannedStage(spec=StageSpec(index=index, name=name, stack=stack, config=scfg), skip_reason=skip)
 
 
 def plan(cfg: RunConfig, toggles: list[Optimization], env: Env) -> list[PlannedStage]:
-    stages = [_planned(cfg, 0, "00-base", [])]
+    stages = [planned(cfg, env, 0, "00-base", [])]
     active: list[Optimization] = []
     for i, t in enumerate(toggles, 1):
         ok, reason = t.applicable(env)
         name = f"{i:02d}-{slug(t.spec)}"
         if not ok:
-            stages.append(_planned(cfg, i, name, active, skip=reason or "not applicable here"))
+            stages.append(planned(cfg, env, i, name, active, skip=reason or "not applicable here"))
             continue
         active.append(t)
-        stages.append(_planned(cfg, i, name, active))
+        stages.append(planned(cfg, env, i, name, active))
     if cfg.ablate and len(active) > 1:
         # Leave-one-out on the full stack: each toggle's contribution in the company of the others.
         for j, t in enumerate(active):
             rest = active[:j] + active[j + 1:]
-            stages.append(_planned(cfg, len(toggles) + 1 + j, f"ablate-no-{slug(t.spec)}", rest))
+            stages.append(planned(cfg, env, len(toggles) + 1 + j, f"ablate-no-{slug(t.spec)}", rest))
     return stages
-
-
-def worker_command(stage: PlannedStage, stage_file: Path, pass_name: str, repeat: int, out: Path) -> list[str]:
-    cfg = RunConfig.from_dict(stage.spec.config)
-    args = ["-m", "study.worker", "--stage", str(stage_file), "--pass", pass_name,
-            "--repeat", str(repeat), "--out", str(out)]
-    if stage.launcher != "torchrun":
-        return [sys.executable, *args]
-    launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={cfg.world_size}",
-              f"--nnodes={cfg.nnodes}"]
-    if cfg.rdzv_endpoint:
-        launch += [f"--node-rank={cfg.node_rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}"]
-    else:
-        launch += ["--standalone"]
-    return launch + args
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # The child must import this checkout's packages even when started from another directory.
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
 
 
 def run_child(cmd: list[str], log: Path, out: Path,
@@ -93,22 +71,17 @@ def run_child(cmd: list[str], log: Path, out: Path,
     for stale in (out, progress):
         if stale.exists():
             stale.unlink()
-    env = _child_env()
-    env[PROGRESS_ENV] = str(progress)
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=os.getcwd())
+                                env=child_env(progress), cwd=os.getcwd())
         while True:
             try:
                 proc.wait(timeout=0.5)
                 break
             except subprocess.TimeoutExpired:
-                if on_steps is not None and progress.exists():
-                    try:
-                        done, total = map(int, progress.read_text().split())
-                        on_steps(done, total)
-                    except (OSError, ValueError):
-                        pass  # caught mid-rename; the next poll reads it
+                got = read_progress(progress) if on_steps is not None else None
+                if got is not None:
+                    on_steps(*got)
     progress.unlink(missing_ok=True)
     payload = json.loads(out.read_text()) if out.exists() else None
     if proc.returncode == 0 and payload and not payload.get("error"):
@@ -141,13 +114,13 @@ class StageRunner:
         cfg, stages = self.cfg, self.stages
         cfg.report_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(cfg.report_dir / "config.json", json.dumps(
-            {"config": cfg.to_dict(), "stages": [s.spec.__dict__ for s in stages],
+            {"config": cfg.to_dict(), "stages": [s.spec.to_dict() for s in stages],
              "env": self.env.__dict__}, indent=2, sort_keys=True, default=str))
         done = self.finished() if cfg.resume else {}
         results = []
         for st in stages:
             prev = done.get(st.spec.name)
-            if prev is not None and prev.config_hash == RunConfig.from_dict(st.spec.config).hash():
+            if prev is not None and prev.config_hash == st.cfg.hash():
                 results.append(prev)
                 self.on_result(prev)
                 continue
@@ -157,14 +130,12 @@ class StageRunner:
         return results
 
     def run_stage(self, st: PlannedStage) -> StageResult:
-        cfg = RunConfig.from_dict(st.spec.config)
-        rep_dir = cfg.report_dir / "stages" / st.spec.name
+        cfg = st.cfg
+        rep_dir = st.spec.report_dir
         rep_dir.mkdir(parents=True, exist_ok=True)
         stage_file = rep_dir / "stage.json"
         st.spec.save(stage_file)
-        common = dict(run=cfg.run_name, stage=st.spec.index, name=st.spec.name, stack=st.spec.stack,
-                      task=cfg.task, model=cfg.model, dataset=cfg.dataset, world_size=cfg.world_size,
-                      batch_size=cfg.batch_size, config_hash=cfg.hash(), git_sha=git_sha())
+        common = st.spec.identity() | dict(git_sha=git_sha())
         if st.skip_reason:
             row = StageResult(status="skipped", reason=st.skip_reason, versions=versions(),
                               started=time.time(), finished=time.time(), **common)
@@ -175,7 +146,7 @@ class StageRunner:
             what = f"{st.spec.name}: timing {r + 1}/{cfg.repeats}"
             self.on_pass(what)
             out = rep_dir / f"timing-r{r}.json"
-            payload, err = run_child(worker_command(st, stage_file, "timing", r, out), rep_dir / f"timing-r{r}.log",
+            payload, err = run_child(worker_command(st.spec, stage_file, "timing", r, out), rep_dir / f"timing-r{r}.log",
                                      out, on_steps=lambda d, t, what=what: self.on_pass(f"{what}, step {d}/{t}"))
             if payload is None:
                 row = StageResult(status="failed", error=err, kind="repeat", repeat=r, repeats=cfg.repeats,
@@ -200,7 +171,7 @@ class StageRunner:
         for name in self.cfg.profile:
             self.on_pass(f"{st.spec.name}: {name} profile")
             out = rep_dir / f"{name}.json"
-            cmd = worker_command(st, stage_file, name, 0, out)
+            cmd = worker_command(st.spec, stage_file, name, 0, out)
             if name == "pyspy":
                 from study.profiling.pyspy import wrap_command
 

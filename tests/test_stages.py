@@ -1,7 +1,8 @@
 """Planning the ladder: cumulative stacks, skipped toggles left out of later stages, leave-one-out."""
 from optimizations.base import Env, load_all, parse_stack
 from study.config import RunConfig
-from study.stages import plan, worker_command
+from study.spec import worker_command
+from study.stages import plan
 from tests.util import run_study
 
 CPU = Env(device_type="cpu", cuda_count=0, cpu_count=2)
@@ -15,29 +16,29 @@ def _plan(stack, **kw):
 def test_ladder_is_cumulative_and_skips_what_does_not_apply():
     stages = _plan("workers=2,pin,channels_last")
     assert [s.spec.name for s in stages] == ["00-base", "01-workers_2", "02-pin", "03-channels_last"]
-    assert [s.spec.stack for s in stages] == [[], ["workers=2"], ["workers=2"], ["workers=2", "channels_last"]]
+    assert [s.spec.stack for s in stages] == [(), ("workers=2",), ("workers=2",), ("workers=2", "channels_last")]
     assert [bool(s.skip_reason) for s in stages] == [False, False, True, False]
     assert "accelerator" in stages[2].skip_reason
-    assert stages[1].spec.config["num_workers"] == 2 and stages[0].spec.config["num_workers"] == 0
+    assert stages[1].spec.config.num_workers == 2 and stages[0].spec.config.num_workers == 0
 
 
 def test_ablation_leaves_each_toggle_out_of_the_full_stack():
     stages = _plan("workers=2,channels_last,fused_optim", ablate=True)
     ablations = {s.spec.name: s.spec.stack for s in stages if s.spec.name.startswith("ablate")}
     assert ablations == {
-        "ablate-no-workers_2": ["channels_last", "fused_optim"],
-        "ablate-no-channels_last": ["workers=2", "fused_optim"],
-        "ablate-no-fused_optim": ["workers=2", "channels_last"],
+        "ablate-no-workers_2": ("channels_last", "fused_optim"),
+        "ablate-no-channels_last": ("workers=2", "fused_optim"),
+        "ablate-no-fused_optim": ("workers=2", "channels_last"),
     }
     assert len({s.spec.index for s in stages}) == len(stages)
 
 
 def test_ddp_stage_launches_through_torchrun(tmp_path):
     st = _plan("ddp=2")[1]
-    cmd = worker_command(st, tmp_path / "s.json", "timing", 0, tmp_path / "o.json")
+    cmd = worker_command(st.spec, tmp_path / "s.json", "timing", 0, tmp_path / "o.json")
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc-per-node=2" in cmd and "--standalone" in cmd
     multi = _plan("ddp=2", nnodes=2, node_rank=1, rdzv_endpoint="127.0.0.1:29400")[1]
-    cmd = worker_command(multi, tmp_path / "s.json", "timing", 0, tmp_path / "o.json")
+    cmd = worker_command(multi.spec, tmp_path / "s.json", "timing", 0, tmp_path / "o.json")
     assert "--nnodes=2" in cmd and "--node-rank=1" in cmd and "--rdzv-endpoint=127.0.0.1:29400" in cmd
 
 

@@ -1,9 +1,7 @@
-"""Profiling passes, one module each; every pass is its own short run after the timing pass.
+"""What every profiling pass shares: where its files go and the unprofiled warm-up.
 
-A pass module exposes `run(sess) -> dict[str, str]`: profile kind → path (plus `<pass>_warning`
-entries for what the report should show next to the paths). Output goes to `sess.profile_dir`
-(profiles/<run>/<stage>/). Under DDP every rank runs the pass; rank 0 keeps the plain file names,
-other ranks add `-rank<N>` so nothing is overwritten.
+Output goes to `sess.profile_dir` (profiles/<run>/<stage>/). Under DDP every rank runs the pass;
+rank 0 keeps the plain file names, other ranks add `-rank<N>` so nothing is overwritten.
 """
 from __future__ import annotations
 

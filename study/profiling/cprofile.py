@@ -11,7 +11,7 @@ import json
 import pstats
 from typing import Any
 
-from study.profiling import rank_path, warm_up
+from study.profiling.common import rank_path, warm_up
 from study.records import write_atomic
 
 TOP_N = 30

@@ -9,7 +9,7 @@ import json
 import linecache
 from typing import Any
 
-from study.profiling import rank_path, warm_up
+from study.profiling.common import rank_path, warm_up
 from study.records import write_atomic
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
-from study.profiling import rank_path
+from study.profiling.common import rank_path
 from study.profiling.trace_summary import find_traces, summarize
 from study.records import write_atomic
 

@@ -17,12 +17,13 @@ def tiny_config(data_root: Path, out: Path, **changes) -> RunConfig:
 
 def make_session(cfg: RunConfig, stack: str | list[str] = ()):
     """Plan-time configure() then the worker's build_session, in this process (no DDP here)."""
-    from study.worker import StageSpec, build_session
+    from study.session import build_session
+    from study.spec import StageSpec
 
     toggles = parse_stack(stack) if stack else []
-    cfg = configure_all(cfg.replace(stack=tuple(t.spec for t in toggles)), toggles)
-    spec = StageSpec(index=1, name="01-test", stack=[t.spec for t in toggles], config=cfg.to_dict())
-    return build_session(spec)
+    stack_specs = tuple(t.spec for t in toggles)
+    cfg = configure_all(cfg.replace(stack=stack_specs), toggles, Env.detect(cfg.device))
+    return build_session(StageSpec(index=1, name="01-test", stack=stack_specs, config=cfg))
 
 
 def cpu_env(cores: int = 2) -> Env:

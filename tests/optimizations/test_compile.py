@@ -6,6 +6,7 @@ import torch
 from optimizations.base import parse_stack
 from optimizations.compile import MIN_WARMUP, compile_model
 from study.config import ConfigError, RunConfig
+from tests.optimizations.helpers import cpu_env
 
 
 def test_modes():
@@ -17,9 +18,9 @@ def test_modes():
 
 def test_configure_keeps_compile_time_out_of_measured_steps():
     (toggle,) = parse_stack("compile")
-    assert toggle.configure(RunConfig(warmup=0)).warmup == MIN_WARMUP
-    assert toggle.configure(RunConfig(warmup=5)).warmup == 5
-    assert toggle.configure(RunConfig(warmup=0, dry_run=True)).warmup == MIN_WARMUP
+    assert toggle.configure(RunConfig(warmup=0), cpu_env()).warmup == MIN_WARMUP
+    assert toggle.configure(RunConfig(warmup=5), cpu_env()).warmup == 5
+    assert toggle.configure(RunConfig(warmup=0, dry_run=True), cpu_env()).warmup == MIN_WARMUP
 
 
 def test_compile_model_wraps_lazily():

@@ -7,14 +7,14 @@ import torch
 from optimizations.base import parse_stack
 from optimizations.hogwild import adopt_shared, run_trainers, shared_tensors
 from study.config import RunConfig
-from tests.optimizations.helpers import cuda_env, make_session
+from tests.optimizations.helpers import cpu_env, cuda_env, make_session
 
 
 def test_configure_and_applicability():
-    cfg = parse_stack("hogwild")[0].configure(RunConfig())
+    cfg = parse_stack("hogwild")[0].configure(RunConfig(), cpu_env())
     assert cfg.launcher == "hogwild" and cfg.world_size == 2
     assert cfg.threads == max(1, (os.cpu_count() or 1) // 2)
-    assert parse_stack("hogwild=3")[0].configure(RunConfig()).world_size == 3
+    assert parse_stack("hogwild=3")[0].configure(RunConfig(), cpu_env()).world_size == 3
     ok, reason = parse_stack("hogwild")[0].applicable(cuda_env())
     assert not ok and "ddp" in reason
 
@@ -57,9 +57,9 @@ def test_hogwild_stage(toggle_stage):
 
 @pytest.mark.slow  # two spawned trainers that fail: ~6-10 s
 def test_a_failing_trainer_fails_the_stage_without_hanging(tiny_cfg, tmp_path):
-    from study.worker import StageSpec
+    import dataclasses
 
     sess = make_session(tiny_cfg, "hogwild")
-    broken = StageSpec(1, "01-hogwild", ["hogwild"], {**sess.spec.config, "data_root": str(tmp_path / "gone")})
+    broken = dataclasses.replace(sess.spec, config=sess.spec.config.replace(data_root=str(tmp_path / "gone")))
     with pytest.raises(RuntimeError, match="trainer [01] failed"):
         run_trainers(broken, sess.state.base_model, 2)

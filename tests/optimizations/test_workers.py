@@ -5,7 +5,7 @@ import pytest
 from optimizations import workers as w
 from optimizations.base import parse_stack
 from study.config import ConfigError
-from tests.optimizations.helpers import make_session
+from tests.optimizations.helpers import cpu_env, make_session
 
 
 def test_fixed_count_gives_persistent_prefetching_workers(tiny_cfg):
@@ -62,20 +62,20 @@ def test_auto_sweeps_once_records_the_table_and_reuses_it_on_resume(tiny_cfg, mo
     fake = {"key": w._sweep_key(tiny_cfg), "table": [{"workers": 0, "samples_per_s": 10.0},
                                                      {"workers": 1, "samples_per_s": 40.0}], "chosen": 1}
 
-    def sweep(cfg, counts=None, batches=w.SWEEP_BATCHES):
+    def sweep(cfg):
         calls.append(cfg)
         return fake
 
-    monkeypatch.setattr(w, "sweep_workers", sweep)
+    monkeypatch.setattr(w, "sweep_in_child", sweep)
     (toggle,) = parse_stack("workers=auto")
-    assert toggle.configure(tiny_cfg).num_workers == 1
-    assert toggle.configure(tiny_cfg.replace(lr=0.1)).num_workers == 1  # a later stage: no new sweep
+    assert toggle.configure(tiny_cfg, cpu_env()).num_workers == 1
+    assert toggle.configure(tiny_cfg.replace(lr=0.1), cpu_env()).num_workers == 1  # a later stage: no new sweep
     assert len(calls) == 1
     saved = json.loads((tiny_cfg.report_dir / w.SWEEP_FILE).read_text())
     assert saved["chosen"] == 1 and len(saved["table"]) == 2
 
     (again,) = parse_stack("workers=auto")  # a resumed study: same settings, no new measurement
-    assert again.configure(tiny_cfg.replace(resume=True)).num_workers == 1
+    assert again.configure(tiny_cfg.replace(resume=True), cpu_env()).num_workers == 1
     assert len(calls) == 1
 
     sess = make_session(tiny_cfg.replace(num_workers=1, persistent_workers=True, prefetch_factor=2,

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from study.config import RunConfig
-from study.worker import StageSpec, build_session
+from study.session import build_session
+from study.spec import StageSpec
 
 
 @pytest.fixture
@@ -16,6 +17,6 @@ def make_session(tmp_path: Path, synthetic_root: Path):
                         profile_steps=5, warmup=1, device="cpu", run_name="t",
                         profiles_root=str(tmp_path / "profiles"), reports_root=str(tmp_path / "reports"))
         cfg = cfg.replace(**changes)
-        return build_session(StageSpec(index=0, name="00-base", stack=[], config=cfg.to_dict()))
+        return build_session(StageSpec(index=0, name="00-base", stack=(), config=cfg))
 
     return make

@@ -5,7 +5,8 @@ import json
 import pstats
 from pathlib import Path
 
-from study.profiling import cprofile, lines, rank_path
+from study.profiling import cprofile, lines
+from study.profiling.common import rank_path
 
 
 def test_cprofile_pass_writes_prof_and_top_tables(make_session):
@@ -39,3 +40,11 @@ def test_other_ranks_get_their_own_file_names(make_session):
     sess.ctx.rank = 2
     assert rank_path(sess, "cprofile.prof").name == "cprofile-rank2.prof"
     assert rank_path(sess, "trace_summary.json").name == "trace_summary-rank2.json"
+
+
+def test_one_registry_holds_every_pass_users_can_name():
+    from study.config import PROFILE_PASSES
+    from study.profiling.passes import PASSES
+
+    assert tuple(PASSES) == PROFILE_PASSES
+    assert all(callable(run) for run in PASSES.values())

@@ -1,0 +1,159 @@
+"""A stage's session: data, model, optimizer and toggles, built once per process.
+
+The timing pass and every profiling pass use the same session, so a profile explains exactly the
+step that was timed. Hogwild trainers build their own session from the same spec.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from optimizations.base import Env, Optimization, TrainContext, canonical, parse_stack
+from study.config import RunConfig
+from study.loop import StepRecord, TrainState, train_epoch
+from study.spec import StageSpec
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    import numpy as np
+
+    np.random.seed(seed % 2**32)
+
+
+def seed_loader_worker(worker_id: int) -> None:
+    # Each DataLoader worker gets its own numpy/random stream derived from torch's per-worker seed.
+    import numpy as np
+
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def build_loaders(cfg: RunConfig, bundle: Any, ctx: TrainContext) -> tuple[Any, Any]:
+    """Train and validation loaders; with world_size > 1 each rank reads its own shard."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    common: dict[str, Any] = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                                  pin_memory=cfg.pin_memory and ctx.device.type == "cuda",
+                                  worker_init_fn=seed_loader_worker)
+    if cfg.num_workers:
+        common["persistent_workers"] = cfg.persistent_workers
+        if cfg.prefetch_factor:
+            common["prefetch_factor"] = cfg.prefetch_factor
+    if ctx.world_size > 1:
+        train_sampler = DistributedSampler(bundle.train, num_replicas=ctx.world_size, rank=ctx.rank,
+                                           shuffle=True, seed=cfg.seed, drop_last=True)
+        val_sampler = DistributedSampler(bundle.val, num_replicas=ctx.world_size, rank=ctx.rank,
+                                         shuffle=False, drop_last=False)
+        train = DataLoader(bundle.train, sampler=train_sampler, drop_last=True, **common)
+        val = DataLoader(bundle.val, sampler=val_sampler, **common)
+    else:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        train = DataLoader(bundle.train, shuffle=True, drop_last=True, generator=gen, **common)
+        val = DataLoader(bundle.val, shuffle=False, **common)
+    return train, val
+
+
+def resolve_device(cfg: RunConfig, env: Env, local_rank: int) -> torch.device:
+    if env.device_type == "cuda":
+        if cfg.device.startswith("cuda:"):
+            return torch.device(cfg.device)
+        return torch.device("cuda", local_rank % max(env.cuda_count, 1))
+    return torch.device("cpu")
+
+
+@dataclass
+class Session:
+    """Everything one pass needs, built once: the same for timing and for every profiler."""
+
+    spec: StageSpec
+    toggles: list[Optimization]
+    ctx: TrainContext
+    state: TrainState
+    train_loader: Any
+    val_loader: Any
+    bundle: Any
+    setup_seconds: float
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.ctx.cfg
+
+    @property
+    def profile_dir(self) -> Path:
+        return self.spec.profile_dir
+
+    @property
+    def report_dir(self) -> Path:
+        return self.spec.report_dir
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.spec.checkpoint_path
+
+    def run_steps(self, n: int, hooks: list = ()) -> list[StepRecord]:
+        """Train exactly n steps (across epochs if the loader runs out): what profiling passes use."""
+        out: list[StepRecord] = []
+        while len(out) < n:
+            self.state.steps_in_epoch = 0
+            got = train_epoch(self.state, self.train_loader, max_steps=n - len(out), warmup=0, hooks=hooks)
+            if not got:
+                break
+            out += got
+            self.state.epoch += 1
+        return out
+
+
+def build_session(spec: StageSpec) -> Session:
+    cfg = spec.config
+    toggles = parse_stack(list(spec.stack)) if spec.stack else []
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    env = Env.detect(cfg.device)
+    device = resolve_device(cfg, env, local_rank)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend=backend)
+    seed_everything(cfg.seed + rank)
+    ctx = TrainContext(cfg=cfg, env=env, device=device, rank=rank, local_rank=local_rank, world_size=world)
+    ctx.scaler = torch.amp.GradScaler(device.type, enabled=False)
+    for t in toggles:
+        t.setup(ctx)
+
+    from study.data import open_datasets
+    from study.models import build_model
+    from study.tasks import build_task
+
+    bundle = open_datasets(cfg)
+    train_loader, val_loader = build_loaders(cfg, bundle, ctx)
+    task = build_task(cfg.task, bundle.num_classes)
+
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every stage
+    base_model = build_model(cfg, bundle.num_classes).to(device)
+    if ctx.memory_format is not None:
+        base_model = base_model.to(memory_format=ctx.memory_format)
+    params = [p for p in base_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                **ctx.optimizer_kwargs)
+    model: Any = base_model
+    for t in canonical(toggles):
+        model = t.wrap_model(model, ctx)
+    setup_seconds = time.perf_counter() - t0
+    state = TrainState(ctx=ctx, model=model, base_model=base_model, task=task, optimizer=optimizer)
+    return Session(spec=spec, toggles=toggles, ctx=ctx, state=state, train_loader=train_loader,
+                   val_loader=val_loader, bundle=bundle, setup_seconds=setup_seconds, notes=dict(ctx.notes))

@@ -1,0 +1,108 @@
+"""What the parent (planner) and the child (stage worker) share. Torch-free on purpose.
+
+The parent plans a ladder and waits on children; it must never pay for importing torch-heavy code
+it does not run. Everything that crosses the process boundary lives here: the stage spec (a typed
+object holding the stage's RunConfig), the progress protocol, the environment a child starts with,
+and the identity fields every result row carries, built in one place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from study.config import RunConfig
+from study.records import write_atomic
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The parent sets this to a file path; the timing pass writes "done total" there after each step,
+# outside the timed phases. A file (not a pipe) so the child never blocks on a slow reader.
+PROGRESS_ENV = "STUDY_PROGRESS_FILE"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of the ladder: its place, its toggles (ladder order) and its configured RunConfig."""
+
+    index: int
+    name: str
+    stack: tuple[str, ...]
+    config: RunConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "stack": list(self.stack), "config": self.config.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StageSpec":
+        return cls(index=int(d["index"]), name=str(d["name"]), stack=tuple(d["stack"]),
+                   config=RunConfig.from_dict(d["config"]))
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "StageSpec":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @property
+    def profile_dir(self) -> Path:
+        """profiles/<run>/<stage>/: the stage's TensorBoard logdir and profiler output."""
+        return self.config.profile_dir / self.name
+
+    @property
+    def report_dir(self) -> Path:
+        """reports/<run>/stages/<stage>/: the stage's logs, pass outputs and seed records."""
+        return self.config.report_dir / "stages" / self.name
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.config.report_dir / "checkpoints" / f"{self.name}.pt"
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that say which stage a result row belongs to (ok, skipped or failed alike)."""
+        cfg = self.config
+        return dict(run=cfg.run_name, stage=self.index, name=self.name, stack=list(self.stack), task=cfg.task,
+                    model=cfg.model, dataset=cfg.dataset, world_size=cfg.world_size, batch_size=cfg.batch_size,
+                    config_hash=cfg.hash())
+
+
+def write_progress(path: str | Path, done: int, total: int) -> None:
+    write_atomic(Path(path), f"{done} {total}")
+
+
+def read_progress(path: Path) -> tuple[int, int] | None:
+    """(done, total), or None when there is no progress file yet or it was caught mid-rename."""
+    try:
+        done, total = map(int, path.read_text().split())
+    except (OSError, ValueError):
+        return None
+    return done, total
+
+
+def child_env(progress_file: Path | None = None) -> dict[str, str]:
+    """Environment of a child process: this checkout importable from any working directory."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if progress_file is not None:
+        env[PROGRESS_ENV] = str(progress_file)
+    return env
+
+
+def worker_command(spec: StageSpec, stage_file: Path, pass_name: str, repeat: int, out: Path) -> list[str]:
+    """The command that runs one pass of a stage: `python -m study.worker`, through torchrun for DDP."""
+    cfg = spec.config
+    args = ["-m", "study.worker", "--stage", str(stage_file), "--pass", pass_name,
+            "--repeat", str(repeat), "--out", str(out)]
+    if cfg.launcher != "torchrun":
+        return [sys.executable, *args]
+    launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={cfg.world_size}",
+              f"--nnodes={cfg.nnodes}"]
+    if cfg.rdzv_endpoint:
+        launch += [f"--node-rank={cfg.node_rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}"]
+    else:
+        launch += ["--standalone"]
+    return launch + args

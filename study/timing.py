@@ -1,0 +1,202 @@
+"""The timing pass: train with every profiler off, then turn the steps into one StageResult.
+
+How the stage trains is a strategy: in this process (plain, script, compile, DDP ranks, ...) by
+default, or by a toggle that replaces it (hogwild spawns trainers on a shared model). Everything
+around it (resume, progress, seed records, scalars, checkpoint check, the result row, MFU) is the
+same for every stage, here once.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from typing import Any, Callable
+
+import torch
+
+from study.loop import PHASES, LoopResult, StepHook, StepRecord, fit, load_checkpoint
+from study.records import (TYPE_BATCH, TYPE_TRAIN, TYPE_VAL, StageResult, load_seed_rows, mean_ci, percentile,
+                           seed_rows_to_csv, versions, write_atomic)
+from study.session import Session
+from study.spec import PROGRESS_ENV, write_progress
+
+# (session) -> (loop result, one summary per training process, see rank_summary)
+Trainer = Callable[[Session], tuple[LoopResult, list[dict[str, Any]]]]
+
+
+def peak_memory(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    # ru_maxrss is KiB on Linux: the high-water mark of this process's resident memory
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "host_max_rss"
+
+
+def rank_summary(steps: list[StepRecord], device: torch.device) -> dict[str, Any]:
+    """One process's share of a timing pass, in the form result_row combines across processes."""
+    measured = [r for r in steps if r.measured]
+    return {
+        "samples": sum(r.samples for r in measured),
+        "seconds": sum(r.seconds for r in measured),
+        "step_times": [r.seconds for r in measured],
+        "phases": {p: sum(r.phases.get(p, 0.0) for r in measured) for p in PHASES},
+        "warmup_seconds": sum(r.seconds for r in steps if not r.measured),
+        "memory": peak_memory(device),
+    }
+
+
+def gather(obj: Any, world: int) -> list[Any]:
+    if world > 1 and torch.distributed.is_initialized():
+        out: list[Any] = [None] * world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+def progress_hooks(sess: Session) -> list[StepHook]:
+    """Report "done total" to the parent after each step (after the step's timer stopped: untimed)."""
+    path = os.environ.get(PROGRESS_ENV)
+    if not path or sess.ctx.rank != 0:
+        return []
+    cfg = sess.cfg
+    total = min(cfg.steps or len(sess.train_loader), len(sess.train_loader)) * cfg.epochs
+    return [lambda rec: write_progress(path, rec.step + 1, total)]
+
+
+def train_in_process(sess: Session) -> tuple[LoopResult, list[dict[str, Any]]]:
+    """The default trainer: the one loop in this process (one rank of DDP, or the only process)."""
+    cfg, ctx = sess.cfg, sess.ctx
+    result = fit(sess.state, sess.train_loader, sess.val_loader, epochs=cfg.epochs, max_steps=cfg.steps,
+                 val_steps=cfg.val_steps, warmup=cfg.warmup, hooks=progress_hooks(sess),
+                 checkpoint=sess.checkpoint_path, checkpoint_every=cfg.checkpoint_every)
+    return result, gather(rank_summary(result.steps, ctx.device), ctx.world_size)
+
+
+def trainer_of(sess: Session) -> Trainer:
+    """The trainer a toggle of this stage brings (hogwild), else training in this process."""
+    for t in sess.toggles:
+        if t.stage_trainer is not None:
+            return t.stage_trainer
+    return train_in_process
+
+
+def timing_pass(sess: Session, repeat: int) -> StageResult:
+    """Train with every profiler off; warm-up steps excluded from every figure."""
+    cfg, ctx, s = sess.cfg, sess.ctx, sess.state
+    sess.profile_dir.mkdir(parents=True, exist_ok=True)
+    sess.report_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.resume and sess.checkpoint_path.exists():
+        load_checkpoint(sess.checkpoint_path, s)
+        sess.notes["resumed_from_step"] = s.step
+    started = time.time()
+    result, ranks = trainer_of(sess)(sess)
+    if ctx.rank == 0:
+        if repeat == 0:
+            write_scalars(sess, result)
+        write_seed_records(sess, result, repeat)
+        if cfg.dry_run:
+            sess.notes["checkpoint_verified"] = verify_checkpoint(sess)
+    row = result_row(sess, repeat, ranks, result, started)
+    if ctx.rank == 0:
+        from study.flops import fill_mfu
+
+        fill_mfu(row, sess)  # after the timed loop: counting FLOPs (on meta) never enters the timing
+    return row
+
+
+def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult, started: float) -> StageResult:
+    cfg, ctx = sess.cfg, sess.ctx
+    step_times = ranks[0]["step_times"]
+    # All ranks run in lockstep (DDP all-reduce per step); the slowest rank sets the pace.
+    seconds = max(r["seconds"] for r in ranks)
+    samples = sum(r["samples"] for r in ranks)
+    n = len(step_times)
+    phases = {p: ranks[0]["phases"][p] / n if n else 0.0 for p in PHASES}
+    total = sum(phases.values())
+    mean, lo, hi = mean_ci(step_times)
+    lo = max(lo, 0.0)  # few noisy steps can push a t-interval below zero; time cannot be negative
+    identity = sess.spec.identity() | dict(world_size=ctx.world_size)
+    metric_name = sess.state.task.metric_name
+    row = StageResult(
+        **identity, kind="repeat", repeat=repeat, repeats=cfg.repeats,
+        device=str(ctx.device), device_name=device_name(ctx.device), threads=torch.get_num_threads(),
+        steps_measured=n,
+        throughput=samples / seconds if seconds else 0.0,
+        step_time_p50=percentile(step_times, 0.5), step_time_p90=percentile(step_times, 0.9),
+        step_time_ci_low=lo, step_time_ci_high=hi, ci_basis="steps",
+        t_data=phases["data"], t_h2d=phases["h2d"], t_forward=phases["forward"],
+        t_backward=phases["backward"], t_optimizer=phases["optimizer"],
+        data_wait_share=phases["data"] / total if total else 0.0,
+        setup_seconds=sess.setup_seconds, warmup_seconds=ranks[0]["warmup_seconds"],
+        peak_memory_mb=max(r["memory"][0] for r in ranks), memory_kind=ranks[0]["memory"][1],
+        metric_name=metric_name, metric=result.metrics.get(metric_name, 0.0),
+        metrics=result.metrics, final_loss=result.steps[-1].loss if result.steps else 0.0,
+        steps_total=sess.state.step, epochs=cfg.epochs, notes=sess.notes,
+        versions=versions(), started=started, finished=time.time(),
+    )
+    # Throughput CI over steps of this one run (the aggregate replaces it with one over repeats).
+    if n >= 2 and lo > 0:
+        per_step = samples / n
+        row.throughput_ci_low, row.throughput_ci_high = per_step / hi, per_step / lo
+    else:
+        row.throughput_ci_low = row.throughput_ci_high = row.throughput
+    return row
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from study.hostinfo import cpuinfo
+
+    name = cpuinfo().get("model name") or platform.processor() or platform.machine()
+    return f"{name} ({os.cpu_count()} cores)"
+
+
+def write_scalars(sess: Session, result: LoopResult) -> None:
+    """TensorBoard scalars of the timing pass, written after it so the writer never runs in the loop."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    cfg, world = sess.cfg, sess.ctx.world_size
+    seen: set[int] = set()  # hogwild trainers number their steps alike: one point per step index
+    with SummaryWriter(log_dir=str(sess.profile_dir)) as writer:
+        for rec in result.steps:
+            if rec.step in seen or rec.step % cfg.log_every:
+                continue
+            seen.add(rec.step)
+            writer.add_scalar("train/loss", rec.loss, rec.step)
+            if rec.measured and rec.seconds > 0:
+                writer.add_scalar("train/samples_per_s", rec.samples * world / rec.seconds, rec.step)
+        for ep in result.epochs:
+            writer.add_scalar(f"{ep.split}/loss", ep.loss, ep.epoch)
+            for k, v in ep.metrics.items():
+                writer.add_scalar(f"{ep.split}/{k}", v, ep.epoch)
+
+
+def write_seed_records(sess: Session, result: LoopResult, repeat: int) -> None:
+    """reports/<run>/stages/<stage>/records-r<repeat>.csv in the seed format."""
+    rows: list[tuple] = load_seed_rows(sess.bundle.loads)
+    for ep in result.epochs:
+        t = TYPE_TRAIN if ep.split == "train" else TYPE_VAL
+        if sess.cfg.task == "segment":
+            v1, v2 = ep.metrics.get("miou", ""), ep.metrics.get("pixel_acc", "")
+        else:
+            v1, v2 = ep.metrics.get("top1", ""), ep.metrics.get("top5", "")
+        if ep.split == "train":
+            v1, v2 = ep.loss, ""
+        rows.append((t, ep.epoch, f"{ep.start:.6f}", f"{ep.data_wait:.6f}", f"{ep.seconds:.6f}", v1, v2))
+    for r in result.steps:
+        rows.append((TYPE_BATCH, r.epoch, f"{r.start:.6f}", f"{r.phases.get('data', 0.0):.6f}",
+                     f"{r.seconds:.6f}", f"{r.loss:.6f}", r.samples))
+    write_atomic(sess.report_dir / f"records-r{repeat}.csv", seed_rows_to_csv(rows))
+
+
+def verify_checkpoint(sess: Session) -> bool:
+    """Reload the saved checkpoint into a freshly built model; every tensor must match."""
+    from study.models import build_model
+
+    state = torch.load(sess.checkpoint_path, map_location="cpu", weights_only=True)
+    fresh = build_model(sess.cfg, sess.bundle.num_classes)
+    fresh.load_state_dict(state["model"])
+    live = sess.state.base_model.state_dict()
+    same = all(torch.equal(v.cpu(), live[k].detach().cpu()) for k, v in fresh.state_dict().items())
+    return bool(same and state["step"] == sess.state.step)
