@@ -1,0 +1,113 @@
+"""The ladder: one row per stage with throughput, speed-ups and their intervals.
+
+`ladder_frame` holds the raw figures (stages.csv); `display_frame` the columns a reader compares
+across stages (stages.md, the console, summary.md).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from study.records import StageResult, read_results, write_atomic
+from study.report import fmt, tables
+from study.report.reading import stage_rows
+
+
+def speedup_of(cur: StageResult, ref: StageResult | None) -> tuple[float, float, float]:
+    """Ratio of throughputs and a conservative interval from the two CIs (ends divided crosswise)."""
+    if cur is ref:
+        return 1.0, 1.0, 1.0
+    if ref is None or cur.status != "ok" or ref.status != "ok" or not ref.throughput:
+        return float("nan"), float("nan"), float("nan")
+    ratio = cur.throughput / ref.throughput
+    lo = cur.throughput_ci_low / ref.throughput_ci_high if ref.throughput_ci_high else ratio
+    hi = cur.throughput_ci_high / ref.throughput_ci_low if ref.throughput_ci_low else ratio
+    return ratio, lo, hi
+
+
+def is_ablation(r: StageResult) -> bool:
+    return r.name.startswith("ablate")
+
+
+def ladder_frame(results: list[StageResult]) -> pd.DataFrame:
+    rows = stage_rows(results)
+    base = next((r for r in rows if r.stage == 0 and r.status == "ok"), None)
+    prev_ok: StageResult | None = None
+    out = []
+    for r in rows:
+        vs_prev = speedup_of(r, prev_ok)
+        vs_base = speedup_of(r, base)
+        ok = r.status == "ok"
+        out.append({
+            "stage": r.stage,
+            "name": r.name,
+            "toggles": "+".join(r.stack) or "(baseline)",
+            "status": r.status,
+            "samples_per_s": r.throughput if ok else None,
+            "ci_low": r.throughput_ci_low if ok else None,
+            "ci_high": r.throughput_ci_high if ok else None,
+            "ci_basis": r.ci_basis,
+            "repeats": r.repeats,
+            "processes": r.world_size,
+            "threads": r.threads,
+            "step_time_p50_ms": r.step_time_p50 * 1000 if ok else None,
+            "step_time_p90_ms": r.step_time_p90 * 1000 if ok else None,
+            "speedup_vs_prev": vs_prev[0],
+            "speedup_vs_prev_low": vs_prev[1],
+            "speedup_vs_prev_high": vs_prev[2],
+            "speedup_vs_base": vs_base[0],
+            "speedup_vs_base_low": vs_base[1],
+            "speedup_vs_base_high": vs_base[2],
+            "data_wait_pct": r.data_wait_share * 100 if ok else None,
+            "setup_s": r.setup_seconds if ok else None,
+            "warmup_s": r.warmup_seconds if ok else None,
+            "peak_mem_mb": r.peak_memory_mb if ok else None,
+            "metric_name": r.metric_name,
+            "metric": r.metric if ok else None,
+            "reason": r.reason or r.error,
+        })
+        if ok and not is_ablation(r):
+            prev_ok = r
+    return pd.DataFrame(out)
+
+
+def display_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The human table: one column per figure a reader compares across stages."""
+    return pd.DataFrame({
+        "stage": [f"{s} {n}" for s, n in zip(df.stage, df.name)],
+        "toggles": df.toggles,
+        "samples/s": [fmt.num(v, ".1f") for v in df.samples_per_s],
+        "±95% CI": [fmt.DASH if fmt.missing(v) else fmt.interval(lo, hi)
+                    for v, lo, hi in zip(df.samples_per_s, df.ci_low, df.ci_high)],
+        "vs prev": [fmt.speedup(*t) for t in zip(df.speedup_vs_prev, df.speedup_vs_prev_low, df.speedup_vs_prev_high)],
+        "vs base": [fmt.speedup(*t) for t in zip(df.speedup_vs_base, df.speedup_vs_base_low, df.speedup_vs_base_high)],
+        "data wait %": [fmt.num(v, ".1f") for v in df.data_wait_pct],
+        # DDP/hogwild split the cores between processes: a reader comparing stages must see it
+        "procs×threads": [f"{p}×{t}" if st == "ok" and t else fmt.DASH
+                          for p, t, st in zip(df.processes, df.threads, df.status)],
+        "metric": [fmt.metric(m, v) for m, v in zip(df.metric_name, df.metric)],
+        "status": [s if not r else f"{s}: {r}" for s, r in zip(df.status, df.reason)],
+    })
+
+
+def ladder_text(df: pd.DataFrame) -> str:
+    """One sentence on the full stack against the baseline; empty with fewer than two ok stages."""
+    ok = df[df.status == "ok"]
+    if len(ok) < 2:
+        return ""
+    last = ok.iloc[-1]
+    return (f"Full stack ({last['name']}): {fmt.num(last.samples_per_s, '.1f')} samples/s, "
+            f"{fmt.speedup(last.speedup_vs_base, last.speedup_vs_base_low, last.speedup_vs_base_high)} "
+            "vs the baseline. "
+            "Speed-ups whose interval contains 1.0 are marked (noise).")
+
+
+def write_ladder(run_dir: Path, print_table: bool = True) -> pd.DataFrame:
+    """stages.csv (raw figures) and stages.md (the human table) of a run; the table on the console."""
+    df = ladder_frame(read_results(run_dir / "results.jsonl"))
+    write_atomic(run_dir / "stages.csv", tables.csv(df))
+    write_atomic(run_dir / "stages.md", f"# Ladder: {run_dir.name}\n\n" + tables.markdown(display_frame(df)))
+    if print_table:
+        tables.print_table(tables.make_console(), display_frame(df), f"study {run_dir.name}")
+    return df
