@@ -1,3 +1,4 @@
+import math
 import warnings
 
 import pytest
@@ -7,11 +8,19 @@ import torchvision
 from optimizations.script import TracedModel, example_input, script_model
 from study.config import RunConfig
 from study.models import TinyNet
-from tests.optimizations.helpers import make_session
+from tests.optimizations.helpers import losses_on_one_batch, make_session
 
 
 def _no_jit_warnings(caught):
     return not [w for w in caught if "torch.jit" in str(w.message) or "deprecated" in str(w.message)]
+
+
+def _this_torch_deprecates_jit_script() -> bool:
+    """Asked of torch directly, on a throw-away module: does torch.jit.script warn that it is deprecated?"""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.jit.script(torch.nn.Linear(2, 2))
+    return any("deprecated" in str(w.message) for w in caught)
 
 
 def test_scriptable_model_becomes_a_script_module_sharing_parameters():
@@ -21,7 +30,10 @@ def test_scriptable_model_becomes_a_script_module_sharing_parameters():
         scripted, notes = script_model(model, example_input(RunConfig()))
     assert _no_jit_warnings(caught)  # the deprecation warnings are noted, not printed
     assert isinstance(scripted, torch.jit.ScriptModule) and notes["script"] == "scripted"
-    assert "deprecated" in notes.get("script_deprecation", "deprecated")
+    if _this_torch_deprecates_jit_script():  # torch >= 2.9: the warning is kept in the notes
+        assert "deprecated" in notes["script_deprecation"]
+    else:
+        assert "script_deprecation" not in notes
     assert all(a is b for a, b in zip(model.parameters(), scripted.parameters()))
     model.eval(), scripted.eval()
     x = torch.randn(2, 3, 32, 32)
@@ -69,8 +81,10 @@ def test_session_trains_through_the_scripted_model(tiny_cfg):
     assert isinstance(sess.state.model, TracedModel)
     assert sess.notes["script"].startswith("traced:")
     before = [p.detach().clone() for p in sess.state.base_model.parameters()]
-    recs = sess.run_steps(2)
-    assert len(recs) == 2 and all(r.loss == r.loss for r in recs)
+    losses = losses_on_one_batch(sess, 6)
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
+    # the optimizer holds the original parameters: the traced graph's loss falls only if they are shared
+    assert losses[-1] < 0.9 * losses[0], losses
     assert any(not torch.equal(a, b) for a, b in zip(before, sess.state.base_model.parameters()))
 
 
