@@ -64,9 +64,6 @@ class TrainContext:
     autocast: Callable[[], ContextManager] = contextlib.nullcontext
     scaler: Any = None  # torch.amp.GradScaler; disabled one by default
     optimizer_kwargs: dict = field(default_factory=dict)
-    # False in the baseline (gradients zeroed in place, as before torch 2.0) so fused_optim's switch
-    # to set_to_none=True shows up as its own step in the ladder.
-    set_to_none: bool = False
     memory_format: Any = None  # torch.memory_format for inputs, None keeps contiguous
     notes: dict = field(default_factory=dict)  # what toggles want recorded (e.g. "script: traced")
 

@@ -99,6 +99,19 @@ def _check_writable(path: Path) -> None:
                           f"--profiles-root or fix permissions") from None
 
 
+def check_measured_steps(cfg: RunConfig, train_samples: int) -> None:
+    """Refuse, before any stage starts, a run whose timing pass would measure no step at all."""
+    per_epoch = train_samples // cfg.batch_size  # the training loader drops the last partial batch
+    if per_epoch == 0:
+        raise ConfigError(f"{train_samples} training samples make no full batch of {cfg.batch_size}; "
+                          f"lower --batch-size or raise --subset")
+    steps = min(cfg.steps or per_epoch, per_epoch) * cfg.epochs
+    if cfg.warmup >= steps:
+        raise ConfigError(f"the run trains {steps} steps ({train_samples} samples, batch {cfg.batch_size}, "
+                          f"{cfg.epochs} epochs) and --warmup {cfg.warmup} excludes them all from timing; "
+                          f"raise --subset/--epochs or lower --warmup")
+
+
 def cmd_run(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
     cfg = build_config(args)
@@ -120,6 +133,7 @@ def cmd_run(argv: list[str]) -> int:
     # Preflight in the parent: a missing dataset or unreachable bucket is bad input (exit 2), found
     # before any stage process starts.
     bundle = open_datasets(cfg)
+    check_measured_steps(cfg, len(bundle.train))
     # The first open is the cold one (an S3 cache is filled here): keep its 10/11 records too.
     from study.records import load_seed_rows, seed_rows_to_csv, write_atomic
 
@@ -142,16 +156,24 @@ def cmd_run(argv: list[str]) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     runner = StageRunner(cfg, toggles, env)  # plans once (workers=auto measures here)
+    # No auto-refresh thread: the display is redrawn only when the runner reports something (at most
+    # every couple of seconds while a child is timed), so the parent stays idle on a small machine.
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} stages"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+                  TimeElapsedColumn(), console=console, transient=True, auto_refresh=False) as progress:
         bar = progress.add_task("starting", total=len(runner.stages))
 
         def result(r) -> None:
             show(r)
             progress.advance(bar)
+            progress.refresh()
+
+        def on_pass(what: str) -> None:
+            progress.update(bar, description=what)
+            progress.refresh()
 
         runner.on_result = result
-        runner.on_pass = lambda what: progress.update(bar, description=what)
+        runner.on_pass = on_pass
+        runner.on_warning = lambda text: console.print(f"[yellow]warning:[/] {text}")
         runner.run()
     write_ladder(cfg.report_dir)
     build_report([cfg.report_dir])

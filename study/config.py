@@ -26,6 +26,8 @@ MODEL_TASKS = {
 }
 DATASET_TASKS = {"cifar10": ("classify",), "imagefolder": ("classify",), "oxford-pets": ("segment",)}
 PROFILE_PASSES = ("cprofile", "torch", "pyspy", "lines")
+DRY_RUN_MAX_SIDE = 64
+DRY_RUN_SEGMENT_BATCH = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,9 +186,17 @@ class RunConfig:
         if "/" in self.run_name or self.run_name in (".", ".."):
             raise ConfigError(f"--run-name must be a plain name, got {self.run_name!r}")
         if self.dry_run:
-            # Tiny everything, but still the whole pipeline (validation, checkpoint, reload).
+            # Tiny everything, but still the whole pipeline (validation, checkpoint, reload): 5 measured
+            # steps after 2 warm-up steps, and inputs no larger than DRY_RUN_MAX_SIDE, so every task's dry
+            # run takes minutes (DeepLabV3-ResNet101 at 256 px, batch 32, takes minutes per step on a CPU).
+            from study.data.catalog import DEFAULT_SIZE
+
             fix("epochs", 1)
-            fix("steps", min(self.steps or 6, 6))
+            fix("steps", min(self.steps or 7, 7))
+            if (self.image_size or DEFAULT_SIZE[self.dataset]) > DRY_RUN_MAX_SIDE:
+                fix("image_size", DRY_RUN_MAX_SIDE)
+            if self.task == "segment":
+                fix("batch_size", min(self.batch_size, DRY_RUN_SEGMENT_BATCH))
             fix("val_steps", min(self.val_steps or 2, 2))
             fix("warmup", min(self.warmup, 2))
             fix("subset", min(self.subset or 256, 256))
@@ -194,6 +204,9 @@ class RunConfig:
             fix("profile_steps", min(self.profile_steps, 4))
             if not self.checkpoint_every:
                 fix("checkpoint_every", 3)
+        if self.steps and self.warmup >= self.steps * self.epochs:
+            raise ConfigError(f"--warmup {self.warmup} with --steps {self.steps} x --epochs {self.epochs} leaves no "
+                              f"measured step; raise --steps or lower --warmup (warm-up steps are never timed)")
 
     # --- helpers -------------------------------------------------------------------------------
     def replace(self, **changes: Any) -> "RunConfig":

@@ -130,7 +130,9 @@ def train_step(s: TrainState, batches: Iterator, timer: PhaseTimer) -> tuple[tor
     timer.mark("backward")
     s.scaler.step(s.optimizer)
     s.scaler.update()
-    s.optimizer.zero_grad(set_to_none=s.ctx.set_to_none)
+    # The default (set_to_none=True since torch 2.0), as the canonical loop writes it: zeroing in
+    # place would make backward accumulate into old buffers and handicap the baseline.
+    s.optimizer.zero_grad()
     timer.mark("optimizer")
     return loss, int(y.shape[0])
 

@@ -52,6 +52,7 @@ class StageResult:
     step_time_p90: float = 0.0
     step_time_ci_low: float = 0.0
     step_time_ci_high: float = 0.0
+    step_time_cv: float = 0.0  # standard deviation / mean of the measured step times (median over repeats)
     ci_basis: str = ""  # "repeats" (t-interval over repeats) or "steps" (over steps of one run)
     t_data: float = 0.0  # mean seconds per step in each phase
     t_h2d: float = 0.0
@@ -192,7 +193,7 @@ def aggregate(repeats: list[StageResult]) -> StageResult:
         agg.step_time_ci_low, agg.step_time_ci_high = slo, shi
         agg.ci_basis = "repeats"
         for f in ("t_data", "t_h2d", "t_forward", "t_backward", "t_optimizer", "data_wait_share",
-                  "setup_seconds", "warmup_seconds", "mfu"):
+                  "setup_seconds", "warmup_seconds", "mfu", "step_time_cv"):
             setattr(agg, f, statistics.median([getattr(r, f) for r in ok]))
         agg.peak_memory_mb = max(r.peak_memory_mb for r in ok)
     # metric: the first repeat's (all repeats train the same seed; keep one consistent figure)

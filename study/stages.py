@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,22 @@ def plan(cfg: RunConfig, toggles: list[Optimization], env: Env) -> list[PlannedS
     return stages
 
 
+# How often the parent looks at a child's progress file. The parent is otherwise asleep in waitpid:
+# on a small machine every wake-up of the parent is CPU time taken from the stage being timed.
+POLL_SECONDS = 2.0
+
+
+def wait_quietly(proc: subprocess.Popen, poll: Callable[[], None], every: float = POLL_SECONDS) -> int:
+    """Block until `proc` exits, calling `poll` every `every` seconds. Popen.wait(timeout) would wake
+    up every few milliseconds; a blocking wait in a thread sleeps in the kernel instead."""
+    done = threading.Event()
+    waiter = threading.Thread(target=lambda: (proc.wait(), done.set()), daemon=True)
+    waiter.start()
+    while not done.wait(every):
+        poll()
+    return proc.returncode
+
+
 def run_child(cmd: list[str], log: Path, out: Path,
               on_steps: Callable[[int, int], None] | None = None) -> tuple[dict | None, str]:
     """Run one pass; returns (payload, error). The child's output goes to its log file; its step
@@ -71,17 +88,24 @@ def run_child(cmd: list[str], log: Path, out: Path,
     for stale in (out, progress):
         if stale.exists():
             stale.unlink()
+
+    def poll() -> None:
+        got = read_progress(progress) if on_steps is not None else None
+        if got is not None:
+            on_steps(*got)
+
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=child_env(progress), cwd=os.getcwd())
-        while True:
+        try:
+            wait_quietly(proc, poll)
+        except BaseException:  # Ctrl-C or a kill of the parent: never leave a child training alone
+            proc.terminate()
             try:
-                proc.wait(timeout=0.5)
-                break
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                got = read_progress(progress) if on_steps is not None else None
-                if got is not None:
-                    on_steps(*got)
+                proc.kill()
+            raise
     progress.unlink(missing_ok=True)
     payload = json.loads(out.read_text()) if out.exists() else None
     if proc.returncode == 0 and payload and not payload.get("error"):
@@ -92,6 +116,20 @@ def run_child(cmd: list[str], log: Path, out: Path,
     return None, f"exit code {proc.returncode}: " + " | ".join(tail)
 
 
+# A dry run is meant to show the whole pipeline in minutes; a pass whose first steps predict more
+# than this is announced at once, so the user can stop it and shrink the run.
+DRY_RUN_PASS_BUDGET_S = 300.0
+
+
+def short_duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 class StageRunner:
     def __init__(self, cfg: RunConfig, toggles: list[Optimization], env: Env,
                  on_result: Callable[[StageResult], None] | None = None,
@@ -100,7 +138,24 @@ class StageRunner:
         self.results_path = cfg.report_dir / "results.jsonl"
         self.on_result = on_result or (lambda r: None)
         self.on_pass = on_pass or (lambda what: None)  # progress display: "01-workers timing r0"
+        self.on_warning: Callable[[str], None] = lambda text: None  # one line for the user, now
         self.stages = plan(cfg, toggles, env)  # once: configure() may measure (workers=auto)
+
+    def step_reporter(self, what: str) -> Callable[[int, int], None]:
+        """Progress text for a pass: steps done and the time left, estimated from the steps so far
+        (process start and warm-up included, so the first estimates err on the long side)."""
+        t0, warned = time.monotonic(), [False]
+
+        def on_steps(done: int, total: int) -> None:
+            elapsed = time.monotonic() - t0
+            left = elapsed / done * (total - done) if done else 0.0
+            self.on_pass(f"{what}, step {done}/{total}, ~{short_duration(left)} left")
+            if self.cfg.dry_run and not warned[0] and elapsed + left > DRY_RUN_PASS_BUDGET_S:
+                warned[0] = True
+                self.on_warning(f"{what}: {done} steps took {short_duration(elapsed)}; this pass will take "
+                                f"about {short_duration(elapsed + left)}, more than a dry run should. Stop with "
+                                f"Ctrl-C and use a smaller --image-size, --batch-size or --model, or let it run.")
+        return on_steps
 
     def finished(self) -> dict[str, StageResult]:
         """Stages of this run already done with the same measured config (for --resume)."""
@@ -147,7 +202,7 @@ class StageRunner:
             self.on_pass(what)
             out = rep_dir / f"timing-r{r}.json"
             payload, err = run_child(worker_command(st.spec, stage_file, "timing", r, out), rep_dir / f"timing-r{r}.log",
-                                     out, on_steps=lambda d, t, what=what: self.on_pass(f"{what}, step {d}/{t}"))
+                                     out, on_steps=self.step_reporter(what))
             if payload is None:
                 row = StageResult(status="failed", error=err, kind="repeat", repeat=r, repeats=cfg.repeats,
                                   versions=versions(), started=time.time(), finished=time.time(), **common)

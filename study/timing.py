@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import statistics
 import time
 from typing import Any, Callable
 
@@ -124,6 +125,7 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
         throughput=samples / seconds if seconds else 0.0,
         step_time_p50=percentile(step_times, 0.5), step_time_p90=percentile(step_times, 0.9),
         step_time_ci_low=lo, step_time_ci_high=hi, ci_basis="steps",
+        step_time_cv=statistics.stdev(step_times) / mean if n >= 2 and mean > 0 else 0.0,
         t_data=phases["data"], t_h2d=phases["h2d"], t_forward=phases["forward"],
         t_backward=phases["backward"], t_optimizer=phases["optimizer"],
         data_wait_share=phases["data"] / total if total else 0.0,

@@ -33,7 +33,24 @@ def test_round_trip_and_hash_ignores_output_paths():
 
 def test_dry_run_is_tiny():
     cfg = RunConfig(dry_run=True, steps=500, epochs=9)
-    assert cfg.epochs == 1 and cfg.steps <= 6 and cfg.subset <= 256 and cfg.checkpoint_every > 0
+    assert cfg.epochs == 1 and cfg.steps == 7 and cfg.subset <= 256 and cfg.checkpoint_every > 0
+    assert cfg.steps - cfg.warmup >= 5  # enough measured steps for the table not to flag the stage
+    assert cfg.image_size == 0  # CIFAR keeps its native 32 px
+
+
+def test_dry_run_is_tiny_for_segmentation_and_large_images():
+    seg = RunConfig(task="segment", dry_run=True)  # DeepLabV3-ResNet101 on Pets: 256 px, batch 32 otherwise
+    assert seg.image_size == 64 and seg.batch_size == 4
+    big = RunConfig(dataset="imagefolder", dry_run=True, image_size=224)
+    assert big.image_size == 64 and big.batch_size == 32
+    assert RunConfig(task="segment", image_size=256).image_size == 256  # only dry runs shrink
+
+
+@pytest.mark.parametrize("changes", [dict(steps=3, warmup=3), dict(steps=2, warmup=5, epochs=2),
+                                     dict(dry_run=True, steps=2)])
+def test_no_measured_step_is_refused(changes):
+    with pytest.raises(ConfigError, match="leaves no measured step"):
+        RunConfig(**changes)
 
 
 def test_every_field_is_documented():

@@ -26,6 +26,24 @@ def speedup_of(cur: StageResult, ref: StageResult | None) -> tuple[float, float,
     return ratio, lo, hi
 
 
+# When a stage's figures deserve a second look (torch.utils.benchmark.Compare flags noisy rows the
+# same way): fewer measured steps than this, or step times whose coefficient of variation is above it.
+MIN_MEASURED_STEPS = 5
+NOISY_CV = 0.10
+
+
+def checks(r: StageResult) -> str:
+    """What a reader should know before trusting the row; empty when nothing."""
+    if r.status != "ok":
+        return ""
+    found = []
+    if r.steps_measured < MIN_MEASURED_STEPS:
+        found.append(f"few steps ({r.steps_measured} measured)")
+    if r.step_time_cv > NOISY_CV:
+        found.append(f"noisy (step time CV {r.step_time_cv * 100:.0f}%)")
+    return "; ".join(found)
+
+
 def is_ablation(r: StageResult) -> bool:
     return r.name.startswith("ablate")
 
@@ -53,6 +71,9 @@ def ladder_frame(results: list[StageResult]) -> pd.DataFrame:
             "threads": r.threads,
             "step_time_p50_ms": r.step_time_p50 * 1000 if ok else None,
             "step_time_p90_ms": r.step_time_p90 * 1000 if ok else None,
+            "steps_measured": r.steps_measured if ok else None,
+            "step_time_cv": r.step_time_cv if ok else None,
+            "checks": checks(r),
             "speedup_vs_prev": vs_prev[0],
             "speedup_vs_prev_low": vs_prev[1],
             "speedup_vs_prev_high": vs_prev[2],
@@ -88,6 +109,7 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
                           for p, t, st in zip(df.processes, df.threads, df.status)],
         "metric": [fmt.metric(m, v) for m, v in zip(df.metric_name, df.metric)],
         "status": [s if not r else f"{s}: {r}" for s, r in zip(df.status, df.reason)],
+        "check": [c or fmt.DASH for c in df.checks],
     })
 
 

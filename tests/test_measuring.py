@@ -1,0 +1,52 @@
+"""Measurement sanity: runs that would measure nothing are refused, thin or noisy stages are flagged,
+and the parent waits without waking up to compete with the child it times."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from study.cli import check_measured_steps
+from study.config import ConfigError, RunConfig
+from study.records import StageResult
+from study.report.ladder import MIN_MEASURED_STEPS, NOISY_CV, checks, display_frame, ladder_frame
+from study.stages import wait_quietly
+
+
+@pytest.mark.parametrize("samples,changes,match", [
+    (20, dict(batch_size=32), "no full batch"),
+    (64, dict(batch_size=32, warmup=2), "excludes them all"),  # 2 steps, both warm-up
+    (64, dict(batch_size=16, warmup=4, steps=10), "excludes them all"),  # the subset caps steps at 4
+])
+def test_runs_that_measure_nothing_are_refused(samples, changes, match):
+    with pytest.raises(ConfigError, match=match):
+        check_measured_steps(RunConfig(**changes), samples)
+
+
+def test_a_run_with_measured_steps_passes():
+    check_measured_steps(RunConfig(batch_size=16, warmup=2), 64)  # 4 steps, 2 measured
+
+
+def _row(**kw) -> StageResult:
+    base = dict(run="r", stage=0, name="00-base", status="ok", throughput=100.0, throughput_ci_low=90.0,
+                throughput_ci_high=110.0, steps_measured=20, step_time_cv=0.02, step_time_p50=0.1)
+    return StageResult(**{**base, **kw})
+
+
+def test_thin_and_noisy_stages_are_flagged_in_the_table():
+    assert checks(_row()) == ""
+    assert "few steps (4 measured)" in checks(_row(steps_measured=MIN_MEASURED_STEPS - 1))
+    assert "noisy (step time CV 25%)" in checks(_row(step_time_cv=0.25))
+    assert checks(_row(step_time_cv=NOISY_CV)) == ""  # at the threshold: not flagged
+    assert checks(_row(status="failed", steps_measured=0)) == ""  # a failed stage has its own status
+    shown = display_frame(ladder_frame([_row(), _row(stage=1, name="01-x", stack=["x"], step_time_cv=0.3)]))
+    assert list(shown["check"]) == ["–", "noisy (step time CV 30%)"]
+
+
+def test_the_parent_sleeps_while_it_waits():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.2)"])
+    polls = []
+    assert wait_quietly(proc, lambda: polls.append(1), every=0.25) == 0
+    # a poll every 0.25 s over ~1.2 s (plus interpreter start): a handful, not one per millisecond
+    assert 2 <= len(polls) <= 12
