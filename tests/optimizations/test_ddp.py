@@ -13,11 +13,23 @@ from tests.optimizations.helpers import cpu_env
 def test_configure_launches_torchrun_and_splits_cores():
     cfg = parse_stack("ddp")[0].configure(RunConfig(device="cpu"), cpu_env())
     assert cfg.launcher == "torchrun" and cfg.world_size == 2
-    assert cfg.threads == max(1, (os.cpu_count() or 1) // 2)
     assert parse_stack("ddp=3")[0].configure(RunConfig(device="cpu"), cpu_env()).world_size == 3
     with pytest.raises(ConfigError, match="single process"):
         ddp_config(RunConfig(device="cpu"), cpu_env(), 1)
     assert ddp_config(RunConfig(device="cpu", nnodes=2), cpu_env(), 1).world_size == 1  # one rank on each of 2 nodes
+
+
+@pytest.mark.parametrize("spec, cores, asked, threads", [
+    ("ddp", 2, 0, 1),     # 2 ranks on 2 cores: one thread each
+    ("ddp", 8, 0, 4),
+    ("ddp=3", 8, 0, 2),   # 3 × 2 = 6 of 8 cores: never more threads than cores
+    ("ddp=4", 2, 0, 1),   # more ranks than cores: still one thread each, never zero
+    ("ddp", 8, 1, 1),     # --threads 1 is kept: the split never raises what was asked for
+    ("ddp", 8, 16, 4),    # --threads 16 is capped at the rank's share
+])
+def test_cpu_ranks_share_the_cores(spec, cores, asked, threads):
+    cfg = parse_stack(spec)[0].configure(RunConfig(device="cpu", threads=asked), cpu_env(cores))
+    assert cfg.threads == threads
 
 
 def test_worker_command_goes_through_torchrun(tmp_path):
@@ -35,6 +47,10 @@ def test_ddp_stage_runs_two_processes(toggle_stage):
     row, stage_dir = toggle_stage("ddp")
     assert row.status == "ok", row.error
     assert row.world_size == 2 and math.isfinite(row.final_loss)
+    # the ranks' own torch.get_num_threads(): together they fit this machine's cores, and one more
+    # thread each would not (on 2 cores: 1 thread per rank)
+    cores = os.cpu_count() or 1
+    assert row.threads >= 1 and row.threads * 2 <= max(cores, 2) < (row.threads + 1) * 2, (row.threads, cores)
     pids = row.notes["ddp_pids"]
     assert len(set(pids)) == 2 and row.notes["ddp"].startswith("world size 2, backend gloo")
     assert row.notes["checkpoint_verified"] is True

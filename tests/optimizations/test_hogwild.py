@@ -13,10 +13,20 @@ from tests.optimizations.helpers import cpu_env, cuda_env, make_session
 def test_configure_and_applicability():
     cfg = parse_stack("hogwild")[0].configure(RunConfig(), cpu_env())
     assert cfg.launcher == "hogwild" and cfg.world_size == 2
-    assert cfg.threads == max(1, (os.cpu_count() or 1) // 2)
     assert parse_stack("hogwild=3")[0].configure(RunConfig(), cpu_env()).world_size == 3
     ok, reason = parse_stack("hogwild")[0].applicable(cuda_env())
     assert not ok and "ddp" in reason
+
+
+@pytest.mark.parametrize("spec, cores, asked, threads", [
+    ("hogwild", 2, 0, 1),    # 2 trainers on 2 cores: one thread each
+    ("hogwild", 8, 0, 4),
+    ("hogwild=3", 8, 0, 2),
+    ("hogwild=4", 2, 0, 1),  # more trainers than cores: one thread each, never zero
+    ("hogwild", 8, 1, 1),    # what was asked for is never raised
+])
+def test_trainers_share_the_cores(spec, cores, asked, threads):
+    assert parse_stack(spec)[0].configure(RunConfig(threads=asked), cpu_env(cores)).threads == threads
 
 
 def test_adopt_shared_keeps_parameter_objects():
@@ -50,6 +60,8 @@ def test_hogwild_stage(toggle_stage):
     row, stage_dir = toggle_stage("hogwild")
     assert row.status == "ok", row.error
     assert row.world_size == 2 and math.isfinite(row.final_loss) and row.throughput > 0
+    cores = os.cpu_count() or 1  # two trainers fit this machine's cores; one more thread each would not
+    assert row.threads >= 1 and row.threads * 2 <= max(cores, 2) < (row.threads + 1) * 2, (row.threads, cores)
     assert len(set(row.notes["hogwild_pids"])) == 2
     assert row.notes["checkpoint_verified"] is True
     assert (stage_dir / "records-r0.csv").is_file()
