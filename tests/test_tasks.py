@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from study.tasks import IGNORE_INDEX, IoU, TopK, build_task
@@ -25,12 +26,29 @@ def test_iou_ignores_border_and_averages_classes():
     assert math.isclose(out["iou_0"], 0.5) and math.isclose(out["iou_1"], 0.5) and math.isclose(out["miou"], 0.5)
 
 
-def test_metric_state_round_trip_for_all_reduce():
-    m = IoU(2)
-    m.update(torch.randn(2, 2, 4, 4), torch.randint(0, 2, (2, 4, 4)))
-    other = IoU(2)
-    other.load_state(m.state() * 2)
-    assert other.compute()["miou"] == m.compute()["miou"]
+def _one_hot_logits(target: torch.Tensor, classes: int) -> torch.Tensor:
+    """Logits whose arg-max is `target`, class dimension second (as models return them)."""
+    logits = torch.nn.functional.one_hot(target, classes).float() * 5
+    return logits.movedim(-1, 1)
+
+
+@pytest.mark.parametrize("make, classes, target_shape", [(lambda: IoU(2), 2, (2, 4, 4)),
+                                                          (lambda: TopK(10), 10, (6,))])
+def test_summed_states_equal_one_metric_over_all_ranks_data(make, classes, target_shape):
+    """What validate() does across ranks: all-reduce (sum) the states, then compute once. The result
+    must be the metric over both ranks' batches together, not either rank's own."""
+    target = torch.randint(0, classes, target_shape, generator=torch.Generator().manual_seed(0))
+    right = (_one_hot_logits(target, classes), target)  # rank 0 predicts every label
+    wrong = (_one_hot_logits((target + 1) % classes, classes), target)  # rank 1 none
+    rank0, rank1, together = make(), make(), make()
+    rank0.update(*right)
+    rank1.update(*wrong)
+    together.update(*right)
+    together.update(*wrong)
+    merged = make()
+    merged.load_state(rank0.state() + rank1.state())
+    assert merged.compute() == pytest.approx(together.compute())
+    assert rank0.compute()[make().name] == 1.0 and merged.compute()[make().name] < 1.0
 
 
 def test_segmentation_loss_reads_dict_output():
