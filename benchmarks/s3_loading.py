@@ -42,9 +42,9 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
 
 from study.config import RunConfig  # noqa: E402
-from study.data import open_datasets, s3, synthetic  # noqa: E402
+from study.data import catalog, open_datasets, s3, synthetic  # noqa: E402
 
-TASKS = {"cifar10": "classify", "oxford-pets": "segment", "imagefolder": "classify"}
+TASKS = {d.name: d.task for d in catalog.DATASETS}
 BUCKET, PREFIX = "bench-data", "synthetic"
 # Enough batches for about a second per case: CIFAR items are tiny, Pets items are two objects each.
 DEFAULT_BATCHES = {"cifar10": 150, "oxford-pets": 15, "imagefolder": 30}
@@ -110,7 +110,7 @@ def measure(train: Any, batch_size: int, workers: int, batches: int, seed: int) 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="\n".join(__doc__.split("\n")[2:]),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", default="oxford-pets,cifar10", help="comma list of cifar10, oxford-pets, imagefolder")
+    ap.add_argument("--datasets", default="oxford-pets,cifar10", help=f"comma list of {', '.join(TASKS)}")
     ap.add_argument("--workers", default="0,1,2,4", help="comma list of DataLoader worker counts")
     ap.add_argument("--batches", type=int, default=0, help="timed batches per case (0: per dataset, "
                     f"{DEFAULT_BATCHES})")

@@ -20,8 +20,7 @@ from torch import nn
 
 from optimizations.base import ORDER_GRAPH, Optimization, TrainContext, register
 from study.config import RunConfig
-
-DEFAULT_SIZE = {"cifar10": 32, "imagefolder": 224, "oxford-pets": 256}
+from study.data.catalog import DEFAULT_SIZE
 
 
 def example_input(cfg: RunConfig, device: Any = "cpu", memory_format: Any = None) -> torch.Tensor:

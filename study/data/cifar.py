@@ -14,7 +14,6 @@ The whole split is unpickled into memory, as the format demands.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from torchvision import transforms as T
 from torchvision.datasets import CIFAR10
 
 from study.config import ConfigError, RunConfig
-from study.data.synthetic import CIFAR_FOLDER, is_synthetic
+from study.data import catalog, checksum
+from study.data.synthetic import is_synthetic
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -41,11 +41,7 @@ def file_md5(path: str | os.PathLike) -> str:
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key not in _md5_cache:
-        h = hashlib.md5()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _md5_cache[key] = h.hexdigest()
+        _md5_cache[key] = checksum.file_md5(path)
     return _md5_cache[key]
 
 
@@ -58,7 +54,7 @@ def check_folder(root: str | os.PathLike) -> bool:
     """Raise ConfigError unless ``<root>/cifar-10-batches-py`` is complete (and, if it claims to be
     the release, matches the official MD5s). Returns True when the folder is synthetic."""
     root = str(root)
-    folder = Path(root) / CIFAR_FOLDER
+    folder = Path(root) / catalog.CIFAR10.folder
     if not folder.is_dir():
         raise ConfigError(f"no CIFAR-10 at {folder}; {_hint(root)}")
     missing = [n for n, _ in release_files() if not (folder / n).is_file()]
@@ -115,5 +111,5 @@ def build_transform(size: int, train: bool) -> T.Compose:
 
 def open_split(cfg: RunConfig, train: bool) -> CIFAR10Batches:
     check_folder(cfg.data_root)
-    size = cfg.image_size or NATIVE_SIZE
+    size = cfg.image_size or catalog.CIFAR10.default_size
     return CIFAR10Batches(cfg.data_root, train=train, transform=build_transform(size, train), download=False)

@@ -13,11 +13,11 @@ from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
 from study.config import ConfigError, RunConfig
-from study.data.synthetic import IMAGEFOLDER_FOLDER
+from study.data.catalog import IMAGEFOLDER
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-DEFAULT_SIZE = 224
+DEFAULT_SIZE = IMAGEFOLDER.default_size
 
 
 def build_transform(size: int, train: bool) -> T.Compose:
@@ -32,7 +32,7 @@ def build_transform(size: int, train: bool) -> T.Compose:
 def open_split(cfg: RunConfig, train: bool) -> ImageFolder:
     root = str(cfg.data_root)
     split = "train" if train else "val"
-    folder = Path(root) / IMAGEFOLDER_FOLDER / split
+    folder = Path(root) / IMAGEFOLDER.folder / split
     r = "" if os.path.normpath(root) == "data" else f" --root {root}"
     hint = f"run ./prepare.sh{r} --synthetic or ./prepare.sh{r} --imagenet ILSVRC_DIR"
     if not folder.is_dir():

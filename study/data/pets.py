@@ -32,13 +32,13 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
 from study.config import ConfigError, RunConfig
-from study.data.synthetic import PETS_FOLDER
+from study.data.catalog import OXFORD_PETS
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-DEFAULT_SIZE = 256
-NUM_CLASSES = 2
-CLASSES = ["background", "pet"]
+DEFAULT_SIZE = OXFORD_PETS.default_size
+CLASSES = list(OXFORD_PETS.classes)
+NUM_CLASSES = len(CLASSES)
 IGNORE_INDEX = 255
 
 # trimap value -> training label (see module docstring)
@@ -80,7 +80,7 @@ class JointTransform:
 
 def check_folder(root: str | os.PathLike) -> None:
     root = str(root)
-    folder = Path(root) / PETS_FOLDER
+    folder = Path(root) / OXFORD_PETS.folder
     r = "" if os.path.normpath(root) == "data" else f" --root {root}"
     hint = f"run ./prepare.sh{r} --synthetic or ./prepare.sh{r} --pets images.tar.gz annotations.tar.gz"
     if not folder.is_dir():
@@ -99,4 +99,5 @@ def open_split(cfg: RunConfig, train: bool) -> OxfordIIITPet:
         return OxfordIIITPet(cfg.data_root, split="trainval" if train else "test", target_types="segmentation",
                              transforms=JointTransform(size, train), download=False)
     except ValueError as e:  # a malformed split-file line
-        raise ConfigError(f"cannot read the Oxford-IIIT Pet split files in {Path(cfg.data_root) / PETS_FOLDER}: {e}") from None
+        folder = Path(cfg.data_root) / OXFORD_PETS.folder
+        raise ConfigError(f"cannot read the Oxford-IIIT Pet split files in {folder}: {e}") from None

@@ -13,7 +13,6 @@ filter: no member may land outside the target folder, no links out, no device fi
 from __future__ import annotations
 
 import argparse
-import importlib
 import csv
 import json
 import os
@@ -26,8 +25,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from study.config import ConfigError
-from study.data import synthetic
-from study.data.synthetic import CIFAR_FOLDER, IMAGEFOLDER_FOLDER, PETS_FOLDER, is_synthetic
+from study.data import catalog, s3_package, synthetic
+from study.data.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
+from study.data.synthetic import is_synthetic
 
 
 class PrepareError(Exception):
@@ -48,13 +48,8 @@ def _line(e: BaseException) -> str:
 # synthetic
 # --------------------------------------------------------------------------------------------------
 def make_synthetic(root: Path, force: bool = False, seed: int = 0) -> None:
-    jobs = [
-        (CIFAR_FOLDER, "CIFAR-10", synthetic.write_cifar, "2000 train + 500 test images"),
-        (PETS_FOLDER, "Oxford-IIIT Pet", synthetic.write_pets, "120 trainval + 40 test images with trimaps"),
-        (IMAGEFOLDER_FOLDER, "ImageFolder", synthetic.write_imagefolder, "4 classes, 80 train + 20 val images"),
-    ]
-    for folder, title, write, what in jobs:
-        target = root / folder
+    for dataset in catalog.DATASETS:
+        target, title = root / dataset.folder, dataset.title
         if target.exists() or target.is_symlink():
             if not is_synthetic(target):
                 say(f"{title}: {target} holds non-synthetic data; left alone")
@@ -62,9 +57,10 @@ def make_synthetic(root: Path, force: bool = False, seed: int = 0) -> None:
             if not force:
                 say(f"{title}: {target} already present; skipped (--force rewrites it)")
                 continue
+        writer = synthetic.WRITERS[dataset.name]
         t0 = time.perf_counter()
-        write(root, seed=seed)
-        say(f"{title}: wrote synthetic {what} to {target} in {time.perf_counter() - t0:.1f} s")
+        writer.write(root, seed=seed)
+        say(f"{title}: wrote synthetic {writer.contents} to {target} in {time.perf_counter() - t0:.1f} s")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,16 +100,16 @@ def prepare_cifar(root: Path, archive: str) -> None:
     tar, names = _open_tar(archive)
     from study.data.cifar import check_folder, release_files  # torchvision: imported only when needed
 
-    need = [f"{CIFAR_FOLDER}/{n}" for n, _ in release_files()]
+    need = [f"{CIFAR10.folder}/{n}" for n, _ in release_files()]
     missing = [n for n in need if n not in names]
     if missing:
         tar.close()
-        raise PrepareError(f"{archive} is not the CIFAR-10 python release (no {missing[0]})")
-    _drop_synthetic(root / CIFAR_FOLDER, "CIFAR-10")
+        raise PrepareError(f"{archive} is not the {CIFAR10.title} python release (no {missing[0]})")
+    _drop_synthetic(root / CIFAR10.folder, CIFAR10.title)
     t0 = time.perf_counter()
     _extract(tar, root, archive)
     check_folder(root)  # MD5 of every batch against the official list (ConfigError names the bad file)
-    say(f"CIFAR-10: extracted {archive} to {root / CIFAR_FOLDER}; MD5s match the official release "
+    say(f"{CIFAR10.title}: extracted {archive} to {root / CIFAR10.folder}; MD5s match the official release "
         f"({time.perf_counter() - t0:.1f} s)")
 
 
@@ -187,19 +183,19 @@ def prepare_pets(root: Path, archives: list[str]) -> None:
             tar.close()
         raise PrepareError(f"--pets needs the Oxford-IIIT Pet images and annotations archives "
                            f"(images/*.jpg and annotations/trainval.txt); got {' '.join(archives)}")
-    target = root / PETS_FOLDER
-    _drop_synthetic(target, "Oxford-IIIT Pet")
+    target = root / OXFORD_PETS.folder
+    _drop_synthetic(target, OXFORD_PETS.title)
     t0 = time.perf_counter()
     for tar, path in kinds.values():
         _extract(tar, target, path)
-    say(f"Oxford-IIIT Pet: extracted {' and '.join(archives)} to {target} ({time.perf_counter() - t0:.1f} s)")
+    say(f"{OXFORD_PETS.title}: extracted {' and '.join(archives)} to {target} ({time.perf_counter() - t0:.1f} s)")
     t0 = time.perf_counter()
     dropped = clean_pets(target)
     n = len(list((target / "images").glob("*.jpg")))
     if dropped:
         listing = ", ".join(f"{name} ({why})" for name, why in dropped)
-        say(f"Oxford-IIIT Pet: dropped {len(dropped)} images from disk and the split files: {listing}")
-    say(f"Oxford-IIIT Pet: {n} RGB JPEG images kept ({time.perf_counter() - t0:.1f} s to scan)")
+        say(f"{OXFORD_PETS.title}: dropped {len(dropped)} images from disk and the split files: {listing}")
+    say(f"{OXFORD_PETS.title}: {n} RGB JPEG images kept ({time.perf_counter() - t0:.1f} s to scan)")
 
 
 def prepare_imagenet(root: Path, source: str) -> None:
@@ -223,7 +219,7 @@ def prepare_imagenet(root: Path, source: str) -> None:
     if not val_has_classes and solution is None:
         raise PrepareError(f"{val} is flat and no LOC_val_solution.csv was found next to it to label it")
 
-    target = root / IMAGEFOLDER_FOLDER
+    target = root / IMAGEFOLDER.folder
     if target.exists() or target.is_symlink():
         if is_synthetic(target) or (target / "SOURCE").is_file():
             shutil.rmtree(target)  # synthetic data, or links this command made before
@@ -242,20 +238,15 @@ def prepare_imagenet(root: Path, source: str) -> None:
                 d.mkdir(parents=True, exist_ok=True)
                 (d / f"{row['ImageId']}.JPEG").symlink_to(val / f"{row['ImageId']}.JPEG")
                 n += 1
-        say(f"ImageFolder: split {n} val images into class folders of links using {solution}")
+        say(f"{IMAGEFOLDER.title}: split {n} val images into class folders of links using {solution}")
     (target / "SOURCE").write_text(json.dumps({"source": str(src)}) + "\n")
-    say(f"ImageFolder: {target} now points at {cls}")
+    say(f"{IMAGEFOLDER.title}: {target} now points at {cls}")
 
 
 def upload(root: Path, url: str, endpoint: str) -> None:
     if not url.startswith("s3://") or len(url) <= len("s3://"):
         raise PrepareError(f"--upload needs an s3://bucket/prefix URL, got {url!r}")
-    try:
-        s3 = importlib.import_module("study.data.s3")  # written separately; imported only when used
-    except ModuleNotFoundError as e:
-        if e.name != "study.data.s3":
-            raise PrepareError(f"S3 upload needs the {e.name} package, which is not installed") from None
-        raise PrepareError("S3 upload needs study/data/s3.py, which is missing") from None
+    s3 = s3_package("S3 upload")
     t0 = time.perf_counter()
     try:
         s3.upload(str(root), url, endpoint)

@@ -26,17 +26,17 @@ import pickle
 import shutil
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
 
+from study.data.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
+
 MARKER = "SYNTHETIC"
 GENERATOR = "study.data.synthetic"
-
-CIFAR_FOLDER = "cifar-10-batches-py"
-PETS_FOLDER = "oxford-iiit-pet"
-IMAGEFOLDER_FOLDER = "imagenet"
 
 CIFAR_LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -198,7 +198,7 @@ def write_cifar(root: str | os.PathLike, n_train: int = 2000, n_test: int = 500,
     """
     root = Path(root)
     rng = np.random.default_rng([seed, 10])
-    tmp = _staging(root, CIFAR_FOLDER)
+    tmp = _staging(root, CIFAR10.folder)
     try:
         def make(n: int) -> tuple[np.ndarray, np.ndarray]:
             labels = rng.permutation(np.arange(n) % 10)
@@ -221,8 +221,8 @@ def write_cifar(root: str | os.PathLike, n_train: int = 2000, n_test: int = 500,
                 b"label_names": [n.encode() for n in CIFAR_LABEL_NAMES], b"num_vis": 3072}
         _dump_py2(meta, tmp / "batches.meta")
         (tmp / "readme.html").write_text("<p>Synthetic stand-in for CIFAR-10 written by study.data.synthetic.</p>\n")
-        _marker(tmp, "cifar10", seed, train=n_train, test=n_test)
-        return _install(tmp, root / CIFAR_FOLDER)
+        _marker(tmp, CIFAR10.name, seed, train=n_train, test=n_test)
+        return _install(tmp, root / CIFAR10.folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -288,7 +288,7 @@ def write_pets(root: str | os.PathLike, n_trainval: int = 120, n_test: int = 40,
     """
     root = Path(root)
     rng = np.random.default_rng([seed, 37])
-    tmp = _staging(root, PETS_FOLDER)
+    tmp = _staging(root, OXFORD_PETS.folder)
     try:
         (tmp / "images").mkdir()
         (tmp / "annotations" / "trimaps").mkdir(parents=True)
@@ -325,8 +325,8 @@ def write_pets(root: str | os.PathLike, n_trainval: int = 120, n_test: int = 40,
                   "#BREED ID: 1-25:Cat 1:12:Dog\n#All images with 1st letter as captial are cat images\n"
                   "#images with small first letter are dog images\n")
         (tmp / "annotations" / "list.txt").write_text(header + "".join(line(m) for m in sorted(names)))
-        _marker(tmp, "oxford-pets", seed, trainval=n_trainval, test=n_test)
-        return _install(tmp, root / PETS_FOLDER)
+        _marker(tmp, OXFORD_PETS.name, seed, trainval=n_trainval, test=n_test)
+        return _install(tmp, root / OXFORD_PETS.folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -344,7 +344,7 @@ def write_imagefolder(root: str | os.PathLike, n_classes: int = 4, n_train_per_c
     """
     root = Path(root)
     rng = np.random.default_rng([seed, 1000])
-    tmp = _staging(root, IMAGEFOLDER_FOLDER)
+    tmp = _staging(root, IMAGEFOLDER.folder)
     try:
         wnids = [f"n{c + 1:08d}" for c in range(n_classes)]
         k_val = 0
@@ -362,15 +362,29 @@ def write_imagefolder(root: str | os.PathLike, n_classes: int = 4, n_train_per_c
                     k_val += 1
                     name = f"ILSVRC2012_val_{k_val:08d}.JPEG"
                 Image.fromarray(img).save(folder / name, "JPEG", quality=92)
-        _marker(tmp, "imagefolder", seed, classes=n_classes, train=n_train_per_class * n_classes,
+        _marker(tmp, IMAGEFOLDER.name, seed, classes=n_classes, train=n_train_per_class * n_classes,
                 val=n_val_per_class * n_classes)
-        return _install(tmp, root / IMAGEFOLDER_FOLDER)
+        return _install(tmp, root / IMAGEFOLDER.folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+@dataclass(frozen=True)
+class Writer:
+    write: Callable[..., Path]
+    """``write(root, seed=...)``: the dataset at its default size under ``root``; returns its folder."""
+    contents: str
+    """What the default size holds, for messages."""
+
+
+WRITERS = {
+    CIFAR10.name: Writer(write_cifar, "2000 train + 500 test images"),
+    OXFORD_PETS.name: Writer(write_pets, "120 trainval + 40 test images with trimaps"),
+    IMAGEFOLDER.name: Writer(write_imagefolder, "4 classes, 80 train + 20 val images"),
+}
+
+
 def write_all(root: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
-    """All three default datasets under ``root``."""
-    return {"cifar10": write_cifar(root, seed=seed), "oxford-pets": write_pets(root, seed=seed),
-            "imagefolder": write_imagefolder(root, seed=seed)}
+    """Every dataset of the catalog at its default size under ``root``."""
+    return {name: writer.write(root, seed=seed) for name, writer in WRITERS.items()}

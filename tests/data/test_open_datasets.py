@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -200,14 +198,15 @@ def test_missing_cifar_batch(tmp_path: Path, synthetic_root: Path) -> None:
         open_datasets(cfg(tmp_path, dataset="cifar10"))
 
 
-def test_s3_roots_go_to_the_s3_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("study.data.s3")
-    fake.open_datasets = lambda c: ("from s3", c.data_root)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "study.data.s3", fake)
+def test_s3_roots_go_to_the_s3_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import study.data.s3 as s3
+
+    monkeypatch.setattr(s3, "open_datasets", lambda c: ("from s3", c.data_root))
     assert open_datasets(RunConfig(data_root="s3://bucket/prefix")) == ("from s3", "s3://bucket/prefix")
 
 
-def test_s3_module_absent_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "study.data.s3", None)  # makes the import fail
-    with pytest.raises(ConfigError, match="s3.py"):
+@pytest.mark.usefixtures("without_boto3")
+def test_s3_without_boto3_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"reading s3://bucket/prefix needs the boto3 package") as e:
         open_datasets(RunConfig(data_root="s3://bucket/prefix"))
+    assert "\n" not in str(e.value)

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import types
 from pathlib import Path
 
 import numpy as np
@@ -217,17 +216,17 @@ def test_imagenet_links_ilsvrc_layout(tmp_path: Path, synthetic_root: Path) -> N
 
 
 # --- --upload -------------------------------------------------------------------------------------
-def test_upload_calls_the_s3_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upload_calls_the_s3_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import study.data.s3 as s3
+
     calls = []
-    fake = types.ModuleType("study.data.s3")
-    fake.upload = lambda root, url, endpoint: calls.append((root, url, endpoint))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "study.data.s3", fake)
+    monkeypatch.setattr(s3, "upload", lambda root, url, endpoint: calls.append((root, url, endpoint)))
     assert main(["--root", str(tmp_path), "--upload", "s3://bucket/pre", "--s3-endpoint", "http://127.0.0.1:1"]) == 0
     assert calls == [(str(tmp_path), "s3://bucket/pre", "http://127.0.0.1:1")]
 
 
-def test_upload_without_s3_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setitem(sys.modules, "study.data.s3", None)
+@pytest.mark.usefixtures("without_boto3")
+def test_upload_without_boto3(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["--root", str(tmp_path), "--upload", "s3://bucket/pre"]) == 2
-    assert "s3.py" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err == "prepare: S3 upload needs the boto3 package, which is not installed (pip install boto3)"

@@ -17,14 +17,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from study.config import ConfigError, RunConfig
-from study.data import open_datasets, s3
+from study.data import catalog, open_datasets, s3
 from tests.s3_server import ACCESS_KEY, BUCKET, CLEARED, SECRET, LoopbackS3, aws_env, closed_port
 from tests.util import records, run_study, stage_rows
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "synth"
 URL = f"s3://{BUCKET}/{PREFIX}"
-TASKS = {"cifar10": "classify", "oxford-pets": "segment", "imagefolder": "classify"}
+TASKS = {d.name: d.task for d in catalog.DATASETS}
 
 
 class Server:
@@ -108,7 +108,7 @@ def test_upload_to_a_missing_bucket_is_one_line(server: Server, synthetic_root: 
 
 
 # --- reading: the same items as the local readers --------------------------------------------------
-@pytest.mark.parametrize("dataset", ["cifar10", "oxford-pets", "imagefolder"])
+@pytest.mark.parametrize("dataset", list(TASKS))
 @pytest.mark.parametrize("cached", [False, True], ids=["stream", "cache"])
 def test_s3_items_equal_local_items(server: Server, uploaded, synthetic_root: Path, tmp_path: Path,
                                     dataset: str, cached: bool) -> None:
@@ -161,7 +161,7 @@ def test_streaming_datasets_pickle_without_a_client(server: Server, uploaded) ->
 
 
 def _clients_in_child(endpoint: str, q) -> None:
-    q.put((len(s3._clients), os.getpid(), id(s3.client_for(endpoint))))
+    q.put((s3.client_count(), os.getpid(), id(s3.client_for(endpoint))))
 
 
 class _WhoReads(torch.utils.data.Dataset):
