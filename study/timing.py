@@ -22,6 +22,8 @@ from study.records import (TYPE_BATCH, TYPE_TRAIN, TYPE_VAL, StageResult, load_s
 from study.session import Session
 from study.spec import PROGRESS_ENV, write_progress
 
+PROGRESS_EVERY_S = 1.0
+
 # (session) -> (loop result, one summary per training process, see rank_summary)
 Trainer = Callable[[Session], tuple[LoopResult, list[dict[str, Any]]]]
 
@@ -61,7 +63,15 @@ def progress_hooks(sess: Session) -> list[StepHook]:
         return []
     cfg = sess.cfg
     total = min(cfg.steps or len(sess.train_loader), len(sess.train_loader)) * cfg.epochs
-    return [lambda rec: write_progress(path, rec.step + 1, total)]
+    last = [0.0]
+
+    def report(rec: StepRecord) -> None:
+        # at most one small file write a second: the parent polls every 2 s anyway
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_S or rec.step + 1 >= total:
+            last[0] = now
+            write_progress(path, rec.step + 1, total)
+    return [report]
 
 
 def train_in_process(sess: Session) -> tuple[LoopResult, list[dict[str, Any]]]:
@@ -136,6 +146,8 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
         steps_total=sess.state.step, epochs=cfg.epochs, notes=sess.notes,
         versions=versions(), started=started, finished=time.time(),
     )
+    if len(ranks) > 1:  # imbalance between processes: the slowest one sets the pace of all
+        row.notes = {**row.notes, "rank_seconds": [round(r["seconds"], 4) for r in ranks]}
     # Throughput CI over steps of this one run (the aggregate replaces it with one over repeats).
     if n >= 2 and lo > 0:
         per_step = samples / n
