@@ -98,7 +98,7 @@ def main() -> int:
         return child(args.stage, args.child, args.out, args.warmup)
 
     from study.profiling.pyspy import wrap_command
-    from study.stages import _child_env
+    from study.spec import child_env
 
     modes = [m for m in args.modes.split(",") if m]
     work = Path(tempfile.mkdtemp(prefix="overhead-"))
@@ -116,7 +116,7 @@ def main() -> int:
                                        nonblocking=mode == "pyspy_nb")
                 log = work / f"{model}-{mode}-{rnd}.log"
                 with open(log, "w") as fh:
-                    proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_child_env(), cwd=str(REPO))
+                    proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=child_env(), cwd=str(REPO))
                 try:
                     res = json.loads(out.read_text())
                 except (OSError, json.JSONDecodeError):

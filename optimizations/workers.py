@@ -93,7 +93,7 @@ def pick_knee(table: list[dict[str, float]], tolerance: float = KNEE_TOLERANCE) 
     return int(min(r["workers"] for r in table if r["samples_per_s"] >= (1 - tolerance) * best))
 
 
-def _sweep_key(cfg: RunConfig) -> str:
+def sweep_key(cfg: RunConfig) -> str:
     """What the sweep's result depends on: the data and the batch, not the toggles or the run name."""
     import hashlib
 
@@ -109,7 +109,7 @@ def sweep_workers(cfg: RunConfig, counts: list[int] | None = None, batches: int 
     bundle = open_datasets(cfg)
     counts = counts if counts is not None else candidate_counts(os.cpu_count() or 1)
     table = [measure_loader(cfg, bundle.train, n, batches) for n in counts]
-    return {"key": _sweep_key(cfg), "tolerance": KNEE_TOLERANCE, "batches_per_count": batches,
+    return {"key": sweep_key(cfg), "tolerance": KNEE_TOLERANCE, "batches_per_count": batches,
             "batch_size": cfg.batch_size, "table": table, "chosen": pick_knee(table)}
 
 
@@ -119,7 +119,7 @@ def load_or_sweep(cfg: RunConfig) -> dict[str, Any]:
     if cfg.resume and path.is_file():
         try:
             old = json.loads(path.read_text())
-            if old.get("key") == _sweep_key(cfg):
+            if old.get("key") == sweep_key(cfg):
                 return old
         except (OSError, json.JSONDecodeError):
             pass

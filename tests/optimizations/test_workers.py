@@ -59,7 +59,7 @@ def test_sweep_measures_each_count(tiny_cfg):
 
 def test_auto_sweeps_once_records_the_table_and_reuses_it_on_resume(tiny_cfg, monkeypatch):
     calls = []
-    fake = {"key": w._sweep_key(tiny_cfg), "table": [{"workers": 0, "samples_per_s": 10.0},
+    fake = {"key": w.sweep_key(tiny_cfg), "table": [{"workers": 0, "samples_per_s": 10.0},
                                                      {"workers": 1, "samples_per_s": 40.0}], "chosen": 1}
 
     def sweep(cfg):
