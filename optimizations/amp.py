@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import functools
 
-import torch
-
 from optimizations.base import ORDER_PRECISION, Env, Optimization, TrainContext, register
 from study.config import ConfigError
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Names of torch dtypes, looked up when a stage sets up: the parent parses and plans without torch.
+DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
 def default_dtype(env: Env) -> str:
@@ -26,8 +25,10 @@ def default_dtype(env: Env) -> str:
 
 def apply_amp(ctx: TrainContext, dtype: str) -> None:
     """Make `ctx.autocast()` enter autocast in `dtype` on ctx's device; fp16 on CUDA gets a scaler."""
+    import torch
+
     device_type = ctx.device.type
-    ctx.autocast = functools.partial(torch.autocast, device_type=device_type, dtype=DTYPES[dtype])
+    ctx.autocast = functools.partial(torch.autocast, device_type=device_type, dtype=getattr(torch, DTYPES[dtype]))
     ctx.scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "fp16" and device_type == "cuda"))
     ctx.notes["amp"] = dtype + (" + GradScaler" if ctx.scaler.is_enabled() else "")
     if dtype == "bf16" and device_type == "cpu":

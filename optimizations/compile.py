@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from optimizations.base import ORDER_GRAPH, Env, Optimization, TrainContext, register
 from study.config import ConfigError, RunConfig
 
@@ -22,6 +20,8 @@ MIN_WARMUP = 2
 def compile_model(model: Any, mode: str = "default") -> Any:
     if mode not in MODES:
         raise ValueError(f"unknown torch.compile mode {mode!r}")
+    import torch  # here, not at module level: the parent plans stages without torch
+
     # A compile error must fail the stage, not fall back to eager and be measured as "compiled".
     torch._dynamo.config.suppress_errors = False
     return torch.compile(model, mode=mode)

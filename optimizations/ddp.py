@@ -9,12 +9,13 @@ buckets overlapped with the backward pass. On CPU the cores are split between th
 from __future__ import annotations
 
 import os
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from optimizations.base import ORDER_PARALLEL, Env, Optimization, TrainContext, parse_int, register, split_cores
 from study.config import ConfigError, RunConfig
+
+if TYPE_CHECKING:
+    import torch
 
 CPU_DEFAULT_WORLD = 2
 
@@ -32,6 +33,11 @@ def ddp_config(cfg: RunConfig, env: Env, world_size: int | None = None) -> RunCo
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
+    import torch
+
+    # Checked here, in the stage process, rather than in applicable(): the parent plans without torch.
+    if not torch.distributed.is_available():
+        raise RuntimeError("ddp needs torch.distributed, and this torch build has none")
     if not torch.distributed.is_initialized():
         raise RuntimeError("ddp needs an initialised process group; the stage must be started through torchrun")
     ids = [device.index] if device.type == "cuda" else None
@@ -50,8 +56,8 @@ class Ddp(Optimization):
         return None if value is None else int(parse_int("ddp", value, minimum=1))
 
     def applicable(self, env: Env) -> tuple[bool, str]:
-        if not torch.distributed.is_available():
-            return False, "this torch build has no torch.distributed"
+        # Whether this torch build has torch.distributed is the stage process's question (wrap_ddp):
+        # asking it here would import torch into the parent.
         if env.device_type == "cuda" and self.value and self.value > env.cuda_count:
             return False, f"ddp={self.value} needs {self.value} GPUs on this node; it has {env.cuda_count}"
         return True, ""
@@ -60,6 +66,8 @@ class Ddp(Optimization):
         return ddp_config(cfg, env, self.value)
 
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
+        import torch
+
         wrapped = wrap_ddp(model, ctx.device)
         pids: list[Any] = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(pids, os.getpid())  # evidence of N real processes
