@@ -37,7 +37,7 @@ case "${1:-}" in
     ;;
   "")
     data_present || ./prepare.sh --synthetic --root data
-    exec "$PY" -m study --dry-run --run-name dry-run --data-root data --stack "${STUDY_STACK:-workers,script}"
+    exec "$PY" -m study --dry-run --run-name dry-run --data-root data --stack "${STUDY_STACK:-workers,pin,script,ddp}"
     ;;
   *)
     echo "usage: ./run.sh [test [pytest args] | study [study args]]" >&2

@@ -1,10 +1,11 @@
-"""fused_optim: a fused (or multi-tensor) optimizer step and `zero_grad(set_to_none=True)`.
+"""fused_optim: a fused (or multi-tensor) optimizer step, nothing else.
 
 The plain SGD step loops over parameters in Python, launching a few small kernels per tensor.
 `fused=True` does the whole update in one kernel per dtype/device group; `foreach=True` batches the
 per-tensor ops into multi-tensor kernels. Fused SGD exists on CUDA and, in recent torch, on CPU; the
-support is probed rather than assumed, and foreach is the fallback. `set_to_none` drops gradient
-tensors instead of writing zeros into them (the baseline zeroes in place).
+support is probed rather than assumed, and foreach is the fallback. Gradients are dropped with
+`zero_grad()`'s default (set_to_none=True) in every stage, the baseline included, as the canonical
+loop does: this toggle changes only the optimizer's kernel.
 """
 from __future__ import annotations
 
@@ -34,10 +35,9 @@ def fused_optimizer_kwargs(device_type: str) -> dict[str, bool]:
 @register
 class FusedOptim(Optimization):
     name = "fused_optim"
-    description = "fused optimizer step (foreach where fused is missing) + zero_grad(set_to_none=True)"
+    description = "fused optimizer step (foreach where fused is missing)"
 
     def setup(self, ctx: TrainContext) -> None:
         ctx.optimizer_kwargs = {**ctx.optimizer_kwargs, **fused_optimizer_kwargs(ctx.device.type)}
-        ctx.set_to_none = True
         kind = next(iter(ctx.optimizer_kwargs)) if ctx.optimizer_kwargs else "plain"
-        ctx.notes["fused_optim"] = f"SGD {kind}=True, zero_grad(set_to_none=True)"
+        ctx.notes["fused_optim"] = f"SGD {kind}=True"

@@ -153,7 +153,9 @@ def device_peak(ctx: Any, model: Any = None) -> tuple[float, str, int]:
     if ctx.device.type == "cuda":
         name = torch.cuda.get_device_name(ctx.device)
         major, _ = torch.cuda.get_device_capability(ctx.device)
-        tf32 = major >= 8 and (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+        # get_float32_matmul_precision reads the same setting as matmul.allow_tf32, which recent torch
+        # refuses to read once the newer fp32_precision API has set it (the cudnn toggle does)
+        tf32 = major >= 8 and (torch.backends.cudnn.allow_tf32 or torch.get_float32_matmul_precision() != "highest")
         per, src = gpu_peak(name, dtype, tf32)
         devices = ctx.world_size
         ids = getattr(model, "device_ids", None)  # DataParallel: one process, several GPUs
