@@ -99,6 +99,9 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     steps_in_epoch: int = 0  # steps of `epoch` already done (resume mid-epoch)
+    # What a checkpoint needs to be used on its own (study.inference.checkpoint_meta): model, task,
+    # classes, input size, normalisation. Saved with every checkpoint, never read back by training.
+    meta: dict = field(default_factory=dict)
 
     @property
     def scaler(self) -> Any:
@@ -204,6 +207,7 @@ def save_checkpoint(path: Path, s: TrainState) -> None:
         "step": s.step,
         "epoch": s.epoch,
         "steps_in_epoch": s.steps_in_epoch,
+        "meta": s.meta,
     }
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, tmp)

@@ -154,6 +154,9 @@ def build_session(spec: StageSpec) -> Session:
     for t in canonical(toggles):
         model = t.wrap_model(model, ctx)
     setup_seconds = time.perf_counter() - t0
-    state = TrainState(ctx=ctx, model=model, base_model=base_model, task=task, optimizer=optimizer)
+    from study.inference import checkpoint_meta
+
+    state = TrainState(ctx=ctx, model=model, base_model=base_model, task=task, optimizer=optimizer,
+                       meta=checkpoint_meta(cfg, bundle.num_classes, bundle.classes))
     return Session(spec=spec, toggles=toggles, ctx=ctx, state=state, train_loader=train_loader,
                    val_loader=val_loader, bundle=bundle, setup_seconds=setup_seconds, notes=dict(ctx.notes))
