@@ -30,6 +30,22 @@ DRY_RUN_MAX_SIDE = 64
 DRY_RUN_SEGMENT_BATCH = 4
 
 
+def check_s3_endpoint(endpoint: str) -> None:
+    """ConfigError unless `endpoint` is "" or an http(s)://host[:port] URL without credentials. The one
+    rule for --s3-endpoint and AWS_ENDPOINT_URL alike; the message never echoes the URL, which may hold
+    a secret."""
+    if not endpoint:
+        return
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("the S3 endpoint (--s3-endpoint or AWS_ENDPOINT_URL) must be an http(s)://host[:port] URL")
+    if parts.username or parts.password:  # config.json would keep them: refuse
+        raise ConfigError("the S3 endpoint must not carry credentials (user:password@); use the standard "
+                          "AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws)")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     # --- what to train -------------------------------------------------------------------------
@@ -170,15 +186,7 @@ class RunConfig:
         for p in self.profile:
             if p not in PROFILE_PASSES:
                 raise ConfigError(f"unknown profiling pass {p!r}; choose from: {', '.join(PROFILE_PASSES)}, all")
-        if self.s3_endpoint:
-            from urllib.parse import urlsplit
-
-            parts = urlsplit(self.s3_endpoint)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigError("--s3-endpoint must be an http(s)://host[:port] URL")
-            if parts.username or parts.password:  # config.json would keep them: refuse, and never echo them
-                raise ConfigError("--s3-endpoint must not carry credentials (user:password@); use the standard "
-                                  "AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws)")
+        check_s3_endpoint(self.s3_endpoint)
         if self.s3_cache and not self.is_s3:
             raise ConfigError("--s3-cache needs an s3://bucket/prefix --data-root")
         if not self.run_name:

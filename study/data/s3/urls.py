@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
-from study.config import ConfigError
+from study.config import ConfigError, check_s3_endpoint
 
 SCHEME = "s3://"
 
@@ -54,20 +54,8 @@ def parse_url(url: str) -> Location:
 def resolve_endpoint(endpoint: str = "") -> str:
     """The endpoint URL to use: the given one, else the environment's, else "" (AWS itself)."""
     endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3", "") or os.environ.get("AWS_ENDPOINT_URL", "")
-    check_endpoint(endpoint)
+    check_s3_endpoint(endpoint)  # the one endpoint rule, for endpoints from the environment too
     return endpoint.rstrip("/")
-
-
-def check_endpoint(endpoint: str) -> None:
-    """ConfigError unless ``endpoint`` is "" or an http(s)://host[:port] URL without credentials."""
-    if not endpoint:
-        return
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"S3 endpoint must be an http(s)://host[:port] URL, got {shown_endpoint(endpoint)!r}")
-    if parts.username or parts.password:
-        raise ConfigError("S3 endpoint must not carry credentials (user:password@); give them through the "
-                          "standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws)")
 
 
 def shown_endpoint(endpoint: str) -> str:
