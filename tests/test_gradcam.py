@@ -1,0 +1,81 @@
+"""Grad-CAM must point at the evidence: on a model that learned a planted patch, the map peaks there."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from study.gradcam import GradCAM, target_layer
+from study.models import TinyNet
+
+SIZE, PATCH = 32, 8
+
+
+def with_patch(n: int, gen: torch.Generator, corners: list[tuple[int, int]] | None = None) -> torch.Tensor:
+    """Noise pictures with a bright square (the planted feature) at a random or given place."""
+    x = torch.rand(n, 3, SIZE, SIZE, generator=gen) * 0.6 - 0.3
+    for i in range(n):
+        if corners is None:
+            r, c = torch.randint(0, SIZE - PATCH + 1, (2,), generator=gen).tolist()
+        else:
+            r, c = corners[i]
+        x[i, :, r:r + PATCH, c:c + PATCH] = 1.5
+    return x
+
+
+@pytest.fixture(scope="module")
+def patch_model() -> TinyNet:
+    """TinyNet trained to tell pictures with the square (class 1) from noise alone (class 0)."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    model = TinyNet(2)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        pos = with_patch(16, gen)
+        neg = torch.rand(16, 3, SIZE, SIZE, generator=gen) * 0.6 - 0.3
+        x, y = torch.cat([pos, neg]), torch.cat([torch.ones(16), torch.zeros(16)]).long()
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    acc = (model(with_patch(32, gen)).argmax(1) == 1).float().mean()
+    assert acc > 0.9, f"the tiny model did not learn the patch (accuracy {acc:.2f})"
+    return model
+
+
+def test_heat_map_peaks_on_the_planted_patch(patch_model):
+    corners = [(0, 0), (0, SIZE - PATCH), (SIZE - PATCH, 0), (SIZE - PATCH, SIZE - PATCH), (12, 12)]
+    x = with_patch(len(corners), torch.Generator().manual_seed(1), corners)
+    cam, logits = GradCAM(patch_model)(x, torch.ones(len(corners), dtype=torch.long))
+    assert cam.shape == (len(corners), SIZE, SIZE) and logits.shape == (len(corners), 2)
+    assert float(cam.min()) >= 0.0 and torch.allclose(cam.flatten(1).max(1).values, torch.ones(len(corners)))
+    for i, (r, c) in enumerate(corners):
+        peak_r, peak_c = divmod(int(cam[i].argmax()), SIZE)
+        # the map is upsampled from the 8x8 feature grid (stride 4): allow one feature cell around the patch
+        assert r - 4 <= peak_r < r + PATCH + 4 and c - 4 <= peak_c < c + PATCH + 4, (i, (r, c), (peak_r, peak_c))
+        inside = cam[i, r:r + PATCH, c:c + PATCH].mean()
+        assert inside > 2 * cam[i].mean(), "the patch must hold the heat, not just the peak"
+
+
+def test_default_class_is_the_top_class_and_the_model_is_left_as_it_was(patch_model):
+    x = with_patch(2, torch.Generator().manual_seed(2))
+    weights = [p.detach().clone() for p in patch_model.parameters()]
+    grads = [None if p.grad is None else p.grad.clone() for p in patch_model.parameters()]
+    cam, logits = GradCAM(patch_model)(x)
+    top = GradCAM(patch_model)(x, logits.argmax(1))[0]
+    assert torch.allclose(cam, top)
+    assert all(torch.equal(a, b) for a, b in zip(weights, patch_model.parameters()))
+    assert all((g is None and p.grad is None) or torch.equal(g, p.grad) for g, p in zip(grads, patch_model.parameters()))
+    assert not patch_model.backbone._forward_hooks  # the hook is gone after the call
+
+
+def test_target_layer_is_the_last_conv_block():
+    import torchvision
+
+    tiny = TinyNet(3)
+    assert target_layer(tiny) is tiny.backbone
+    resnet = torchvision.models.resnet18(weights=None)
+    assert target_layer(resnet) is resnet.layer4
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    assert target_layer(plain) is plain[2]
