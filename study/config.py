@@ -207,7 +207,7 @@ class RunConfig:
                 fix("batch_size", min(self.batch_size, DRY_RUN_SEGMENT_BATCH))
             fix("val_steps", min(self.val_steps or 2, 2))
             fix("warmup", min(self.warmup, 2))
-            fix("subset", min(self.subset or 256, 256))
+            fix("subset", min(self.subset or 512, 512))  # DDP ranks split it: 5 measured steps each too
             fix("val_subset", min(self.val_subset or 64, 64))
             fix("profile_steps", min(self.profile_steps, 4))
             if not self.checkpoint_every:

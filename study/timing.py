@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from study.loop import PHASES, LoopResult, StepHook, StepRecord, fit, load_checkpoint
-from study.records import (TYPE_BATCH, TYPE_TRAIN, TYPE_VAL, StageResult, load_seed_rows, mean_ci, percentile,
+from study.records import (TYPE_BATCH, TYPE_TRAIN, TYPE_VAL, StageResult, load_seed_rows, percentile,
                            seed_rows_to_csv, versions, write_atomic)
 from study.session import Session
 from study.spec import PROGRESS_ENV, write_progress
@@ -119,23 +119,22 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
     cfg, ctx = sess.cfg, sess.ctx
     step_times = ranks[0]["step_times"]
     # All ranks run in lockstep (DDP all-reduce per step); the slowest rank sets the pace.
-    seconds = max(r["seconds"] for r in ranks)
-    samples = sum(r["samples"] for r in ranks)
     n = len(step_times)
     phases = {p: ranks[0]["phases"][p] / n if n else 0.0 for p in PHASES}
     total = sum(phases.values())
-    mean, lo, hi = mean_ci(step_times)
-    lo = max(lo, 0.0)  # few noisy steps can push a t-interval below zero; time cannot be negative
+    lo, hi = median_ci(step_times)
+    p50 = percentile(step_times, 0.5)
+    throughput = median_throughput(ranks)
     identity = sess.spec.identity() | dict(world_size=ctx.world_size)
     metric_name = sess.state.task.metric_name
     row = StageResult(
         **identity, kind="repeat", repeat=repeat, repeats=cfg.repeats,
         device=str(ctx.device), device_name=device_name(ctx.device), threads=torch.get_num_threads(),
         steps_measured=n,
-        throughput=samples / seconds if seconds else 0.0,
-        step_time_p50=percentile(step_times, 0.5), step_time_p90=percentile(step_times, 0.9),
+        throughput=throughput,
+        step_time_p50=p50, step_time_p90=percentile(step_times, 0.9),
         step_time_ci_low=lo, step_time_ci_high=hi, ci_basis="steps",
-        step_time_cv=statistics.stdev(step_times) / mean if n >= 2 and mean > 0 else 0.0,
+        step_time_cv=statistics.stdev(step_times) / statistics.fmean(step_times) if n >= 2 else 0.0,
         t_data=phases["data"], t_h2d=phases["h2d"], t_forward=phases["forward"],
         t_backward=phases["backward"], t_optimizer=phases["optimizer"],
         data_wait_share=phases["data"] / total if total else 0.0,
@@ -148,13 +147,37 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
     )
     if len(ranks) > 1:  # imbalance between processes: the slowest one sets the pace of all
         row.notes = {**row.notes, "rank_seconds": [round(r["seconds"], 4) for r in ranks]}
-    # Throughput CI over steps of this one run (the aggregate replaces it with one over repeats).
-    if n >= 2 and lo > 0:
-        per_step = samples / n
-        row.throughput_ci_low, row.throughput_ci_high = per_step / hi, per_step / lo
-    else:
-        row.throughput_ci_low = row.throughput_ci_high = row.throughput
+    # Throughput CI over the steps of this one run, from the median's interval (the aggregate over
+    # repeats replaces it with a t-interval over repeats).
+    row.throughput_ci_low = throughput * p50 / hi if hi > 0 else throughput
+    row.throughput_ci_high = throughput * p50 / lo if lo > 0 else throughput
     return row
+
+
+def median_throughput(ranks: list[dict]) -> float:
+    """Samples/s from each process's median step time, summed over processes.
+
+    The median, not total samples over total time: on a shared machine one step stalled by another
+    tenant would otherwise move the figure, and comparisons between stages would follow the noise.
+    DDP ranks step in lockstep (the same median); hogwild trainers add their independent rates."""
+    total = 0.0
+    for r in ranks:
+        times = r["step_times"]
+        med = percentile(times, 0.5) if times else 0.0
+        if med > 0:
+            total += r["samples"] / len(times) / med
+    return total
+
+
+def median_ci(values: list[float], z: float = 1.96) -> tuple[float, float]:
+    """Distribution-free ~95% interval of the median from order statistics (the binomial rank
+    interval, normal approximation): no negative times, no zero width for a noisy stage. With fewer
+    than six values it is the full range."""
+    if not values:
+        return 0.0, 0.0
+    v = sorted(values)
+    k = max(int((len(v) - z * len(v) ** 0.5) / 2), 0)
+    return v[k], v[len(v) - 1 - k]
 
 
 def device_name(device: torch.device) -> str:

@@ -33,7 +33,7 @@ def test_round_trip_and_hash_ignores_output_paths():
 
 def test_dry_run_is_tiny():
     cfg = RunConfig(dry_run=True, steps=500, epochs=9)
-    assert cfg.epochs == 1 and cfg.steps == 7 and cfg.subset <= 256 and cfg.checkpoint_every > 0
+    assert cfg.epochs == 1 and cfg.steps == 7 and cfg.subset <= 512 and cfg.checkpoint_every > 0
     assert cfg.steps - cfg.warmup >= 5  # enough measured steps for the table not to flag the stage
     assert cfg.image_size == 0  # CIFAR keeps its native 32 px
 

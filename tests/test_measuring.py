@@ -50,3 +50,16 @@ def test_the_parent_sleeps_while_it_waits():
     assert wait_quietly(proc, lambda: polls.append(1), every=0.25) == 0
     # a poll every 0.25 s over ~1.2 s (plus interpreter start): a handful, not one per millisecond
     assert 2 <= len(polls) <= 12
+
+
+def test_throughput_comes_from_the_median_step_not_from_a_stall():
+    from study.timing import median_ci, median_throughput
+
+    steady = {"samples": 10 * 32, "step_times": [0.1] * 10}
+    stalled = {"samples": 10 * 32, "step_times": [0.1] * 9 + [5.0]}  # one step held up by another tenant
+    assert median_throughput([steady]) == pytest.approx(320.0)
+    assert median_throughput([stalled]) == pytest.approx(320.0)
+    assert median_throughput([steady, steady]) == pytest.approx(640.0)  # two DDP ranks or trainers
+    lo, hi = median_ci([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    assert (lo, hi) == (0.2, 0.9)  # order statistics around the median, never below zero
+    assert median_ci([0.3, 0.1, 0.2]) == (0.1, 0.3)  # few steps: the full range
