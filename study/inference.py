@@ -119,7 +119,7 @@ def device_for(name: str = "auto") -> "torch.device":
 
 
 def load_model(path: str | Path, device: "torch.device | None" = None) -> tuple["torch.nn.Module", dict[str, Any]]:
-    """(model in eval mode on `device`, meta) from a study checkpoint."""
+    """(model in eval mode on `device`, meta + "trained_steps") from a study checkpoint."""
     import torch
 
     from study.models import build_model
@@ -133,7 +133,7 @@ def load_model(path: str | Path, device: "torch.device | None" = None) -> tuple[
     except (KeyError, RuntimeError) as e:
         raise ConfigError(f"checkpoint {path}: weights do not fit model {meta['model']!r}: "
                           f"{str(e).splitlines()[0]}") from None
-    return model.to(device or torch.device("cpu")).eval(), meta
+    return model.to(device or torch.device("cpu")).eval(), {**meta, "trained_steps": int(state.get("step", 0))}
 
 
 def preprocess(image: Any, meta: dict[str, Any]) -> tuple["torch.Tensor", Any]:

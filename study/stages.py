@@ -182,7 +182,34 @@ class StageRunner:
             row = self.run_stage(st)
             results.append(row)
             self.on_result(row)
+        self.run_pictures(results)
         return results
+
+    def run_pictures(self, results: list[StageResult]) -> None:
+        """Pictures of the trained model of the last ladder stage that finished ok, drawn in a fresh
+        process (the parent stays torch-free); reports/<run>/pictures.json holds them or the error."""
+        from dataclasses import replace
+
+        from study.pictures import PASS_NAME, PICTURES_FILE
+
+        target = self.cfg.report_dir / PICTURES_FILE
+        ok = {r.name for r in results if r.status == "ok"}
+        ladder = [st for st in self.stages if st.spec.index <= len(self.toggles)]  # not the ablation stages
+        st = next((st for st in reversed(ladder) if st.spec.name in ok and st.spec.checkpoint_path.is_file()), None)
+        if st is None:
+            target.unlink(missing_ok=True)  # never show an earlier run's pictures as this one's
+            return
+        self.on_pass(f"{st.spec.name}: pictures")
+        rep_dir = st.spec.report_dir
+        stage_file, out = rep_dir / "stage.json", rep_dir / f"{PASS_NAME}.json"
+        st.spec.save(stage_file)
+        # One plain process even for a DDP stage: the pass only reads the checkpoint and the val set.
+        local = replace(st.spec, config=st.cfg.replace(launcher="local"))
+        payload, err = run_child(worker_command(local, stage_file, PASS_NAME, 0, out), rep_dir / f"{PASS_NAME}.log", out)
+        if payload is None:
+            self.on_warning(f"pictures of {st.spec.name} failed: {err[:300]}")
+            payload = {"stage": st.spec.name, "error": err}
+        write_atomic(target, json.dumps(payload, indent=2))
 
     def run_stage(self, st: PlannedStage) -> StageResult:
         cfg = st.cfg

@@ -16,12 +16,17 @@ from pathlib import Path
 import torch
 
 from study.config import ConfigError, PROFILE_PASSES
+from study.pictures import PASS_NAME as PICTURES_PASS
 from study.records import write_atomic
 from study.spec import StageSpec
 
 
 def run_pass(spec: StageSpec, pass_name: str, repeat: int) -> tuple[dict, int]:
     """(payload, rank) of one pass in this process."""
+    if pass_name == PICTURES_PASS:  # the trained checkpoint alone: no loaders, toggles or process group
+        from study.pictures.make import run
+
+        return run(spec), 0
     from study.session import build_session
 
     sess = build_session(spec)
@@ -37,7 +42,7 @@ def run_pass(spec: StageSpec, pass_name: str, repeat: int) -> tuple[dict, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m study.worker", description=__doc__)
     ap.add_argument("--stage", required=True)
-    ap.add_argument("--pass", dest="pass_name", default="timing", choices=("timing",) + PROFILE_PASSES)
+    ap.add_argument("--pass", dest="pass_name", default="timing", choices=("timing", PICTURES_PASS) + PROFILE_PASSES)
     ap.add_argument("--repeat", type=int, default=0)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
