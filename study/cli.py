@@ -10,7 +10,7 @@ from typing import Any
 
 from study.config import PROFILE_PASSES, ConfigError, RunConfig, field_docs, load_config_file
 
-COMMANDS = ("run", "list", "report")
+COMMANDS = ("run", "list", "report", "predict")
 
 EPILOG = """\
 examples:
@@ -20,6 +20,7 @@ examples:
   python -m study --task segment --stack workers=2,amp --dry-run
   python -m study list                                       every toggle and whether it applies here
   python -m study report RUN [RUN2]                          rebuild (or compare) reports
+  python -m study predict IMG... --checkpoint reports/RUN/checkpoints/STAGE.pt   top-5 + Grad-CAM, or the mask
 
 Outputs: profiles/<run>/<stage>/ (tensorboard --logdir profiles/<run>) and reports/<run>/.
 Exit codes: 0 done (stages may still be skipped/failed, see the table), 2 bad input.
@@ -221,13 +222,29 @@ def cmd_report(argv: list[str]) -> int:
     return 0
 
 
+def cmd_predict(argv: list[str]) -> int:
+    p = _Parser(prog="study predict", description="Try a study checkpoint on pictures: the top-5 classes and a "
+                "Grad-CAM overlay (classification), or the predicted mask and each class's pixel share "
+                "(segmentation). The checkpoint says which model, classes, input size and normalisation.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="picture files (any format PIL reads)")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="reports/<run>/checkpoints/<stage>.pt")
+    p.add_argument("--out", default="predictions", metavar="DIR", help="where the overlay PNGs go (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    args = p.parse_args(argv)
+    from study.predict import check_inputs, predict
+
+    paths, _ = check_inputs(args.images, args.checkpoint)  # torch-free: bad input fails in milliseconds
+    predict(paths, Path(args.checkpoint), Path(args.out), device=args.device)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = "run"
     if argv and argv[0] in COMMANDS:
         cmd = argv.pop(0)
     try:
-        return {"run": cmd_run, "list": cmd_list, "report": cmd_report}[cmd](argv)
+        return {"run": cmd_run, "list": cmd_list, "report": cmd_report, "predict": cmd_predict}[cmd](argv)
     except ConfigError as e:
         print(f"study: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,106 @@
+"""`python -m study predict IMAGE... --checkpoint CKPT`: a trained checkpoint tried on pictures.
+
+Classification: the top-5 classes with their probabilities (a table) and a Grad-CAM overlay PNG per
+picture. Segmentation: the predicted mask over the picture (PNG) and each class's share of the
+pixels. The checkpoint's own metadata says which model to build, the classes, the input size and the
+normalisation, so no other flag is needed.
+
+`check_inputs` is torch-free: a missing picture, a file that is no picture or a checkpoint of another
+kind is one line and exit 2 before torch is imported.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from study.config import ConfigError
+from study.inference import read_meta
+
+TOP_K = 5
+
+
+def check_images(images: list[str]) -> list[Path]:
+    from PIL import Image, UnidentifiedImageError
+
+    paths = []
+    for name in images:
+        p = Path(name)
+        if not p.is_file():
+            raise ConfigError(f"image not found: {name}")
+        try:
+            with Image.open(p) as im:
+                im.verify()  # reads the header and checks the data without decoding all of it
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise ConfigError(f"{name} is not a picture PIL can read ({type(e).__name__})") from None
+        paths.append(p)
+    return paths
+
+
+def check_inputs(images: list[str], checkpoint: str) -> tuple[list[Path], dict[str, Any]]:
+    """(picture paths, checkpoint meta), or ConfigError; never imports torch."""
+    meta = read_meta(checkpoint)
+    return check_images(images), meta
+
+
+def output_names(paths: list[Path], suffix: str) -> list[str]:
+    """<stem><suffix>.png per picture; a repeated stem gets -2, -3, ... so no overlay overwrites another."""
+    seen: dict[str, int] = {}
+    names = []
+    for p in paths:
+        seen[p.stem] = seen.get(p.stem, 0) + 1
+        names.append(f"{p.stem}{'' if seen[p.stem] == 1 else f'-{seen[p.stem]}'}{suffix}.png")
+    return names
+
+
+def predict(paths: list[Path], checkpoint: Path, out_dir: Path, device: str = "auto",
+            console: Any = None) -> list[dict[str, Any]]:
+    """Run the checkpoint on each picture, print its table, write its overlay; returns one record per
+    picture (image, overlay path, top classes or pixel shares)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from study.gradcam import GradCAM
+    from study.inference import device_for, load_model, preprocess
+    from study.pictures import draw
+    from study.report.tables import make_console, print_table
+    from study.tasks import logits_of
+
+    console = console or make_console()
+    dev = device_for(device)
+    model, meta = load_model(checkpoint, dev)
+    classes, segment = meta["classes"], meta["task"] == "segment"
+    about = f"{meta['model']} on {meta['dataset']}, {meta['trained_steps']} training steps"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"checkpoint {checkpoint}: {meta['task']}, {about}, {len(classes)} classes, "
+                  f"{meta['image_size']} px input")
+    records = []
+    for path, name in zip(paths, output_names(paths, ".mask" if segment else ".cam")):
+        with Image.open(path) as im:
+            x, view = preprocess(im, meta)
+        picture = np.asarray(view, dtype=np.float64) / 255.0
+        target = out_dir / name
+        if segment:
+            with torch.no_grad():
+                mask = logits_of(model(x.to(dev)))[0].argmax(0).cpu().numpy()
+            counts = np.bincount(mask.ravel(), minlength=len(classes))
+            shares = [{"class": c, "pixel share": float(counts[i] / mask.size)} for i, c in enumerate(classes)]
+            fig = draw.prediction_figure(picture, draw.mask_overlay(picture, mask, len(classes)),
+                                         f"{path.name} ({about})", "predicted mask", target)
+            print_table(console, [{"class": s["class"], "pixel share": f"{s['pixel share'] * 100:.1f} %"}
+                                  for s in shares], f"{path.name}: predicted pixels per class")
+            records.append({"image": str(path), "overlay": str(target), "pixel_shares": shares})
+        else:
+            heat, logits = GradCAM(model)(x.to(dev))
+            probs = logits.softmax(1)[0]
+            p_top, i_top = probs.topk(min(TOP_K, len(classes)))
+            top = [{"class": classes[i], "probability": float(p)} for p, i in zip(p_top.tolist(), i_top.tolist())]
+            fig = draw.prediction_figure(picture, draw.heat_overlay(picture, heat[0].numpy()),
+                                         f"{path.name}: {top[0]['class']} {top[0]['probability']:.2f} ({about})",
+                                         f"Grad-CAM: {top[0]['class']}", target)
+            print_table(console, [{"#": k + 1, "class": t["class"], "probability": f"{t['probability']:.3f}"}
+                                  for k, t in enumerate(top)], f"{path.name}: top-{len(top)}")
+            records.append({"image": str(path), "overlay": str(target), "top": top})
+        draw.close(fig)
+        console.print(f"overlay: {target}")
+    return records
