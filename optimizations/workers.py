@@ -198,6 +198,7 @@ class Workers(Optimization):
                 sweep = json.loads(path.read_text())
                 ctx.notes["worker_sweep"] = [{"workers": r["workers"], "samples_per_s": round(r["samples_per_s"], 1)}
                                              for r in sweep["table"]]
+                ctx.notes["worker_sweep_chosen"] = sweep["chosen"]
         ctx.notes["workers"] = note
 
 

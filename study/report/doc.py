@@ -6,6 +6,7 @@ without knowing which section said what.
 """
 from __future__ import annotations
 
+import base64
 import html as html_lib
 import os
 from dataclasses import dataclass, field
@@ -26,6 +27,14 @@ STYLE = ("<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1400
 def rel(target: Path, start: Path) -> str:
     """A link from a summary in `start` to `target`, valid wherever the reports folder is moved."""
     return os.path.relpath(target.resolve(), start.resolve()).replace(os.sep, "/")
+
+
+def image_src(name: str, folder: Path | None) -> str:
+    """A PNG beside the summary as a data: URI, or its relative name when it is not there to inline."""
+    png = folder / name if folder is not None else None
+    if png is None or not png.is_file():
+        return name
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
 @dataclass
@@ -94,7 +103,9 @@ class Doc:
                 out.append("\n".join(f"- [{label}]({href})" for label, href in v) + "\n")
         return "\n".join(out)
 
-    def html(self) -> str:
+    def html(self, folder: Path | None = None) -> str:
+        """The page; with `folder` (where the PNGs are) every picture is inlined, so summary.html is one
+        file a person can open or mail on its own."""
         e = html_lib.escape
         out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(self.title)}</title>",
                STYLE + "</head><body>", f"<h1>{e(self.title)}</h1>"]
@@ -106,7 +117,7 @@ class Doc:
             elif kind == "table":
                 out.append(tables.html(v))
             elif kind == "img":
-                out.append(f"<p><img src='{e(v[0])}' alt='{e(v[1])}'></p>")
+                out.append(f"<p><img src='{e(image_src(v[0], folder))}' alt='{e(v[1])}' title='{e(v[0])}'></p>")
             elif kind == "pre":
                 out.append(f"<pre>{e(v)}</pre>")
             elif kind == "links":
@@ -117,7 +128,7 @@ class Doc:
     def write(self, folder: Path) -> tuple[Path, Path]:
         md, page = folder / "summary.md", folder / "summary.html"
         write_atomic(md, self.markdown())
-        write_atomic(page, self.html())
+        write_atomic(page, self.html(folder))
         return md, page
 
     def print_shown(self, console: Any) -> None:

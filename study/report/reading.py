@@ -102,9 +102,30 @@ class RunData:
         return out
 
     def worker_sweep(self) -> list[dict]:
-        p = self.dir / "worker_sweep.json"
+        """The workers=auto sweep, one row per worker count, the chosen one marked `chosen`.
+
+        reports/<run>/worker_sweep.json as the toggle writes it ({"table": [...], "chosen": n, ...});
+        without it, the table a stage recorded in its notes (results.jsonl alone carries it)."""
         try:
-            rows = json.loads(p.read_text())
+            saved = json.loads((self.dir / "worker_sweep.json").read_text())
         except (OSError, json.JSONDecodeError):
-            return []
-        return [r for r in rows if isinstance(r, dict) and "workers" in r and "samples_per_s" in r]
+            saved = None
+        chosen = saved.get("chosen") if isinstance(saved, dict) else None
+        rows = saved.get("table") if isinstance(saved, dict) else saved
+        if not isinstance(rows, list):
+            rows = next((r.notes["worker_sweep"] for r in self.stages
+                         if isinstance(r.notes.get("worker_sweep"), list)), [])
+            chosen = next((r.notes.get("worker_sweep_chosen") for r in self.stages
+                           if r.notes.get("worker_sweep_chosen") is not None), None)
+        rows = [r for r in rows if isinstance(r, dict) and "workers" in r and "samples_per_s" in r]
+        return [{**r, "chosen": chosen is not None and r["workers"] == chosen} for r in rows]
+
+    def pictures(self) -> dict:
+        """reports/<run>/pictures.json: what the last ok stage's model predicts (or why it could not)."""
+        from study.pictures import PICTURES_FILE
+
+        try:
+            data = json.loads((self.dir / PICTURES_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return data if isinstance(data, dict) else {}

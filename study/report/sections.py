@@ -102,10 +102,53 @@ def worker_sweep(run: RunData) -> Part:
     part, sweep = Part(), run.worker_sweep()
     if sweep:
         part.heading("DataLoader worker sweep")
-        part.table([{"workers": s["workers"], "samples/s": fmt.num(s["samples_per_s"], ".1f")} for s in sweep])
+        part.para("workers=auto: samples/s of the training loader alone for each worker count (start-up batches "
+                  "not timed); the smallest count within 10 % of the best is chosen.")
+        part.table([{"workers": s["workers"], "samples/s": fmt.num(s["samples_per_s"], ".1f"),
+                     "start-up s": fmt.num(s.get("startup_seconds"), ".2f"), "chosen": "✓" if s["chosen"] else ""}
+                    for s in sweep])
         part.image(plots.worker_sweep([s["workers"] for s in sweep], [s["samples_per_s"] for s in sweep],
                                       run.dir / "worker_sweep.png", f"{run.name}: worker sweep"),
                    "samples/s per number of workers")
+    return part
+
+
+def pictures(run: RunData) -> Part:
+    """What the trained model of the last ok stage predicts: reports/<run>/pictures.json and its PNGs."""
+    part, pics = Part(), run.pictures()
+    if not pics:
+        return part
+    stage = pics.get("stage", "?")
+    part.heading(f"Predictions of the last stage ({stage})")
+    if pics.get("error"):
+        part.para(f"⚠ the pictures of {stage} could not be drawn: {pics['error']}")
+        return part
+    files = {k: run.dir / v for k, v in pics.get("files", {}).items()}
+    seen = (f"The checkpoint of {stage} ({pics.get('trained_steps', '?')} training steps) on "
+            f"{pics.get('images', '?')} validation images (the batches the metric used)")
+    if pics.get("task") == "segment":
+        part.para(f"{seen}: mIoU {fmt.num(pics.get('miou'), '.3f')}, pixel accuracy "
+                  f"{fmt.num(pics.get('pixel_acc'), '.3f')}. Grid: image | ground-truth trimap (grey: border "
+                  f"pixels, ignored) | prediction | prediction over the image.")
+        rows = [{"class": c["class"], "IoU": fmt.num(c.get("iou"), ".3f"), "true pixels": c.get("true_pixels"),
+                 "predicted pixels": c.get("predicted_pixels")} for c in pics.get("per_class", [])]
+        part.table(rows)
+        part.show_table(f"{run.name}: per-class IoU of {stage}", rows)
+        part.image(files.get("segmentation_grid"), "validation images | ground-truth trimap | prediction")
+        part.image(files.get("confusion_matrix"), "pixel confusion matrix")
+    else:
+        part.para(f"{seen}: top-1 {fmt.num(pics.get('top1'), '.3f')}. Grad-CAM on the last conv block shows "
+                  f"where the evidence for the predicted class lies (red: most); a red label is a wrong prediction.")
+        part.image(files.get("confusion_matrix"), "confusion matrix")
+        part.image(files.get("cam_grid"), "Grad-CAM of validation images")
+        per_class = pics.get("per_class", [])
+        if len(per_class) <= 20:  # beyond that the matrix says it better than a long table
+            part.table([{"class": c["class"], "images": c.get("images"), "recall": fmt.num(c.get("recall"), ".3f"),
+                         "precision": fmt.num(c.get("precision"), ".3f")} for c in per_class])
+    part.para(f"TensorBoard shows the same pictures (Images tab, run {stage}): "
+              f"`tensorboard --logdir {run.profiles_root / run.name}`. "
+              f"`python -m study predict IMAGE --checkpoint {pics.get('checkpoint', 'CKPT')}` tries the model on "
+              f"any picture.")
     return part
 
 
@@ -225,8 +268,8 @@ def skipped(run: RunData) -> Part:
     return part
 
 
-RUN_SECTIONS: list[Section] = [header, ladder, phases, mfu, quality, worker_sweep, trace_categories, trace_diff,
-                               profiles, skipped]
+RUN_SECTIONS: list[Section] = [header, ladder, phases, mfu, quality, pictures, worker_sweep, trace_categories,
+                               trace_diff, profiles, skipped]
 
 
 def run_report(run_dir: Path, sections: list[Section] | None = None) -> Doc:

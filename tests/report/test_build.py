@@ -11,8 +11,8 @@ from tests.report.helpers import make_run, read_rows, write_rows
 def test_build_report_writes_summary_md_html_and_plots(tmp_path):
     run = make_run(tmp_path, "fx")
     write_ladder(run, print_table=False)
-    (run / "worker_sweep.json").write_text(json.dumps([{"workers": 0, "samples_per_s": 900.0},
-                                                       {"workers": 2, "samples_per_s": 1800.0}]))
+    (run / "worker_sweep.json").write_text(json.dumps({"key": "k", "chosen": 2, "table": [
+        {"workers": 0, "samples_per_s": 900.0}, {"workers": 2, "samples_per_s": 1800.0}]}))
     (written,) = build_report([run], print_tables=False)
     md = written.read_text()
     assert written == run / "summary.md"
@@ -20,13 +20,14 @@ def test_build_report_writes_summary_md_html_and_plots(tmp_path):
     assert "| 0 00-base | (baseline) | 1000.0 | 950.0–1050.0 |" in md
     assert "| 00-base | 12.00 | 0.50 | 6.00 | 11.00 | 2.50 | 32.00 | 37.5 |" in md
     assert "| 01-workers_2 | 16.00 MFLOP | 32.00 GFLOP/s | 320.00 GFLOP/s | 10.00 | estimate: 2 cores |" in md
-    assert "| 0 | 900.0 |" in md and "| 2 | 1800.0 |" in md
+    assert "| 0 | 900.0 | – |  |" in md and "| 2 | 1800.0 | – | ✓ |" in md
     assert "pin needs an accelerator" in md and "expected scalar type BFloat16" in md
     for png in ("throughput.png", "phases.png", "curves.png", "worker_sweep.png"):
         assert (run / png).stat().st_size > 1000, png
         assert f"]({png})" in md
     html = (run / "summary.html").read_text()
-    assert "<table" in html and "01-workers_2" in html and "<img src='phases.png'" in html
+    assert "<table" in html and "01-workers_2" in html and "title='phases.png'" in html
+    assert "<img src='data:image/png;base64," in html and "<img src='phases.png'" not in html  # one file
 
 
 def add_profiles(tmp_path, run):
