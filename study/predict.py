@@ -87,8 +87,9 @@ def predict(paths: list[Path], checkpoint: Path, out_dir: Path, device: str = "a
             shares = [{"class": c, "pixel share": float(counts[i] / mask.size)} for i, c in enumerate(classes)]
             fig = draw.prediction_figure(picture, draw.mask_overlay(picture, mask, len(classes)),
                                          f"{path.name} ({about})", "predicted mask", target)
+            console.print(f"[bold]{path.name}[/]: predicted pixels per class")
             print_table(console, [{"class": s["class"], "pixel share": f"{s['pixel share'] * 100:.1f} %"}
-                                  for s in shares], f"{path.name}: predicted pixels per class")
+                                  for s in shares], "")
             records.append({"image": str(path), "overlay": str(target), "pixel_shares": shares})
         else:
             heat, logits = GradCAM(model)(x.to(dev))
@@ -98,8 +99,9 @@ def predict(paths: list[Path], checkpoint: Path, out_dir: Path, device: str = "a
             fig = draw.prediction_figure(picture, draw.heat_overlay(picture, heat[0].numpy()),
                                          f"{path.name}: {top[0]['class']} {top[0]['probability']:.2f} ({about})",
                                          f"Grad-CAM: {top[0]['class']}", target)
+            console.print(f"[bold]{path.name}[/]: top-{len(top)}")
             print_table(console, [{"#": k + 1, "class": t["class"], "probability": f"{t['probability']:.3f}"}
-                                  for k, t in enumerate(top)], f"{path.name}: top-{len(top)}")
+                                  for k, t in enumerate(top)], "")
             records.append({"image": str(path), "overlay": str(target), "top": top})
         draw.close(fig)
         console.print(f"overlay: {target}")
