@@ -89,6 +89,45 @@ def test_summary_html_is_one_file_with_every_picture_inlined(synthetic_root, tmp
     assert all(s.startswith("data:image/png;base64,") for s in srcs)  # none needs a file beside it
 
 
+def test_the_runner_draws_the_last_ok_ladder_stage_in_one_plain_process(tmp_path, monkeypatch):
+    """Not an ablation stage, not a failed one; one process even for DDP; an error is kept, not raised."""
+    from optimizations.base import parse_stack
+    from study import stages
+    from study.config import RunConfig
+    from study.records import StageResult
+    from tests.optimizations.helpers import cpu_env
+
+    cfg = RunConfig(model="tiny", run_name="r", reports_root=str(tmp_path / "reports"),
+                    profiles_root=str(tmp_path / "profiles"), ablate=True)
+    runner = stages.StageRunner(cfg, parse_stack("channels_last,ddp=2,amp=bf16"), cpu_env())
+    names = [st.spec.name for st in runner.stages]
+    assert names[:4] == ["00-base", "01-channels_last", "02-ddp_2", "03-amp_bf16"] and names[4].startswith("ablate-")
+    for st in runner.stages:
+        st.spec.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        st.spec.checkpoint_path.write_bytes(b"")
+    status = {"03-amp_bf16": "failed"}
+    results = [StageResult(run="r", stage=i, name=n, status=status.get(n, "ok")) for i, n in enumerate(names)]
+    calls, answer = [], [({"stage": "02-ddp_2", "files": {}}, "")]
+    monkeypatch.setattr(stages, "run_child", lambda cmd, log, out: calls.append(cmd) or answer[0])
+    warnings: list[str] = []
+    runner.on_warning = warnings.append
+
+    runner.run_pictures(results)
+    (cmd,) = calls
+    assert cmd[cmd.index("--pass") + 1] == "pictures" and "torch.distributed.run" not in cmd
+    assert "02-ddp_2" in cmd[cmd.index("--stage") + 1]
+    target = cfg.report_dir / PICTURES_FILE
+    assert json.loads(target.read_text())["stage"] == "02-ddp_2" and not warnings
+
+    answer[0] = (None, "exit code 1: CUDA out of memory")
+    runner.run_pictures(results)
+    assert json.loads(target.read_text()) == {"stage": "02-ddp_2", "error": "exit code 1: CUDA out of memory"}
+    assert warnings and "out of memory" in warnings[0]
+
+    runner.run_pictures([StageResult(run="r", stage=i, name=n, status="failed") for i, n in enumerate(names)])
+    assert not target.exists() and len(calls) == 2  # no stale pictures from an earlier run
+
+
 def test_a_failed_pictures_pass_is_said_in_the_report(tmp_path):
     run = make_run(tmp_path, "fx")
     (run / PICTURES_FILE).write_text(json.dumps({"stage": "02-pin", "error": "exit code 1: out of memory"}))

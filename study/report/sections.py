@@ -123,7 +123,7 @@ def pictures(run: RunData) -> Part:
     if pics.get("error"):
         part.para(f"⚠ the pictures of {stage} could not be drawn: {pics['error']}")
         return part
-    files = {k: run.dir / v for k, v in pics.get("files", {}).items()}
+    files = {k: run.dir / v for k, v in pics.get("files", {}).items() if (run.dir / v).is_file()}
     seen = (f"The checkpoint of {stage} ({pics.get('trained_steps', '?')} training steps) on "
             f"{pics.get('images', '?')} validation images (the batches the metric used)")
     if pics.get("task") == "segment":
