@@ -87,7 +87,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 — any damage to the archive means the same to the user
-        raise ConfigError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(f"cannot read checkpoint {path}: {type(e).__name__} {first}".rstrip()) from None
     meta = obj.get("meta") if isinstance(obj, dict) else None
     if not isinstance(meta, dict):
         what = "a state dict or a checkpoint of another kind" if isinstance(obj, dict) else "no dict"

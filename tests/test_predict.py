@@ -44,7 +44,8 @@ def test_classify_prints_top5_and_writes_a_cam_overlay(classify_ckpt, tmp_path, 
     out = tmp_path / "pred"
     assert main(["predict", str(a), str(b), "--checkpoint", str(classify_ckpt), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "a.png: top-5" in text and "sub.jpg: top-5" in text and "classify, tiny on cifar10, 12 training steps" in text
+    assert "a.png: top-5" in text and "sub.jpg: top-5" in text
+    assert "classify, tiny on cifar10, 12 training steps" in text
     assert text.count("│ 1 │") == 2 and text.count("│ 5 │") == 2
     for name in ("a.cam.png", "sub.cam.png"):
         assert f"overlay: {out / name}" in text
