@@ -109,6 +109,11 @@ class Optimization:
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
         return model
 
+    def after_run(self, ctx: TrainContext) -> dict[str, Any]:
+        """After the timed run (validation included), in the stage process: figures the toggle wants
+        in the stage's notes, e.g. what compile did. Never called inside the timed steps."""
+        return {}
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec}>"
 

@@ -5,9 +5,15 @@ forward (eval mode is another graph). The worker's warm-up steps are excluded fr
 figure, so the compile time lands in `warmup_seconds`; configure() makes sure there are at least
 two warm-up steps (the first compiles, the second confirms nothing recompiles). On CPU Inductor
 generates C++ and needs a working compiler; when it fails the stage fails with the real error.
+
+Whether compile pays shows in what it costs and what it could not capture, recorded in the stage's
+notes as `compile_stats` (see CompileWatch): compile seconds, graphs, graph breaks and recompiles
+with the first reasons, and how many compiled graphs came from Inductor's on-disk cache.
 """
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from optimizations.base import ORDER_GRAPH, Env, Optimization, TrainContext, register
@@ -15,6 +21,7 @@ from study.config import ConfigError, RunConfig
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MIN_WARMUP = 2
+REASONS_KEPT = 3  # reasons recorded per kind (graph breaks, recompiles): the first ones say why
 
 
 def compile_model(model: Any, mode: str = "default") -> Any:
@@ -25,6 +32,86 @@ def compile_model(model: Any, mode: str = "default") -> Any:
     # A compile error must fail the stage, not fall back to eager and be measured as "compiled".
     torch._dynamo.config.suppress_errors = False
     return torch.compile(model, mode=mode)
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+class _Collect(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(record.getMessage())
+
+
+# With the `recompiles` and `graph_breaks` logs on (as TORCH_LOGS=recompiles,graph_breaks does),
+# Dynamo writes one record per recompile and one per graph break it traces to these artifact loggers.
+RECOMPILES_LOGGERS = ("torch._dynamo.guards.__recompiles",)
+GRAPH_BREAK_LOGGERS = ("torch._dynamo.symbolic_convert.__graph_breaks", "torch._dynamo.exc.__graph_breaks",
+                       "torch._dynamo.convert_frame.__graph_breaks")
+
+
+def recompile_reason(message: str) -> str:
+    """ "Recompiling function forward in .../resnet.py:284 / triggered by ... / - 0/0: GLOBAL_STATE
+    changed: grad_mode" → "forward (resnet.py:284): GLOBAL_STATE changed: grad_mode"."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    func, _, path = (lines[0] if lines else message).removeprefix("Recompiling function ").partition(" in ")
+    reason = next((ln[1:].strip() for ln in lines[1:] if ln.startswith("-")), "")
+    compile_id, sep, rest = reason.partition(": ")
+    if sep and "/" in compile_id and " " not in compile_id:  # "0/0: ..." names the cache entry: noise here
+        reason = rest
+    place = f"{func} ({os.path.basename(path)})" if path else func
+    return first_line(f"{place}: {reason}" if reason else place)
+
+
+def graph_break_reason(message: str) -> str:
+    """ "Graph break in user code at /x/model.py:10 / Graph Break Reason: Data-dependent branching ..."
+    → "model.py:10: Data-dependent branching"."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    head = lines[0] if lines else message
+    where = os.path.basename(head.rpartition(" at ")[2]) if " at " in head else ""
+    reason = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Graph Break Reason:")), "")
+    return first_line(f"{where}: {reason}" if where else reason or head)
+
+
+class CompileWatch:
+    """What torch.compile did in this process: installed before the first compile, read after the run."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.recompiles: list[str] = []
+        self.graph_breaks: list[str] = []
+        torch._logging.set_logs(recompiles=True, graph_breaks=True)
+        for names, sink in ((RECOMPILES_LOGGERS, self.recompiles), (GRAPH_BREAK_LOGGERS, self.graph_breaks)):
+            for name in names:
+                logging.getLogger(name).addHandler(_Collect(sink))
+
+    def stats(self) -> dict[str, Any]:
+        from torch._dynamo.utils import compile_times, counters
+
+        names, values = compile_times(repr="csv", aggregate=True)
+        seconds = dict(zip(names, (float(v) for v in values)))
+        cache = counters.get("inductor", {})
+        # A break is traced again on every recompile of its frame: count places, not tracings.
+        breaks = list(dict.fromkeys(graph_break_reason(m) for m in self.graph_breaks))
+        return {
+            # Dynamo frames (forward graphs, Inductor included) + the backward graphs compiled lazily
+            # at the first backward: the warm-up steps' cost, and the first validation batch's.
+            "seconds": round(seconds.get("_compile.compile_inner", 0.0)
+                             + seconds.get("compile_fx.<locals>.bw_compiler", 0.0), 2),
+            "graphs": int(counters.get("stats", {}).get("unique_graphs", 0)),
+            "graph_breaks": len(breaks),
+            "graph_break_reasons": breaks[:REASONS_KEPT],
+            "recompiles": len(self.recompiles),
+            "recompile_reasons": [recompile_reason(m) for m in self.recompiles[:REASONS_KEPT]],
+            "cache_hits": int(cache.get("fxgraph_cache_hit", 0)),
+            "cache_misses": int(cache.get("fxgraph_cache_miss", 0)),
+        }
 
 
 @register
@@ -47,4 +134,9 @@ class Compile(Optimization):
 
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
         ctx.notes["compile"] = f"mode={self.value}; compile time is in warmup_seconds"
+        self.watch = CompileWatch()
         return compile_model(model, self.value)
+
+    def after_run(self, ctx: TrainContext) -> dict[str, Any]:
+        watch = getattr(self, "watch", None)
+        return {"compile_stats": watch.stats()} if watch is not None else {}

@@ -64,6 +64,7 @@ class StageResult:
     warmup_seconds: float = 0.0  # the excluded warm-up steps (first-call compile shows up here)
     peak_memory_mb: float = 0.0
     memory_kind: str = ""  # "cuda_max_allocated" or "host_max_rss"
+    memory_capacity_mb: float = 0.0  # what peak_memory_mb is measured against: the GPU's memory, or host RAM
     flops_per_sample: float = 0.0
     mfu: float = 0.0
     peak_flops: float = 0.0

@@ -35,6 +35,16 @@ def peak_memory(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "host_max_rss"
 
 
+def memory_capacity(device: torch.device) -> float:
+    """MB the peak can grow to: the GPU's total memory, or the host's RAM (shared by its processes)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / 2**20
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    except (ValueError, OSError, AttributeError):
+        return 0.0
+
+
 def rank_summary(steps: list[StepRecord], device: torch.device) -> dict[str, Any]:
     """One process's share of a timing pass, in the form result_row combines across processes."""
     measured = [r for r in steps if r.measured]
@@ -101,6 +111,8 @@ def timing_pass(sess: Session, repeat: int) -> StageResult:
         sess.notes["resumed_from_step"] = s.step
     started = time.time()
     result, ranks = trainer_of(sess)(sess)
+    for t in sess.toggles:
+        sess.notes.update(t.after_run(ctx))
     if ctx.rank == 0:
         if repeat == 0:
             write_scalars(sess, result)
@@ -140,6 +152,7 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
         data_wait_share=phases["data"] / total if total else 0.0,
         setup_seconds=sess.setup_seconds, warmup_seconds=ranks[0]["warmup_seconds"],
         peak_memory_mb=max(r["memory"][0] for r in ranks), memory_kind=ranks[0]["memory"][1],
+        memory_capacity_mb=memory_capacity(ctx.device),
         metric_name=metric_name, metric=result.metrics.get(metric_name, 0.0),
         metrics=result.metrics, final_loss=result.steps[-1].loss if result.steps else 0.0,
         steps_total=sess.state.step, epochs=cfg.epochs, notes=sess.notes,
