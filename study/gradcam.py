@@ -14,38 +14,54 @@ from torch import nn
 from study.tasks import logits_of
 
 
-def target_layer(model: nn.Module) -> nn.Module:
-    """The last conv block: ResNet's layer4, DeepLabV3's backbone layer4, the tiny model's backbone;
-    for anything else the last Conv2d."""
-    for owner in (model, getattr(model, "backbone", None)):
+# A map coarser than this says nothing about where: ResNet's layer4 is 1x1 at 32 px (CIFAR) and 7x7
+# at 224 px, so small inputs take the last block that still has this many cells per side.
+MIN_CAM_SIDE = 4
+
+
+def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Conv blocks to take the map from, the last first: ResNet's layer4..layer1 (DeepLabV3's in its
+    backbone), the tiny model's backbone; for anything else its last Conv2d."""
+    for prefix, owner in (("", model), ("backbone.", getattr(model, "backbone", None))):
         if owner is not None and isinstance(getattr(owner, "layer4", None), nn.Module):
-            return owner.layer4
+            return [(f"{prefix}layer{i}", getattr(owner, f"layer{i}")) for i in (4, 3, 2, 1)]
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, nn.Sequential) and any(isinstance(m, nn.Conv2d) for m in backbone):
-        return backbone
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        return [("backbone", backbone)]
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError(f"{type(model).__name__} has no convolution to take a class activation map from")
-    return convs[-1]
+    return [convs[-1]]
+
+
+def target_layer(model: nn.Module) -> nn.Module:
+    """The last conv block (layer4 for a ResNet)."""
+    return candidate_layers(model)[0][1]
 
 
 class GradCAM:
     """`cam(x, classes)` → (maps N×H×W in [0, 1], logits). `classes` None: each input's top class.
 
-    The forward hook keeps the block's output of this call only; the gradient is taken with
-    torch.autograd.grad, so the model's own .grad buffers are never touched.
+    The map comes from the last candidate block whose output has at least MIN_CAM_SIDE cells per side
+    (the coarsest otherwise); `layer_name` says which one the last call used. Forward hooks keep
+    the blocks' outputs of this call only; the gradient is taken with torch.autograd.grad, so the
+    model's own .grad buffers are never touched.
     """
 
     def __init__(self, model: nn.Module, layer: nn.Module | None = None) -> None:
         self.model = model
-        self.layer = layer if layer is not None else target_layer(model)
-        self.activation: torch.Tensor | None = None
-
-    def _keep(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        self.activation = output["out"] if isinstance(output, dict) else output
+        self.layers = [("layer", layer)] if layer is not None else candidate_layers(model)
+        self.layer_name = ""
 
     def __call__(self, x: torch.Tensor, classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        handle = self.layer.register_forward_hook(self._keep)
+        kept: dict[str, torch.Tensor] = {}
+
+        def keeper(name: str):
+            def keep(module: nn.Module, inputs: Any, output: Any) -> None:
+                kept[name] = output["out"] if isinstance(output, dict) else output
+            return keep
+
+        handles = [layer.register_forward_hook(keeper(name)) for name, layer in self.layers]
         try:
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)  # a graph even when every weight is frozen
@@ -55,12 +71,15 @@ class GradCAM:
                 if classes is None:
                     classes = logits.argmax(1)
                 score = logits.gather(1, classes.view(-1, 1).to(logits.device)).sum()
-                act = self.activation
-                assert act is not None, "the target layer did not run"
+                ran = [name for name, _ in self.layers if name in kept]
+                assert ran, "no candidate layer ran"
+                sides = {name: min(kept[name].shape[-2:]) for name in ran}
+                self.layer_name = next((n for n in ran if sides[n] >= MIN_CAM_SIDE), max(ran, key=sides.get))
+                act = kept[self.layer_name]
                 (grad,) = torch.autograd.grad(score, act)
         finally:
-            handle.remove()
-            self.activation = None
+            for h in handles:
+                h.remove()
         weights = grad.mean(dim=(2, 3), keepdim=True)
         cam = torch.relu((weights * act).sum(1, keepdim=True)).detach()
         cam = nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]

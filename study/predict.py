@@ -92,13 +92,14 @@ def predict(paths: list[Path], checkpoint: Path, out_dir: Path, device: str = "a
                                   for s in shares], "")
             records.append({"image": str(path), "overlay": str(target), "pixel_shares": shares})
         else:
-            heat, logits = GradCAM(model)(x.to(dev))
+            cam = GradCAM(model)
+            heat, logits = cam(x.to(dev))
             probs = logits.softmax(1)[0]
             p_top, i_top = probs.topk(min(TOP_K, len(classes)))
             top = [{"class": classes[i], "probability": float(p)} for p, i in zip(p_top.tolist(), i_top.tolist())]
             fig = draw.prediction_figure(picture, draw.heat_overlay(picture, heat[0].numpy()),
                                          f"{path.name}: {top[0]['class']} {top[0]['probability']:.2f} ({about})",
-                                         f"Grad-CAM: {top[0]['class']}", target)
+                                         f"Grad-CAM ({cam.layer_name}): {top[0]['class']}", target)
             console.print(f"[bold]{path.name}[/]: top-{len(top)}")
             print_table(console, [{"#": k + 1, "class": t["class"], "probability": f"{t['probability']:.3f}"}
                                   for k, t in enumerate(top)], "")

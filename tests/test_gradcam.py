@@ -30,7 +30,7 @@ def patch_model() -> TinyNet:
     gen = torch.Generator().manual_seed(0)
     model = TinyNet(2)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(60):
+    for _ in range(40):
         pos = with_patch(16, gen)
         neg = torch.rand(16, 3, SIZE, SIZE, generator=gen) * 0.6 - 0.3
         x, y = torch.cat([pos, neg]), torch.cat([torch.ones(16), torch.zeros(16)]).long()
@@ -80,3 +80,17 @@ def test_target_layer_is_the_last_conv_block():
     assert target_layer(resnet) is resnet.layer4
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     assert target_layer(plain) is plain[2]
+
+
+@pytest.mark.parametrize("side, layer", [(224, "layer4"), (64, "layer3"), (32, "layer2")])
+def test_small_inputs_take_the_last_block_that_still_has_a_map(side, layer):
+    """ResNet's layer4 is 7x7 at 224 px but 1x1 at 32 px, where a 'map' would be one flat colour."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    cam = GradCAM(model)
+    heat, _ = cam(torch.randn(1, 3, side, side))
+    assert cam.layer_name == layer and heat.shape == (1, side, side)
+    assert float(heat.std()) > 0  # not one flat value
+    assert not any(m._forward_hooks for m in model.modules())

@@ -49,7 +49,8 @@ def classify(model: torch.nn.Module, meta: dict[str, Any], loader: Any, val_step
         raise ConfigError("the validation set gave no batch to draw")
     x = torch.cat(first_x)[:CAM_PICTURES]
     y = torch.cat(first_y)[:CAM_PICTURES]
-    heats, logits = GradCAM(model)(x.to(device))
+    cam = GradCAM(model)
+    heats, logits = cam(x.to(device))
     probs = logits.softmax(1)
     top_p, top = probs.max(1)
     figs = {
@@ -57,13 +58,13 @@ def classify(model: torch.nn.Module, meta: dict[str, Any], loader: Any, val_step
                                                   f"{title}: confusion matrix ({int(matrix.sum())} validation images)"),
         "cam_grid": draw.cam_grid(as_pictures(x, meta), list(heats.numpy()), [classes[i] for i in y.tolist()],
                                   [classes[i] for i in top.tolist()], top_p.tolist(), out / "cam_grid.png",
-                                  f"{title}: Grad-CAM of the predicted class (last conv block)"),
+                                  f"{title}: Grad-CAM of the predicted class ({cam.layer_name})"),
     }
     rows, cols = matrix.sum(1), matrix.sum(0)
     per_class = [{"class": name, "images": int(rows[i]), "predicted": int(cols[i]),
                   "recall": float(matrix[i, i] / rows[i]) if rows[i] else None,
                   "precision": float(matrix[i, i] / cols[i]) if cols[i] else None} for i, name in enumerate(classes)]
-    info = {"images": int(matrix.sum()), "top1": float(np.trace(matrix) / matrix.sum()),
+    info = {"images": int(matrix.sum()), "top1": float(np.trace(matrix) / matrix.sum()), "cam_layer": cam.layer_name,
             "confusion": matrix.tolist(), "per_class": per_class}
     return info, figs
 

@@ -137,8 +137,9 @@ def pictures(run: RunData) -> Part:
         part.image(files.get("segmentation_grid"), "validation images | ground-truth trimap | prediction")
         part.image(files.get("confusion_matrix"), "pixel confusion matrix")
     else:
-        part.para(f"{seen}: top-1 {fmt.num(pics.get('top1'), '.3f')}. Grad-CAM on the last conv block shows "
-                  f"where the evidence for the predicted class lies (red: most); a red label is a wrong prediction.")
+        part.para(f"{seen}: top-1 {fmt.num(pics.get('top1'), '.3f')}. Grad-CAM on {pics.get('cam_layer') or 'the'} "
+                  f"(the last conv block with maps of at least 4×4 at this input size) shows where the evidence "
+                  f"for the predicted class lies (red: most); a red label is a wrong prediction.")
         part.image(files.get("confusion_matrix"), "confusion matrix")
         part.image(files.get("cam_grid"), "Grad-CAM of validation images")
         per_class = pics.get("per_class", [])
