@@ -42,6 +42,11 @@ def check_inputs(images: list[str], checkpoint: str) -> tuple[list[Path], dict[s
     return check_images(images), meta
 
 
+def probability(p: float) -> str:
+    """0.912, or 3.1e-05 where three decimals would read as a flat zero."""
+    return f"{p:.3f}" if p >= 1e-3 or p == 0 else f"{p:.1e}"
+
+
 def output_names(paths: list[Path], suffix: str) -> list[str]:
     """<stem><suffix>.png per picture; a repeated stem gets -2, -3, ... so no overlay overwrites another."""
     seen: dict[str, int] = {}
@@ -101,7 +106,7 @@ def predict(paths: list[Path], checkpoint: Path, out_dir: Path, device: str = "a
                                          f"{path.name}: {top[0]['class']} {top[0]['probability']:.2f} ({about})",
                                          f"Grad-CAM ({cam.layer_name}): {top[0]['class']}", target)
             console.print(f"[bold]{path.name}[/]: top-{len(top)}")
-            print_table(console, [{"#": k + 1, "class": t["class"], "probability": f"{t['probability']:.3f}"}
+            print_table(console, [{"#": k + 1, "class": t["class"], "probability": probability(t["probability"])}
                                   for k, t in enumerate(top)], "")
             records.append({"image": str(path), "overlay": str(target), "top": top})
         draw.close(fig)
