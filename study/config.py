@@ -156,6 +156,7 @@ class RunConfig:
         def fix(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
+        self.check_types()
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
         if not self.model:
@@ -167,9 +168,12 @@ class RunConfig:
         if self.dataset not in DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
         if self.task not in MODEL_TASKS[self.model]:
-            raise ConfigError(f"model {self.model!r} does not do task {self.task!r}")
+            fit = [m for m in MODELS if self.task in MODEL_TASKS[m]]
+            raise ConfigError(f"model {self.model!r} does not do task {self.task!r}; models for it: {', '.join(fit)}")
         if self.task not in DATASET_TASKS[self.dataset]:
-            raise ConfigError(f"dataset {self.dataset!r} has no labels for task {self.task!r}")
+            fit = [d for d in DATASETS if self.task in DATASET_TASKS[d]]
+            raise ConfigError(f"dataset {self.dataset!r} has no labels for task {self.task!r}; datasets for it: "
+                              f"{', '.join(fit)}")
         for name in ("batch_size", "epochs", "repeats", "world_size", "nnodes", "log_every", "profile_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -216,6 +220,23 @@ class RunConfig:
             raise ConfigError(f"--warmup {self.warmup} with --steps {self.steps} x --epochs {self.epochs} leaves no "
                               f"measured step; raise --steps or lower --warmup (warm-up steps are never timed)")
 
+    def check_types(self) -> None:
+        """Values from a config file arrive typed by YAML/TOML, not by argparse: refuse a wrong kind by
+        name (batch_size: "32", lr: [0.1], dry_run: "yes") before any comparison trips over it."""
+        kinds = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"),
+                 "bool": ((bool,), "true or false"), "str": ((str,), "a string")}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if str(f.type).startswith("tuple"):
+                ok = isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+                want = "a list of names (or one comma-separated string)"
+            else:
+                types, want = kinds[str(f.type)]
+                ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
+            if not ok:
+                raise ConfigError(f"config value {f.name} must be {want}, got {value!r} ({type(value).__name__}); "
+                                  f"fix it in the config file or give --{f.name.replace('_', '-')}")
+
     # --- helpers -------------------------------------------------------------------------------
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
@@ -232,7 +253,8 @@ class RunConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; the keys are the long options of "
+                              f"`study --help` (batch_size or batch-size for --batch-size)")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def to_json(self) -> str:
@@ -295,7 +317,9 @@ def load_config_file(path: str) -> dict[str, Any]:
         raise
     except Exception as e:  # parser errors carry line numbers; one line is enough
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"cannot parse config file {path}: {msg}") from None
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)  # YAML's error position
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"cannot parse config file {path}{where}: {msg}; fix its syntax") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value")
     return {str(k).replace("-", "_"): v for k, v in data.items()}

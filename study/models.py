@@ -6,6 +6,7 @@ transfer learning keeps the backbone and trains a fresh head.
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -42,24 +43,92 @@ class TinyNet(nn.Module):
         return self.classifier(feats)
 
 
-def _load_weights(model: nn.Module, path: str) -> None:
+# Transfer learning keeps the backbone: a weights file must cover at least this share of the
+# backbone's tensors (parameters and BatchNorm statistics, matched by name and shape; the head is
+# replaced anyway). Checkpoints of the same architecture match all of them (old torchvision files lack
+# only num_batches_tracked, which is not counted); a checkpoint of a sibling architecture matches a
+# fraction by accident (ResNet-18 into ResNet-50: 30%) and must be refused, not half-loaded.
+MIN_BACKBONE_MATCH = 0.9
+
+# The modules each builder replaces or creates for the dataset's classes.
+HEADS = {"tiny": ("classifier",), "resnet50": ("fc",), "resnet18": ("fc",), "deeplabv3_resnet101": ("classifier",)}
+
+
+def read_weights(path: str) -> dict:
+    """The state dict in a weights file (a bare state dict, or a checkpoint holding one under "model"
+    or "state_dict"), loaded with weights_only=True. ConfigError (one line, with a reason) otherwise."""
+    import zipfile
+
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"weights file not found: {path}")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ConfigError(f"cannot load weights {path}: {str(e).splitlines()[0]}") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a study checkpoint
-    if not isinstance(state, dict):
-        raise ConfigError(f"weights file {path} holds no state dict")
+        # mmap: the parent checks a file of hundreds of MB without reading it all; needs the zip format
+        state = torch.load(p, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(p))
+    except pickle.UnpicklingError as e:
+        if "unsupported global" in str(e).lower():
+            raise ConfigError(f"weights file {path} holds Python objects besides tensors, and loading them could run "
+                              f"code (weights_only=True refuses); save a plain state dict: "
+                              f"torch.save(model.state_dict(), PATH)") from None
+        raise ConfigError(f"cannot load weights {path}: not a file torch.save wrote, or damaged "
+                          f"({load_failure(p, e)}); download or save it again") from None
+    except Exception as e:  # noqa: BLE001 — truncated zip, garbled pickle, ...: the same to the user
+        raise ConfigError(f"cannot load weights {path}: not a file torch.save wrote, or damaged "
+                          f"({load_failure(p, e)}); download or save it again") from None
+    for key in ("model", "state_dict"):  # a study checkpoint, or a training framework's
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"weights file {path} holds no state dict (name → tensor); save one with "
+                          f"torch.save(model.state_dict(), PATH)")
+    return state
+
+
+def load_failure(path: Path, e: BaseException) -> str:
+    """Why torch.load could not read ``path``, in words (torch's own message can be a bare number)."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        head = b""
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        return "truncated: a zip archive, as torch.save writes, without its end"
+    if not head:
+        return "empty"
+    return _reason(e)
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split()).split(". ")[0]  # torch appends advice meant for its own developers
+    if "weights only load failed" in text.lower():
+        text = " ".join(str(e).split()).rsplit("error: ", 1)[-1]  # the unpickler's own complaint, at the end
+        text = text.split(" Check the documentation")[0]
+    return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
+
+
+def usable_weights(own: dict, state: dict, path: str, model_name: str) -> dict:
+    """The tensors of ``state`` that fit ``own`` (the model's state dict) by name and shape. ConfigError
+    when they cover less than MIN_BACKBONE_MATCH of the backbone: a file of another architecture."""
+    usable = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    heads = HEADS.get(model_name, ())
+    backbone = [k for k in own if k.split(".")[0] not in heads and not k.endswith("num_batches_tracked")]
+    matched = sum(k in usable for k in backbone)
+    if backbone and matched < MIN_BACKBONE_MATCH * len(backbone):
+        raise ConfigError(f"weights file {path} fits {matched} of the {len(backbone)} backbone tensors of "
+                          f"{model_name} ({matched / len(backbone):.0%}; at least {MIN_BACKBONE_MATCH:.0%} must match "
+                          f"by name and shape): it was saved from another architecture; use weights of "
+                          f"{model_name}, or pick the --model they belong to")
+    return usable
+
+
+def _load_weights(model: nn.Module, path: str, model_name: str) -> None:
     own = model.state_dict()
     # The dataset's head differs from the checkpoint's (1000 ImageNet / 21 VOC classes): keep only
     # tensors whose name and shape match, and say how many were loaded.
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ConfigError(f"weights file {path} matches no parameter of this model")
+    usable = usable_weights(own, read_weights(path), path, model_name)
     model.load_state_dict(usable, strict=False)
     model.loaded_weights = (len(usable), len(own))  # type: ignore[attr-defined]
 
@@ -71,29 +140,26 @@ def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     if cfg.model == "tiny":
         model: nn.Module = TinyNet(num_classes, segment=segment)
         if cfg.weights:
-            _load_weights(model, cfg.weights)
-        head_names = ("classifier",)
+            _load_weights(model, cfg.weights, cfg.model)
     elif cfg.model in ("resnet50", "resnet18"):
         model = getattr(torchvision.models, cfg.model)(weights=None)
         if cfg.weights:
-            _load_weights(model, cfg.weights)
+            _load_weights(model, cfg.weights, cfg.model)
         model.fc = nn.Linear(model.fc.in_features, num_classes)
-        head_names = ("fc",)
     elif cfg.model == "deeplabv3_resnet101":
         from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
         model = torchvision.models.segmentation.deeplabv3_resnet101(
             weights=None, weights_backbone=None, aux_loss=False)
         if cfg.weights:
-            _load_weights(model, cfg.weights)
+            _load_weights(model, cfg.weights, cfg.model)
         model.classifier = DeepLabHead(2048, num_classes)
-        head_names = ("classifier",)
     else:  # config validation keeps us from here
         raise ConfigError(f"unknown model {cfg.model!r}")
 
     if cfg.freeze_backbone:
         for name, p in model.named_parameters():
-            p.requires_grad = name.split(".")[0] in head_names
+            p.requires_grad = name.split(".")[0] in HEADS[cfg.model]
     return model
 
 

@@ -82,6 +82,7 @@ def open_bundle(cfg: RunConfig, load: Callable[[bool], Dataset]) -> DataBundle:
         classes = list(train.classes)  # type: ignore[attr-defined]
         if list(val.classes) != classes:  # type: ignore[attr-defined]
             raise ConfigError(f"train and val class lists differ under {cfg.data_root} ({len(classes)} vs "
-                              f"{len(val.classes)})")  # type: ignore[attr-defined]
+                              f"{len(val.classes)}); every class needs its folder in both splits: add the "  # type: ignore[attr-defined]
+                              f"missing ones, or make the dataset again with ./prepare.sh")
     return DataBundle(train=take_subset(train, cfg.subset, cfg.seed), val=take_subset(val, cfg.val_subset, cfg.seed),
                       num_classes=len(classes), loads=[rec_train, rec_val], classes=classes)

@@ -15,7 +15,10 @@ The whole split is unpickled into memory, as the format demands.
 from __future__ import annotations
 
 import os
+import pickle
+import pickletools
 from pathlib import Path
+from typing import Any, Iterator
 
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR10
@@ -50,6 +53,12 @@ def _hint(root: str) -> str:
     return f"run ./prepare.sh{r} --synthetic or ./prepare.sh{r} --cifar cifar-10-python.tar.gz"
 
 
+def _rewrite_hint(root: str) -> str:
+    """For a damaged synthetic folder (a release folder that passed its MD5 check cannot be damaged)."""
+    r = "" if os.path.normpath(root) == "data" else f" --root {root}"
+    return f"make it again with ./prepare.sh{r} --synthetic --force"
+
+
 def check_folder(root: str | os.PathLike) -> bool:
     """Raise ConfigError unless ``<root>/cifar-10-batches-py`` is complete (and, if it claims to be
     the release, matches the official MD5s). Returns True when the folder is synthetic."""
@@ -61,6 +70,9 @@ def check_folder(root: str | os.PathLike) -> bool:
     if missing:
         raise ConfigError(f"incomplete CIFAR-10 at {folder} (missing {', '.join(missing)}); {_hint(root)}")
     if is_synthetic(folder):
+        # No checksum vouches for these files, and anyone can write the marker: vet every pickle.
+        for name, _ in release_files():
+            vet_pickle(folder / name, root)
         return True
     for name, md5 in release_files():
         if file_md5(folder / name) != md5:
@@ -68,6 +80,60 @@ def check_folder(root: str | os.PathLike) -> bool:
                 f"corrupt CIFAR-10 file {folder / name} (MD5 differs from the official release); "
                 f"re-extract it with ./prepare.sh --cifar cifar-10-python.tar.gz")
     return False
+
+
+# What a CIFAR-10 python batch may construct while unpickling: numpy arrays, nothing else.
+PICKLE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                  ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+_vetted: set[tuple[str, int, int]] = set()
+
+
+def pickle_globals(f: Any) -> Iterator[tuple[str, str]]:
+    """(module, name) of every class or function a pickle would import, read from its opcodes without
+    running any. ValueError for data that is not a complete pickle (truncated, garbled)."""
+    memo: dict[Any, Any] = {}
+    pushed: list[Any] = []  # what the last opcodes pushed: a string, or None for anything else
+    for op, arg, _ in pickletools.genops(f):
+        if op.name in _STRING_OPS:
+            pushed.append(arg)
+        elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+            pushed.append(memo.get(arg))
+        elif op.name == "MEMOIZE":
+            memo[len(memo)] = pushed[-1] if pushed else None
+        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            memo[arg] = pushed[-1] if pushed else None
+        elif op.name in ("GLOBAL", "INST"):
+            module, _, name = str(arg).partition(" ")
+            yield module, name
+            pushed.append(None)
+        elif op.name == "STACK_GLOBAL":
+            module, name = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
+            yield str(module), str(name)
+            pushed.append(None)
+        else:
+            pushed.append(None)
+        del pushed[:-2]
+
+
+def vet_pickle(path: Path, root: str) -> None:
+    """ConfigError naming ``path`` unless it is a complete pickle that builds nothing but numpy arrays
+    (once per process for an unchanged file)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _vetted:
+        return
+    try:
+        with open(path, "rb") as f:
+            bad = sorted({f"{m}.{n}" for m, n in pickle_globals(f) if (m, n) not in PICKLE_GLOBALS})
+    except ValueError as e:
+        raise ConfigError(f"CIFAR-10 file {path} is truncated or garbled (not a complete python batch: "
+                          f"{' '.join(str(e).split())}); {_rewrite_hint(root)}") from None
+    if bad:
+        raise ConfigError(f"CIFAR-10 file {path} would run code while unpickling ({', '.join(bad[:3])}); a "
+                          f"python batch holds only arrays and lists: refusing it; {_rewrite_hint(root)}")
+    _vetted.add(key)
 
 
 class CIFAR10Batches(CIFAR10):
@@ -112,4 +178,9 @@ def build_transform(size: int, train: bool) -> T.Compose:
 def open_split(cfg: RunConfig, train: bool) -> CIFAR10Batches:
     check_folder(cfg.data_root)
     size = cfg.image_size or catalog.CIFAR10.default_size
-    return CIFAR10Batches(cfg.data_root, train=train, transform=build_transform(size, train), download=False)
+    try:
+        return CIFAR10Batches(cfg.data_root, train=train, transform=build_transform(size, train), download=False)
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:  # vetted, yet not a batch
+        folder = Path(cfg.data_root) / catalog.CIFAR10.folder
+        raise ConfigError(f"the CIFAR-10 files in {folder} are not python batches ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:200]}); {_rewrite_hint(cfg.data_root)}") from None

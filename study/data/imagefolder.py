@@ -14,6 +14,7 @@ from torchvision.datasets import ImageFolder
 
 from study.config import ConfigError, RunConfig
 from study.data.catalog import IMAGEFOLDER
+from study.data.samples import unreadable
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -29,6 +30,16 @@ def build_transform(size: int, train: bool) -> T.Compose:
     return T.Compose(ops + [T.ToTensor(), T.Normalize(MEAN, STD)])
 
 
+class ImageFiles(ImageFolder):
+    """torchvision's ImageFolder; a file that does not decode is a SampleError naming it."""
+
+    def __getitem__(self, index: int):  # type: ignore[override]
+        try:
+            return super().__getitem__(index)
+        except Exception as e:  # noqa: BLE001 — any decoder error, with the file it came from
+            raise unreadable(index, [self.samples[index][0]], e) from e
+
+
 def open_split(cfg: RunConfig, train: bool) -> ImageFolder:
     root = str(cfg.data_root)
     split = "train" if train else "val"
@@ -38,7 +49,7 @@ def open_split(cfg: RunConfig, train: bool) -> ImageFolder:
     if not folder.is_dir():
         raise ConfigError(f"no ImageFolder {split} set at {folder}; {hint}")
     try:
-        ds = ImageFolder(str(folder), transform=build_transform(cfg.image_size or DEFAULT_SIZE, train))
+        ds = ImageFiles(str(folder), transform=build_transform(cfg.image_size or DEFAULT_SIZE, train))
     except FileNotFoundError as e:  # no class folders, or class folders without images
         raise ConfigError(f"unusable ImageFolder at {folder}: {str(e).splitlines()[0]}; {hint}") from None
     return ds

@@ -13,7 +13,7 @@ band::
     trimap 1 (pet)        -> 1
     trimap 2 (background) -> 0
     trimap 3 (border)     -> 255  (ignore_index of the loss and the IoU metric)
-    anything else         -> 255
+    anything else         -> 255  (but the reader refuses such a trimap: see check_trimap)
 
 Transforms are joint: image (bilinear) and mask (nearest, so no new label values appear) are resized
 to a fixed ``size x size`` (default 256); training adds one random horizontal flip applied to both.
@@ -33,6 +33,7 @@ from torchvision.transforms import functional as F
 
 from study.config import ConfigError, RunConfig
 from study.data.catalog import OXFORD_PETS
+from study.data.samples import unreadable
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -56,6 +57,26 @@ def trimap_to_mask(trimap: Image.Image) -> torch.Tensor:
     return torch.from_numpy(TRIMAP_LUT[a].astype(np.int64))
 
 
+def check_trimap(trimap: Image.Image) -> None:
+    """ValueError unless every value is a trimap code (1, 2, 3). A mask in another convention (0/1,
+    0/255) would otherwise map to "ignored" everywhere and train on nothing."""
+    a = np.asarray(trimap)
+    if a.size and (a.min() < 1 or a.max() > 3):
+        bad = sorted(set(np.unique(a).tolist()) - {1, 2, 3})
+        raise ValueError(f"trimap values {bad[:5]} outside 1-3 (1 pet, 2 background, 3 border): not an "
+                         f"Oxford-IIIT Pet trimap")
+
+
+class PetFiles(OxfordIIITPet):
+    """torchvision's OxfordIIITPet; an image or trimap that cannot be read is a SampleError naming both files."""
+
+    def __getitem__(self, idx: int):  # type: ignore[override]
+        try:
+            return super().__getitem__(idx)
+        except Exception as e:  # noqa: BLE001 — any decoder or trimap error, with its files
+            raise unreadable(idx, [self._images[idx], self._segs[idx]], e) from e
+
+
 class JointTransform:
     """(PIL image, PIL trimap) -> (normalised float tensor 3xSxS, LongTensor SxS). Picklable."""
 
@@ -64,6 +85,7 @@ class JointTransform:
         self.train = train
 
     def __call__(self, image: Image.Image, trimap: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        check_trimap(trimap)
         if image.mode != "RGB":  # torchvision's reader converts already; keep the guarantee here too
             image = image.convert("RGB")
         hw = [self.size, self.size]
@@ -96,8 +118,9 @@ def open_split(cfg: RunConfig, train: bool) -> OxfordIIITPet:
     check_folder(cfg.data_root)
     size = cfg.image_size or DEFAULT_SIZE
     try:
-        return OxfordIIITPet(cfg.data_root, split="trainval" if train else "test", target_types="segmentation",
+        return PetFiles(cfg.data_root, split="trainval" if train else "test", target_types="segmentation",
                              transforms=JointTransform(size, train), download=False)
     except ValueError as e:  # a malformed split-file line
         folder = Path(cfg.data_root) / OXFORD_PETS.folder
-        raise ConfigError(f"cannot read the Oxford-IIIT Pet split files in {folder}: {e}") from None
+        raise ConfigError(f"cannot read the Oxford-IIIT Pet split files in {folder}: {e} (lines are \"Name_N class_id "
+                          f"species breed_id\"); make the dataset again with ./prepare.sh") from None

@@ -42,6 +42,9 @@ def parse_url(url: str) -> Location:
     if not url.startswith(SCHEME):
         raise ConfigError(f"not an s3:// URL: {url!r}")
     bucket, _, prefix = url[len(SCHEME):].partition("/")
+    if "@" in bucket:  # s3://key:secret@bucket/...: refused without echoing the URL
+        raise ConfigError("an s3:// URL must not carry credentials (key:secret@bucket); use the standard AWS "
+                          "chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws)")
     if not plain_bucket(bucket):
         raise ConfigError(f"bad bucket name {bucket!r} in {url!r}: use s3://bucket/prefix with a bucket name of "
                           f"3-63 letters, digits, dots and hyphens")
