@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from study.config import PROFILE_PASSES, ConfigError, RunConfig, field_docs, load_config_file
+from study.faults import one_line
 
 COMMANDS = ("run", "list", "report", "predict")
 
@@ -23,7 +26,9 @@ examples:
   python -m study predict IMG... --checkpoint reports/RUN/checkpoints/STAGE.pt   top-5 + Grad-CAM, or the mask
 
 Outputs: profiles/<run>/<stage>/ (tensorboard --logdir profiles/<run>) and reports/<run>/.
-Exit codes: 0 done (stages may still be skipped/failed, see the table), 2 bad input.
+Exit codes: 0 every stage ok or skipped (a toggle that does not apply here); 2 bad input, one line on
+  stderr, found before any stage starts; 3 a stage failed (each printed with its error; the reports
+  are still written); 130 interrupted (finished stages are kept: add --resume to finish).
 """
 
 # CLI flag → RunConfig field, for options that map one to one.
@@ -90,11 +95,15 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _check_writable(path: Path) -> None:
+    """Refuse an output folder that cannot be created and written, creating nothing: a refused run
+    leaves no trace (the folders are made when the first stage starts)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a folder")
+        os.rmdir(tempfile.mkdtemp(prefix=".study-write-test-", dir=existing))
     except OSError as e:
         raise ConfigError(f"cannot write outputs to {path}: {e.strerror or e}; pick another --reports-root/"
                           f"--profiles-root or fix permissions") from None
@@ -116,7 +125,16 @@ def check_measured_steps(cfg: RunConfig, train_samples: int) -> None:
 def cmd_run(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
     cfg = build_config(args)
+    try:
+        return run_study(cfg)
+    except KeyboardInterrupt:  # the running stage's process is stopped by the runner on the way out
+        print(f"study: interrupted; finished stages are kept in {cfg.report_dir / 'results.jsonl'}; run the same "
+              f"command with --resume to finish the study", file=sys.stderr)
+        return 130
 
+
+def run_study(cfg: RunConfig) -> int:
+    """Preflight, the ladder, the reports; 0 when every stage is ok or skipped, 3 when one failed."""
     from optimizations.base import Env, parse_stack
 
     toggles = parse_stack(list(cfg.stack)) if cfg.stack else []
@@ -135,7 +153,12 @@ def cmd_run(argv: list[str]) -> int:
     # before any stage process starts.
     bundle = open_datasets(cfg)
     check_measured_steps(cfg, len(bundle.train))
-    # The first open is the cold one (an S3 cache is filled here): keep its 10/11 records too.
+    from study import preflight
+
+    preflight.run(cfg, bundle)  # samples, model/task/dataset fit, weights, --resume checkpoints
+    runner = StageRunner(cfg, toggles, env)  # plans once (workers=auto measures here)
+    # The first open is the cold one (an S3 cache is filled here): keep its 10/11 records too. Written
+    # only now that nothing can refuse the run any more.
     from study.records import load_seed_rows, seed_rows_to_csv, write_atomic
 
     write_atomic(cfg.report_dir / "stages" / "_preflight" / "records-r0.csv",
@@ -152,11 +175,12 @@ def cmd_run(argv: list[str]) -> int:
         elif r.status == "skipped":
             console.print(f"  stage {r.name}: [yellow]skipped[/] — {r.reason}")
         else:
-            console.print(f"  stage {r.name}: [red]failed[/] — {r.error[:300]}")
+            from rich.markup import escape  # errors hold brackets: "[Errno 104]", "[gloo]"
+
+            console.print(f"  stage {r.name}: [red]failed[/] — {escape(one_line(r.error))}")
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    runner = StageRunner(cfg, toggles, env)  # plans once (workers=auto measures here)
     # No auto-refresh thread: the display is redrawn only when the runner reports something (at most
     # every couple of seconds while a child is timed), so the parent stays idle on a small machine.
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} stages"),
@@ -175,11 +199,18 @@ def cmd_run(argv: list[str]) -> int:
         runner.on_result = result
         runner.on_pass = on_pass
         runner.on_warning = lambda text: console.print(f"[yellow]warning:[/] {text}")
-        runner.run()
+        results = runner.run()
     write_ladder(cfg.report_dir)
     build_report([cfg.report_dir])
     console.print(f"reports: {cfg.report_dir}/  traces: tensorboard --logdir {cfg.profile_dir}")
-    return 0
+    failed = [r for r in results if r.status == "failed"]
+    if not failed:
+        return 0
+    for r in failed:  # plain lines: a script reading stderr gets one line per failed stage
+        print(f"study: stage {r.name} failed: {one_line(r.error)}", file=sys.stderr)
+    if any(r.stage == 0 for r in failed):
+        print("study: the baseline failed, so no stage can be compared with it", file=sys.stderr)
+    return 3
 
 
 def cmd_list(argv: list[str]) -> int:

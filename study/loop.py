@@ -151,6 +151,10 @@ def train_epoch(s: TrainState, loader: Any, *, max_steps: int, warmup: int,
     batches = iter(loader)
     records: list[StepRecord] = []
     limit = max_steps or math.inf
+    try:  # an epoch resumed mid-way has only the batches it had left, not a fresh loader's worth
+        limit = min(limit, len(loader))
+    except TypeError:  # a loader without a length runs until it is exhausted
+        pass
     while s.steps_in_epoch < limit:
         out = train_step(s, batches, timer)
         if out is None:

@@ -94,12 +94,31 @@ class StageResult:
 
 def append_jsonl(path: Path, row: StageResult | dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (row.to_json() if isinstance(row, StageResult) else json.dumps(row, sort_keys=True)) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    line = ((row.to_json() if isinstance(row, StageResult) else json.dumps(row, sort_keys=True)) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line.encode())
+        drop_torn_tail(fd)
+        done = os.write(fd, line)
+        while done < len(line):  # a short write (disk full, a signal): finish the line, never leave half
+            done += os.write(fd, line[done:])
     finally:
         os.close(fd)
+
+
+def drop_torn_tail(fd: int) -> None:
+    """Cut a last line without its newline: a writer killed inside its one write() can leave one (the
+    kernel copies a large write page by page). Only the study process appends to a run's results."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    start = max(size - 65536, 0)
+    while True:
+        chunk = os.pread(fd, size - start, start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0 or start == 0:
+            os.ftruncate(fd, start + cut + 1)
+            return
+        start = max(start - 65536, 0)
 
 
 def read_results(path: Path) -> list[StageResult]:
@@ -121,8 +140,12 @@ def read_results(path: Path) -> list[StageResult]:
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:  # disk full, Ctrl-C: no half-written temp file left beside the real one
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # --- seed CSV ---------------------------------------------------------------------------------

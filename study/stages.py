@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Callable
 
 from optimizations.base import Env, Optimization, configure_all
 from study.config import RunConfig
+from study.faults import describe_exit, rank_error_files, rank_errors
 from study.records import StageResult, aggregate, append_jsonl, git_sha, read_results, versions, write_atomic
 from study.spec import StageSpec, child_env, read_progress, worker_command
 
@@ -85,7 +88,7 @@ def run_child(cmd: list[str], log: Path, out: Path,
     count is polled from a small progress file so the parent's progress bar can show it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     progress = out.with_suffix(".progress")
-    for stale in (out, progress):
+    for stale in (out, progress, *rank_error_files(out)):
         if stale.exists():
             stale.unlink()
 
@@ -96,7 +99,7 @@ def run_child(cmd: list[str], log: Path, out: Path,
 
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=child_env(progress), cwd=os.getcwd())
+                                env=child_env(progress), cwd=os.getcwd(), preexec_fn=die_with_parent)
         try:
             wait_quietly(proc, poll)
         except BaseException:  # Ctrl-C or a kill of the parent: never leave a child training alone
@@ -110,10 +113,29 @@ def run_child(cmd: list[str], log: Path, out: Path,
     payload = json.loads(out.read_text()) if out.exists() else None
     if proc.returncode == 0 and payload and not payload.get("error"):
         return payload, ""
-    if payload and payload.get("error"):
-        return None, payload["error"]
-    tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-5:]
-    return None, f"exit code {proc.returncode}: " + " | ".join(tail)
+    # The rank that failed first holds the cause (a DDP stage); a single process writes rank 0's.
+    err = rank_errors(out, payload) or (payload or {}).get("error", "")
+    if err:
+        return None, err
+    return None, describe_exit(proc.returncode, log.read_text(errors="replace"))
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    return ctypes.CDLL(None).prctl
+
+
+_PRCTL = _prctl()  # looked up here: between fork and exec the child must not import anything
+
+
+def die_with_parent() -> None:
+    """In the child, before it starts: have the kernel send it SIGTERM when the study process dies,
+    even by SIGKILL, so no stage goes on training unwatched (torchrun passes it on to its ranks)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 # A dry run is meant to show the whole pipeline in minutes; a pass whose first steps predict more

@@ -10,12 +10,14 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
 import torch
 
 from study.config import ConfigError, PROFILE_PASSES
+from study.faults import describe_exception, rank_error_path
 from study.pictures import PASS_NAME as PICTURES_PASS
 from study.records import write_atomic
 from study.spec import StageSpec
@@ -39,6 +41,13 @@ def run_pass(spec: StageSpec, pass_name: str, repeat: int) -> tuple[dict, int]:
     return {"profiles": PASSES[pass_name](sess)}, sess.ctx.rank
 
 
+def write_error(out: Path, payload: dict) -> None:
+    """Every rank writes its own error, with when it happened: in a DDP stage the rank that failed
+    first holds the cause, and torchrun stops the others before they can say anything."""
+    rank = int(os.environ.get("RANK", 0))
+    write_atomic(rank_error_path(out, rank), json.dumps({**payload, "rank": rank, "time": time.time()}))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m study.worker", description=__doc__)
     ap.add_argument("--stage", required=True)
@@ -53,13 +62,12 @@ def main(argv: list[str] | None = None) -> int:
             write_atomic(out, json.dumps(payload, default=str))
         return 0
     except ConfigError as e:
-        write_atomic(out, json.dumps({"error": str(e), "kind": "config"}))
+        write_error(out, {"error": str(e), "kind": "config"})
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BaseException as e:  # noqa: BLE001 — the parent records the real error and goes on
         tb = traceback.format_exc()
-        if int(os.environ.get("RANK", 0)) == 0:
-            write_atomic(out, json.dumps({"error": f"{type(e).__name__}: {e}", "traceback": tb[-4000:]}))
+        write_error(out, {"error": describe_exception(e), "traceback": tb[-4000:]})
         print(tb, file=sys.stderr)
         return 1
     finally:

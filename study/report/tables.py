@@ -55,13 +55,15 @@ def csv(rows: Rows) -> str:
 
 def rich_table(rows: Rows, title: str):
     from rich.table import Table
+    from rich.text import Text
 
     df = text_frame(rows)
     table = Table(title=title)
     for c in df.columns:
         table.add_column(str(c), overflow="fold")
     for values in df.itertuples(index=False):
-        table.add_row(*values)
+        # Plain text, never markup: a failed stage's error holds brackets ("[Errno 104]", "[/path/pair.cc:561]").
+        table.add_row(*(Text(str(v)) for v in values))
     return table
 
 

@@ -1,0 +1,180 @@
+"""What the parent checks once, before any stage starts: bad input is exit 2 up front, not a ladder
+of stages that each fail the same way an hour later.
+
+- samples: a few items of each split are read through the real reader and transform (files that do
+  not decode, trimaps in another convention, labels out of range), and every label the reader holds
+  in memory is checked;
+- model: the model is built on the meta device (no memory, no compute) and one training forward and
+  loss of a full batch is traced, so a model/task/dataset/batch combination that cannot train is
+  named here; the weights file is read and must fit the backbone (models.MIN_BACKBONE_MATCH);
+- resume: with --resume, every checkpoint of the run must be readable and come from this model.
+
+The parent imports torch for this, once; the stages themselves run in their own processes.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from study.config import ConfigError, RunConfig
+from study.data import DataBundle, catalog
+
+# Items read per split: the first, the last and some between. Reading every image of ImageNet here
+# would take longer than the study; a bad file elsewhere fails its stage with the file's name.
+SAMPLES_PER_SPLIT = 8
+
+
+def sample_indices(n: int, k: int = SAMPLES_PER_SPLIT) -> list[int]:
+    """Up to ``k`` indices spread evenly over ``range(n)``, always the first and the last."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def _where(cfg: RunConfig) -> str:
+    entry = catalog.get(cfg.dataset)
+    return f"{entry.title} at {cfg.data_root.rstrip('/')}/{entry.folder}"
+
+
+def _flat(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if type(e).__name__ == "SampleError" else f"{type(e).__name__}: {text}"
+
+
+def all_targets(ds: Any) -> list[int] | None:
+    """Every label a dataset holds in memory (CIFAR, ImageFolder), through any Subset; None if it
+    reads its labels per item."""
+    from torch.utils.data import Subset
+
+    if isinstance(ds, Subset):
+        inner = all_targets(ds.dataset)
+        return None if inner is None else [inner[i] for i in ds.indices]
+    targets = getattr(ds, "targets", None)
+    return list(targets) if targets is not None else None
+
+
+def check_sample(cfg: RunConfig, split: str, index: int, item: Any, num_classes: int) -> None:
+    where = f"{_where(cfg)}: {split} sample {index}"
+    if not (isinstance(item, (tuple, list)) and len(item) == 2):
+        raise ConfigError(f"{where} is not an (image, target) pair; the reader of {cfg.dataset} is broken")
+    x, y = item
+    if not (isinstance(x, torch.Tensor) and x.ndim == 3 and x.shape[0] == 3 and x.is_floating_point()):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ConfigError(f"{where} is not a 3-channel image (got {shape}); convert the dataset's images to RGB")
+    if cfg.task == "classify":
+        scalar = isinstance(y, int) or (isinstance(y, torch.Tensor) and y.numel() == 1 and not y.is_floating_point())
+        if not scalar or not 0 <= int(y) < num_classes:
+            raise ConfigError(f"{where} has label {y!r}, outside the {num_classes} classes of the dataset; the "
+                              f"label files are damaged: make the dataset again with ./prepare.sh")
+    else:
+        if not (isinstance(y, torch.Tensor) and tuple(y.shape) == tuple(x.shape[1:])):
+            raise ConfigError(f"{where}: its mask does not match the image's size; make the dataset again with "
+                              f"./prepare.sh")
+        bad = set(torch.unique(y).tolist()) - set(range(num_classes)) - {255}
+        if bad:
+            raise ConfigError(f"{where}: mask values {sorted(bad)[:5]} are no class of {num_classes} (nor 255, ignored); "
+                              f"make the dataset again with ./prepare.sh")
+
+
+def check_samples(cfg: RunConfig, bundle: DataBundle) -> tuple[Any, Any]:
+    """Read SAMPLES_PER_SPLIT items of each split; returns the first training item (image, target)."""
+    hint = ("replace or delete that file, or make the dataset again with ./prepare.sh (it drops files that do "
+            "not decode)")
+    first = None
+    for split, ds in (("train", bundle.train), ("val", bundle.val)):
+        n = len(ds)
+        if n == 0:
+            raise ConfigError(f"the {split} split of {_where(cfg)} is empty; make the dataset again with ./prepare.sh")
+        targets = all_targets(ds)
+        if targets:
+            lo, hi = min(targets), max(targets)
+            if lo < 0 or hi >= bundle.num_classes:
+                raise ConfigError(f"{_where(cfg)}: the {split} labels run from {lo} to {hi}, outside the "
+                                  f"{bundle.num_classes} classes; the label files are damaged: make the dataset again "
+                                  f"with ./prepare.sh")
+        for i in sample_indices(n):
+            try:
+                item = ds[i]
+            except Exception as e:  # noqa: BLE001 — whatever the decoder raises, with the file it names
+                raise ConfigError(f"{_where(cfg)}: {split} {_flat(e)}; {hint}") from None
+            check_sample(cfg, split, i, item, bundle.num_classes)
+            if first is None:
+                first = item
+    return first
+
+
+def check_model(cfg: RunConfig, bundle: DataBundle, sample: tuple[Any, Any]) -> dict[str, torch.Tensor]:
+    """Build the model on meta, check the weights file against it, trace one training step's forward
+    and loss at the real batch size. Returns the model's state dict (meta tensors: names and shapes)."""
+    from study.models import build_model, read_weights, usable_weights
+    from study.tasks import build_task
+
+    with torch.device("meta"):
+        model = build_model(cfg.replace(weights=""), bundle.num_classes)
+    own = model.state_dict()
+    if cfg.weights:
+        # The file is read here once, so a bad one is exit 2 and not a failed stage; the stages load it again.
+        usable_weights(own, read_weights(cfg.weights), cfg.weights, cfg.model)
+    x0, y0 = sample
+    x = torch.empty((cfg.batch_size, *x0.shape), dtype=x0.dtype, device="meta")
+    if isinstance(y0, torch.Tensor) and y0.ndim > 0:
+        y = torch.empty((cfg.batch_size, *y0.shape), dtype=torch.long, device="meta")
+    else:
+        y = torch.empty((cfg.batch_size,), dtype=torch.long, device="meta")
+    task = build_task(cfg.task, bundle.num_classes)
+    model.train()
+    try:
+        task.loss(model(x), y)
+    except Exception as e:  # noqa: BLE001 — a shape the model cannot take is bad input, not a stage failure
+        size = "x".join(str(s) for s in x0.shape[1:])
+        raise ConfigError(f"model {cfg.model} cannot train on {catalog.get(cfg.dataset).title} at {size} px with "
+                          f"--batch-size {cfg.batch_size} ({_flat(e)[:200]}); change --image-size or --batch-size, "
+                          f"or pick another --model") from None
+    return own
+
+
+def _checkpoint_problem(path: Path, cfg: RunConfig, own: dict[str, torch.Tensor], num_classes: int) -> str:
+    """Why the checkpoint at ``path`` cannot resume this study's model, or "" when it can."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as e:  # noqa: BLE001 — any damage means the same to the user
+        from study.models import load_failure
+
+        return f"cannot be read ({load_failure(path, e)})"
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        return "is not a study checkpoint (no model state)"
+    meta = state.get("meta") or {}
+    if meta:
+        saved = (meta.get("model"), meta.get("task"), meta.get("num_classes"))
+        if saved != (cfg.model, cfg.task, num_classes):
+            return (f"was saved by model {saved[0]} for task {saved[1]} with {saved[2]} classes; this study trains "
+                    f"{cfg.model} for {cfg.task} with {num_classes}")
+    theirs = state["model"]
+    differ = sorted(k for k in own.keys() | theirs.keys()
+                    if k not in own or k not in theirs or tuple(own[k].shape) != tuple(theirs[k].shape))
+    if differ:
+        return (f"holds another model: {len(differ)} of its tensors do not fit {cfg.model} with {num_classes} "
+                f"classes (e.g. {differ[0]!r})")
+    return ""
+
+
+def check_resume(cfg: RunConfig, own: dict[str, torch.Tensor], num_classes: int) -> None:
+    """With --resume, every checkpoint of the run must fit this study's model before any stage loads one."""
+    folder = cfg.report_dir / "checkpoints"
+    if not cfg.resume or not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.pt")):
+        problem = _checkpoint_problem(path, cfg, own, num_classes)
+        if problem:
+            raise ConfigError(f"--resume: checkpoint {path} {problem}; delete it to train its stage afresh, or use "
+                              f"another --run-name")
+
+
+def run(cfg: RunConfig, bundle: DataBundle) -> None:
+    """Every preflight check, cheapest first; ConfigError (one line) for the first problem found."""
+    sample = check_samples(cfg, bundle)
+    own = check_model(cfg, bundle, sample)
+    check_resume(cfg, own, bundle.num_classes)
