@@ -1,0 +1,97 @@
+"""Integrity under kills: a writer SIGKILLed at random points never leaves a torn line in
+results.jsonl or a CSV, and a checkpoint is always either the previous whole one or the new whole one."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from study.records import SEED_COLUMNS, StageResult, append_jsonl, read_results
+from tests.util import REPO
+
+# Rows of a few KB with random padding, so writes cross page boundaries at random offsets; the CSV is
+# rewritten whole (write_atomic) with a random number of rows, as merge_records does after every stage.
+WRITER = """
+import random, sys
+from pathlib import Path
+from study.records import StageResult, append_jsonl, seed_rows_to_csv, write_atomic
+out = Path(sys.argv[1])
+print("ready", flush=True)
+i = 0
+while True:
+    append_jsonl(out / "results.jsonl", StageResult(run="k", stage=i % 7, name=f"{i:02d}-x",
+                                                     notes={"pad": "x" * random.randint(100, 9000)}))
+    rows = [(2, 0, f"{i}.0", "0.1", "0.2", "1.5", 8)] * random.randint(1, 3000)
+    write_atomic(out / "records.csv", seed_rows_to_csv(rows, ("stage", "repeat")))
+    i += 1
+"""
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def kill_at_random(code: str, out: Path, rng: random.Random, longest: float) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True, env=env())
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(rng.uniform(0.0, longest))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_killed_writers_leave_only_whole_lines(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    rows = 0
+    for _ in range(12):
+        kill_at_random(WRITER, tmp_path, rng, 0.15)
+        lines = (tmp_path / "results.jsonl").read_text().splitlines()
+        assert all(json.loads(line)["run"] == "k" for line in lines)
+        assert len(lines) >= rows  # nothing finished is ever lost
+        rows = len(lines)
+        if (tmp_path / "records.csv").exists():
+            with open(tmp_path / "records.csv", newline="") as fh:
+                table = list(csv.reader(fh))
+            assert tuple(table[0]) == SEED_COLUMNS + ("stage", "repeat") and all(len(r) == 7 for r in table[1:])
+    assert rows > 12  # the writers got somewhere before each kill
+
+
+def test_a_torn_tail_is_cut_before_the_next_row(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    append_jsonl(path, StageResult(run="r", stage=0, name="00-base"))
+    with open(path, "a") as fh:
+        fh.write('{"run": "r", "stage": 1, "na')  # what a kill inside a large write() can leave
+    append_jsonl(path, StageResult(run="r", stage=1, name="01-x"))
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["name"] for line in lines] == ["00-base", "01-x"]
+    assert [r.name for r in read_results(path)] == ["00-base", "01-x"]
+
+
+CHECKPOINTER = """
+import sys, types
+from pathlib import Path
+import torch
+from study.loop import save_checkpoint
+model = torch.nn.Linear(1024, 2048)  # 8 MB: each save takes long enough to be killed inside
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+state = types.SimpleNamespace(base_model=model, optimizer=opt, scaler=torch.amp.GradScaler("cpu", enabled=False),
+                              step=0, epoch=0, steps_in_epoch=0, meta={"model": "linear"})
+save_checkpoint(Path(sys.argv[1]) / "c.pt", state)
+print("ready", flush=True)
+while True:
+    state.step += 1
+    save_checkpoint(Path(sys.argv[1]) / "c.pt", state)
+"""
+
+
+def test_a_checkpoint_killed_mid_save_is_the_last_whole_one(tmp_path: Path) -> None:
+    import torch
+
+    kill_at_random(CHECKPOINTER, tmp_path, random.Random(5), 0.5)
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert state["model"]["weight"].shape == (2048, 1024) and state["meta"] == {"model": "linear"}
