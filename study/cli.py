@@ -21,6 +21,7 @@ examples:
   python -m study --stack workers,pin,script,ddp --dry-run    5 stages: base, +workers, +pin, ...
   python -m study --model resnet18 --stack workers=auto,channels_last,amp=bf16 --repeats 3 --steps 40
   python -m study --task segment --stack workers=2,amp --dry-run
+  python -m study --model resnet18 --stack auto --steps 30 --repeats 3   search the best stack, then its ladder
   python -m study list                                       every toggle and whether it applies here
   python -m study report RUN [RUN2]                          rebuild (or compare) reports
   python -m study predict IMG... --checkpoint reports/RUN/checkpoints/STAGE.pt   top-5 + Grad-CAM, or the mask
@@ -31,11 +32,16 @@ Exit codes: 0 every stage ok or skipped (a toggle that does not apply here); 2 b
   are still written); 130 interrupted (finished stages are kept: add --resume to finish).
 """
 
+# --stack auto profiles its chosen ladder with these unless --profile says otherwise: the verdict reads
+# host and compute shares from them.
+AUTO_PROFILE = ("cprofile", "torch")
+
 # CLI flag → RunConfig field, for options that map one to one.
 _FIELDS = ("task", "model", "dataset", "data_root", "image_size", "subset", "val_subset", "weights",
            "freeze_backbone", "batch_size", "epochs", "steps", "val_steps", "warmup", "lr", "momentum",
            "weight_decay", "seed", "device", "threads", "checkpoint_every", "log_every", "run_name",
-           "repeats", "profile_steps", "trace_shapes", "trace_memory", "trace_stack", "trace_budget_mb", "ablate", "profiles_root", "reports_root", "dry_run", "resume",
+           "repeats", "profile_steps", "trace_shapes", "trace_memory", "trace_stack", "trace_budget_mb", "ablate",
+           "budget_minutes", "profiles_root", "reports_root", "dry_run", "resume",
            "nnodes", "node_rank", "rdzv_endpoint", "s3_endpoint", "s3_cache")
 
 
@@ -52,7 +58,8 @@ def _run_parser() -> argparse.ArgumentParser:
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="FILE", help="YAML or TOML file with the same options as keys (the CLI wins)")
     p.add_argument("--stack", metavar="T1,T2,...", help="toggles, applied cumulatively, one stage each "
-                   "(see `study list`), e.g. workers=4,pin,amp=bf16")
+                   "(see `study list`), e.g. workers=4,pin,amp=bf16; or auto: search the toggles that pay off "
+                   "here, measured side by side, within --budget-minutes")
     p.add_argument("--profile", metavar="PASSES", help=f"profiling passes after each timing pass: "
                    f"{','.join(PROFILE_PASSES)} or all (dry runs default to all)")
     for name in _FIELDS:
@@ -88,6 +95,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         values["profile"] = list(PROFILE_PASSES)
     if "profile" not in values and values.get("dry_run"):
         values["profile"] = list(PROFILE_PASSES)
+    elif "profile" not in values and values.get("stack") == ["auto"]:
+        values["profile"] = list(AUTO_PROFILE)
     try:
         return RunConfig.from_dict(values)
     except TypeError as e:  # wrong value type in a config file
@@ -137,7 +146,8 @@ def run_study(cfg: RunConfig) -> int:
     """Preflight, the ladder, the reports; 0 when every stage is ok or skipped, 3 when one failed."""
     from optimizations.base import Env, parse_stack
 
-    toggles = parse_stack(list(cfg.stack)) if cfg.stack else []
+    auto = cfg.stack == ("auto",)  # the search picks the stack; its ladder then runs like any other
+    toggles = parse_stack(list(cfg.stack)) if cfg.stack and not auto else []
     _check_writable(cfg.report_dir)
     _check_writable(cfg.profile_dir)
     if cfg.weights and not Path(cfg.weights).is_file():
@@ -156,6 +166,11 @@ def run_study(cfg: RunConfig) -> int:
     from study import preflight
 
     preflight.run(cfg, bundle)  # samples, model/task/dataset fit, weights, --resume checkpoints
+    if auto:
+        from study.search import search_stack
+
+        cfg = search_stack(cfg, env, console)
+        toggles = parse_stack(list(cfg.stack)) if cfg.stack else []
     runner = StageRunner(cfg, toggles, env)  # plans once (workers=auto measures here)
     # The first open is the cold one (an S3 cache is filled here): keep its 10/11 records too. Written
     # only now that nothing can refuse the run any more.

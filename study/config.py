@@ -117,6 +117,9 @@ class RunConfig:
     """Warn when a torch.profiler trace is larger than this (TensorBoard loads it slowly)."""
     ablate: bool = False
     """Also run leave-one-out stages on the full stack."""
+    budget_minutes: float = 20.0
+    """--stack auto: wall time for the whole study, search and the chosen stack's ladder; the search stops
+    starting candidates in time for the ladder, and the search table marks what the budget cut."""
     profiles_root: str = "profiles"
     """Root for traces and per-stage profiler output."""
     reports_root: str = "reports"
@@ -186,6 +189,11 @@ class RunConfig:
         if self.launcher not in ("local", "torchrun", "hogwild"):
             raise ConfigError(f"unknown launcher {self.launcher!r}")
         fix("stack", tuple(self.stack))
+        if "auto" in self.stack and len(self.stack) > 1:
+            raise ConfigError("--stack auto searches the toggles itself; give it alone, not with "
+                              f"{', '.join(t for t in self.stack if t != 'auto')}")
+        if self.budget_minutes <= 0:
+            raise ConfigError(f"--budget-minutes must be positive, got {self.budget_minutes}")
         fix("profile", tuple(self.profile))
         for p in self.profile:
             if p not in PROFILE_PASSES:
@@ -263,8 +271,8 @@ class RunConfig:
     def hash(self) -> str:
         """Hash of what changes a measurement (not where outputs go or resume flags)."""
         d = self.to_dict()
-        for k in ("run_name", "profiles_root", "reports_root", "resume", "profile", "trace_shapes",
-                  "trace_memory", "trace_stack", "trace_budget_mb"):
+        for k in ("run_name", "profiles_root", "reports_root", "resume", "profile", "budget_minutes",
+                  "trace_shapes", "trace_memory", "trace_stack", "trace_budget_mb"):
             d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

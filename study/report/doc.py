@@ -42,6 +42,8 @@ class Part:
     blocks: list[tuple[str, Any]] = field(default_factory=list)
     # ("table", (title, rows)) or ("line", text), in the order the console prints them
     shown: list[tuple[str, Any]] = field(default_factory=list)
+    # lines the console prints after every part's `shown`: the answer closes the output
+    closing: list[str] = field(default_factory=list)
 
     def heading(self, text: str, level: int = 2) -> None:
         self.blocks.append(("h", (level, text)))
@@ -68,6 +70,7 @@ class Part:
     def extend(self, other: "Part") -> None:
         self.blocks += other.blocks
         self.shown += other.shown
+        self.closing += other.closing
 
     def show_table(self, title: str, rows: Rows | None) -> None:
         if not tables.is_empty(rows):
@@ -75,6 +78,9 @@ class Part:
 
     def show_line(self, text: str) -> None:
         self.shown.append(("line", text))
+
+    def show_closing(self, text: str) -> None:
+        self.closing.append(text)
 
 
 @dataclass
@@ -138,3 +144,6 @@ class Doc:
                     tables.print_table(console, v[1], v[0])
                 else:
                     console.print(v)
+        for part in self.parts:
+            for text in part.closing:
+                console.print(text, markup=False, highlight=False)

@@ -19,6 +19,7 @@ from study.report.frames import (PHASE_FIELDS, UNREPRESENTATIVE, category_frame,
                                  top_ops_frame)
 from study.report.ladder import display_frame, ladder_frame, ladder_text
 from study.report.reading import RunData
+from study.report.verdict import bottlenecks, compile_stats, search_table, verdict
 
 Section = Callable[[RunData], Part]
 
@@ -269,8 +270,8 @@ def skipped(run: RunData) -> Part:
     return part
 
 
-RUN_SECTIONS: list[Section] = [header, ladder, phases, mfu, quality, pictures, worker_sweep, trace_categories,
-                               trace_diff, profiles, skipped]
+RUN_SECTIONS: list[Section] = [header, verdict, ladder, search_table, phases, mfu, bottlenecks, compile_stats, quality,
+                               pictures, worker_sweep, trace_categories, trace_diff, profiles, skipped]
 
 
 def run_report(run_dir: Path, sections: list[Section] | None = None) -> Doc:

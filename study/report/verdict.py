@@ -1,0 +1,304 @@
+"""The answer sections: the verdict at the top, the search table, bottlenecks and advice per stage,
+and what torch.compile did.
+
+Findings and advice come from study.advice (one table of rules); here they become sentences, each
+quoting the figure of results.jsonl (or of the profile a row points to) that it rests on.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from optimizations.base import Env
+from study.advice import (RULES, Advice, Finding, Measured, StageVerdict, evidence_of, figures, ladder_measurements,
+                          refutations, stage_verdict)
+from study.records import StageResult
+from study.report import fmt
+from study.report.doc import Part
+from study.report.ladder import is_ablation, speedup_of
+from study.report.reading import RunData
+
+TOP_ADVICE = 3
+
+
+def pct(v: float | None) -> str:
+    return fmt.DASH if v is None else f"{fmt.num(v * 100, '.1f')} %"
+
+
+def env_of(run: RunData) -> Env:
+    """The machine the run measured, as config.json records it (older runs: guessed from the rows)."""
+    saved = run.config.get("env") or {}
+    try:
+        return Env(device_type=saved["device_type"], cuda_count=int(saved.get("cuda_count", 0)),
+                   cpu_count=int(saved.get("cpu_count", 1)), bf16_native=bool(saved.get("bf16_native", False)))
+    except (KeyError, TypeError, ValueError):
+        first = run.stages[0] if run.stages else None
+        cuda = bool(first and str(first.device).startswith("cuda"))
+        cores = re.search(r"\((\d+) cores\)", first.device_name if first else "")
+        return Env(device_type="cuda" if cuda else "cpu", cuda_count=1 if cuda else 0,
+                   cpu_count=int(cores.group(1)) if cores else 1)
+
+
+# --- the search's rows ---------------------------------------------------------------------------
+
+
+def search_rows(run: RunData) -> list[StageResult]:
+    """Each round's table rows (kind "search"), the latest row of each (round, candidate)."""
+    latest: dict[tuple[int, str, str], StageResult] = {}
+    for r in run.results:
+        s = r.notes.get("search") if r.kind == "search" else None
+        if isinstance(s, dict):
+            latest[(int(s.get("round", 0)), s.get("role", ""), s.get("candidate", ""))] = r
+    return sorted(latest.values(), key=lambda r: r.stage)
+
+
+def search_result(run: RunData) -> StageResult | None:
+    rows = [r for r in run.results if r.kind == "search-result"]
+    return rows[-1] if rows else None
+
+
+def search_measurements(run: RunData) -> list[Measured]:
+    out = []
+    for r in search_rows(run):
+        s = r.notes["search"]
+        if s.get("role") == "candidate" and s.get("pairs"):
+            where = f"search round {s['round']} (on {'+'.join(s.get('incumbent') or []) or 'the baseline'})"
+            out.append(Measured(s["candidate"], where, s["speedup"], s["speedup_low"], s["speedup_high"]))
+    return out
+
+
+def first_run_notes(run: RunData, round_no: int, spec: str) -> dict:
+    """Notes of a search candidate's first run (compile stages carry compile_stats there)."""
+    for r in run.results:
+        s = r.notes.get("search") if r.kind == "search-repeat" else None
+        if isinstance(s, dict) and s.get("round") == round_no and s.get("candidate") == spec and r.status == "ok":
+            return r.notes
+    return {}
+
+
+# --- verdicts per stage --------------------------------------------------------------------------
+
+
+def verdicts(run: RunData) -> dict[str, StageVerdict]:
+    """Findings and advice of every ok ladder stage, refuted advice marked from the ladder and search."""
+    env = env_of(run)
+    refuted = refutations([*ladder_measurements(run.stages), *search_measurements(run)])
+    out = {}
+    for r in run.ok:
+        ev = evidence_of(r, run.trace_summary(r), run.cprofile(r))
+        out[r.name] = stage_verdict(ev, env, refuted)
+    return out
+
+
+def finding_text(f: Finding) -> str:
+    return (f"{f.rule.bottleneck}: {f.rule.figure} {pct(f.value)} ({f.rule.source}; the rule fires at "
+            f"{pct(f.rule.threshold)})")
+
+
+def refuted_text(m: Measured) -> str:
+    return f"measured without gain in {m.where}: {fmt.speedup(m.ratio, m.low, m.high)}"
+
+
+def advice_text(a: Advice) -> str:
+    f = a.finding
+    ceiling = f" — up to {fmt.num(f.ceiling, '.2f')}× if that share vanished" if f.ceiling else ""
+    text = f"{a.toggle}: {f.rule.effect} ({f.rule.bottleneck}, {f.rule.figure} {pct(f.value)}{ceiling})"
+    return text + (f"; but {refuted_text(a.refuted)}" if a.refuted else "")
+
+
+def nothing_fired_text(v: StageVerdict) -> str:
+    seen = "; ".join(f"{rule.figure} {pct(value)} (fires at {pct(rule.threshold)})" for rule, value in figures(v.evidence))
+    return f"no bottleneck rule fired: {seen or 'no figure the rules read was recorded'}"
+
+
+# --- sections ------------------------------------------------------------------------------------
+
+
+def best_ladder_stage(run: RunData) -> tuple[StageResult | None, tuple[float, float, float]]:
+    """The fastest ok ladder stage whose speed-up over the baseline lies above 1.0 (None: none did)."""
+    base = next((r for r in run.ok if r.stage == 0), None)
+    best, best_s = None, (math.nan, math.nan, math.nan)
+    for r in run.ok:
+        if r is base or is_ablation(r):
+            continue
+        s = speedup_of(r, base)
+        if s[1] > 1.0 and (best is None or r.throughput > best.throughput):
+            best, best_s = r, s
+    return best, best_s
+
+
+def verdict(run: RunData) -> Part:
+    """At the top: the best stack and its speed-up, what limits it now, what to try next."""
+    part = Part()
+    if not run.ok:
+        return part
+    part.heading("Verdict")
+    lines: list[str] = []
+    found = search_result(run)
+    ladder = [r for r in run.ok if not is_ablation(r)]
+    if found is not None:
+        s = found.notes["search"]
+        best = "+".join(found.stack)
+        if best:
+            lines.append(f"Best stack for this machine: {best}, {fmt.speedup(s['speedup'], s['speedup_low'], s['speedup_high'])} "
+                         f"the baseline's samples/s, measured side by side ({fmt.num(s.get('best_throughput'), '.1f')} vs "
+                         f"{fmt.num(s.get('baseline_throughput'), '.1f')} samples/s, median of {s.get('pairs', 0)} "
+                         f"pairs; results.jsonl search-result).")
+        else:
+            lines.append("Best stack for this machine: the baseline; no toggle sped it up beyond noise "
+                         "(results.jsonl search-result; the search table shows each candidate's speed-up).")
+        lines.append(f"The search ran {s.get('rounds', 0)} round(s) in {fmt.num(s.get('seconds', 0) / 60, '.1f')} min "
+                     f"(budget {fmt.num(s.get('budget_s', 0) / 60, '.0f')} min) and stopped: {s.get('stopped', '?')}.")
+        target = ladder[-1] if ladder else None
+    else:
+        target, sp = best_ladder_stage(run)
+        if target is not None:
+            lines.append(f"Fastest stage: {target.name} ({'+'.join(target.stack)}), {fmt.num(target.throughput, '.1f')} "
+                         f"samples/s, {fmt.speedup(*sp)} the baseline (stages.csv speedup_vs_base).")
+        else:
+            target = next((r for r in run.ok if r.stage == 0), ladder[0] if ladder else None)
+            lines.append("No stage beat the baseline beyond noise (every speed-up interval in the ladder reaches 1.0 "
+                         "or below).")
+    if target is not None:
+        v = verdicts(run)[target.name]
+        if v.findings:
+            lines.append(f"What limits {target.name} now: " + "; ".join(finding_text(f) for f in v.findings[:3]) + ".")
+        else:
+            lines.append(f"What limits {target.name} now: {nothing_fired_text(v)}.")
+        fresh = [a for a in v.advice if a.refuted is None][:TOP_ADVICE]
+        if fresh:
+            lines.append("Try next: " + "; ".join(advice_text(a) for a in fresh) + ".")
+        elif v.advice:
+            lines.append("Nothing the figures point at is left untried: " +
+                         "; ".join(f"{a.toggle} {refuted_text(a.refuted)}" for a in v.advice[:TOP_ADVICE]) + ".")
+        elif v.findings:
+            lines.append("No toggle here addresses that; " + v.findings[0].rule.effect + ".")
+    for line in lines:
+        part.para(line)
+        part.show_closing(line)
+    return part
+
+
+def search_table_rows(run: RunData) -> list[dict[str, Any]]:
+    out = []
+    for r in search_rows(run):
+        s = r.notes["search"]
+        if s.get("role") == "incumbent":
+            out.append({"round": s["round"], "candidate": "(incumbent)", "on top of": "+".join(r.stack) or "baseline",
+                        "samples/s": fmt.num(r.throughput or None, ".1f"), "vs incumbent": "1.00×",
+                        "runs": s.get("runs", 0), "decision": "" if r.status == "ok" else f"failed: {r.reason}",
+                        "compile": ""})
+            continue
+        cs = first_run_notes(run, s["round"], s["candidate"]).get("compile_stats")
+        compile_cell = (f"{fmt.num(cs.get('seconds'), '.0f')} s, {cs.get('graph_breaks', 0)} breaks, "
+                        f"{cs.get('recompiles', 0)} recompiles") if isinstance(cs, dict) else ""
+        decision = s.get("decision", "")
+        out.append({"round": s["round"], "candidate": s["candidate"],
+                    "on top of": "+".join(s.get("incumbent") or []) or "baseline",
+                    "samples/s": fmt.num(r.throughput or None, ".1f"),
+                    "vs incumbent": fmt.speedup(s.get("speedup"), s.get("speedup_low"), s.get("speedup_high"))
+                    if s.get("pairs") else fmt.DASH,
+                    "runs": s.get("runs", 0),
+                    "decision": decision + (f": {s['detail']}" if s.get("detail") else ""),
+                    "compile": compile_cell})
+    found = search_result(run)
+    if found is not None and found.stack:
+        s = found.notes["search"]
+        out.append({"round": "final", "candidate": "+".join(found.stack), "on top of": "baseline",
+                    "samples/s": fmt.num(s.get("best_throughput"), ".1f"),
+                    "vs incumbent": fmt.speedup(s["speedup"], s["speedup_low"], s["speedup_high"]),
+                    "runs": s.get("pairs", 0), "decision": "the best stack beside the baseline", "compile": ""})
+    if out and not any(row["compile"] for row in out):
+        for row in out:
+            del row["compile"]
+    return out
+
+
+def search_table(run: RunData) -> Part:
+    part = Part()
+    found = search_result(run)
+    rows = search_table_rows(run)
+    if not rows:
+        return part
+    part.heading("Search (--stack auto)")
+    s = found.notes["search"] if found is not None else {}
+    part.para("Greedy forward selection. Each round measured the best stack so far (the incumbent) and every "
+              "remaining candidate on top of it, interleaved; a candidate's speed-up is its samples/s ÷ the "
+              "incumbent runs just before and after it, as a geometric mean over the runs with a 95 % t-interval. "
+              "A round keeps the fastest candidate whose interval lies above 1.0; the search stops when none "
+              "does. Candidates below 0.80× in their first run are not measured again; failed or clearly slower "
+              "ones are not retried. "
+              + (f"It took {fmt.num(s.get('seconds', 0) / 60, '.1f')} of {fmt.num(s.get('budget_s', 0) / 60, '.0f')} "
+                 f"budget minutes and stopped: {s.get('stopped', '?')}." if s else "It did not finish."))
+    part.table(rows)
+    part.show_table(f"{run.name}: search", rows)
+    return part
+
+
+def bottlenecks(run: RunData) -> Part:
+    part = Part()
+    vs = verdicts(run)
+    if not vs:
+        return part
+    part.heading("Bottlenecks and advice per stage")
+    part.para("Each stage's figures against the rules below (study/advice.py RULES); advice lists toggles that "
+              "address what fired, not in the stack yet and applicable here, best first. Advice the ladder or the "
+              "search already measured without gain is marked.")
+    rows = []
+    for name, v in vs.items():
+        rows.append({"stage": name,
+                     "verdict": ", ".join(dict.fromkeys(f.rule.bottleneck for f in v.findings)) or "no rule fired",
+                     "evidence": "; ".join(f"{f.rule.figure} {pct(f.value)}" for f in v.findings)
+                     or "; ".join(f"{rule.figure} {pct(value)}" for rule, value in figures(v.evidence)) or fmt.DASH,
+                     "try next": "; ".join(a.toggle + (" (refuted)" if a.refuted else "") for a in v.advice) or fmt.DASH})
+    part.table(rows)
+    part.heading("Rules", 3)
+    part.table([{"bottleneck": r.bottleneck, "figure": r.figure, "source": r.source,
+                 "fires at": f"≥ {pct(r.threshold)}", "toggles": ", ".join(r.fixes) or fmt.DASH, "why they help": r.effect}
+                for r in RULES])
+    return part
+
+
+def compile_stats(run: RunData) -> Part:
+    """What torch.compile cost and could not capture, per compile stage of the ladder."""
+    part = Part()
+    rows = []
+    stages = [r for r in run.ok if isinstance(r.notes.get("compile_stats"), dict)]
+    prev = {}
+    ladder = [r for r in run.ok if not is_ablation(r)]
+    for a, b in zip(ladder, ladder[1:]):
+        prev[b.name] = a
+    for r in stages:
+        cs = r.notes["compile_stats"]
+        rows.append({"stage": r.name, "mode": str(r.notes.get("compile", "")).split(";")[0].removeprefix("mode="),
+                     "compile s": fmt.num(cs.get("seconds"), ".1f"), "warm-up s": fmt.num(r.warmup_seconds, ".1f"),
+                     "graphs": cs.get("graphs", 0), "graph breaks": cs.get("graph_breaks", 0),
+                     "recompiles": cs.get("recompiles", 0),
+                     "first reasons": "; ".join([*cs.get("graph_break_reasons", []), *cs.get("recompile_reasons", [])])
+                     or fmt.DASH,
+                     "cache hits/misses": f"{cs.get('cache_hits', 0)}/{cs.get('cache_misses', 0)}"})
+    if not rows:
+        return part
+    part.heading("torch.compile: what it cost and what it could not capture")
+    part.para("Compile seconds are Dynamo + Inductor for every graph (training, backward, evaluation), most of it "
+              "in the excluded warm-up steps; a graph break splits the model into separately compiled pieces with "
+              "Python between them; a recompile after the warm-up (evaluation mode, a last smaller batch) costs "
+              "compile time again. Cache hits: graphs Inductor loaded from its on-disk cache instead of compiling.")
+    part.table(rows)
+    for r in stages:
+        p = prev.get(r.name)
+        if p is None:
+            continue
+        ratio, lo, hi = speedup_of(r, p)
+        saved = p.step_time_p50 - r.step_time_p50
+        if lo > 1.0 and saved > 0:
+            steps = r.warmup_seconds / saved
+            part.para(f"{r.name}: {fmt.speedup(ratio, lo, hi)} vs {p.name}; its {fmt.num(r.warmup_seconds, '.1f')} s "
+                      f"of warm-up pay back after about {fmt.num(steps, ',.0f')} steps at "
+                      f"{fmt.num(saved * 1000, '.1f')} ms saved per step.")
+        else:
+            part.para(f"{r.name}: {fmt.speedup(ratio, lo, hi)} vs {p.name}: compile did not pay here "
+                      f"({r.notes['compile_stats'].get('graph_breaks', 0)} graph breaks, "
+                      f"{r.notes['compile_stats'].get('recompiles', 0)} recompiles).")
+    return part

@@ -1,0 +1,537 @@
+"""`--stack auto`: greedy forward selection of toggles, each candidate measured beside the best stack.
+
+Round k measures the incumbent (the best stack so far; in round 1 the baseline) and every remaining
+candidate on top of it (study.advice.candidates: applicable here, useful values, no conflicts), in
+`--repeats` passes. Within a pass the incumbent runs first and again after every INCUMBENT_EVERY
+candidates, and each candidate's samples/s is divided by the incumbent runs around it: load from
+other tenants of a shared machine drifts over minutes and cancels out of a ratio taken seconds
+apart. The paired ratios of the passes give a speed-up and a 95 % t-interval (on log ratios).
+
+The stopping rule (decide): a round keeps the fastest candidate whose interval lies above 1.0; the
+search stops when no candidate's does, when no candidate is left, or when the budget cannot pay for
+another round. Candidates are measured in the order the incumbent's figures advise
+(study.advice.order_candidates), so a budget that cannot pay for all of them cuts the least
+promising, and the table says so. To spend the budget on candidates that can still win:
+- a candidate below RACE_DROP of the incumbent in the first pass is not measured again that round;
+- one that failed, or measured clearly slower (interval below RETRY_BELOW), is not retried.
+
+Every child run is appended to results.jsonl as it finishes (kind "search-repeat"), each round's
+table as rows of kind "search", the outcome as one row of kind "search-result"; the ladder sees none
+of them (it reads kind "stage"). Ctrl-C or a crash keeps every finished run; `--resume` replays the
+search, reusing each finished run (the same round, pass, place and config), so it picks up where it
+stopped; the time those runs took still counts against the budget.
+
+The budget covers the whole study: the search stops starting runs in time to leave room for the
+final check (the best stack beside the baseline, side by side, for its speed-up) and the ladder of
+the chosen stack, which the CLI then runs as a normal study so reports and pictures work on it.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from optimizations.base import Env, parse_stack
+from study.advice import candidates, diagnose, evidence_of, order_candidates, toggle_name
+from study.config import RunConfig
+from study.records import StageResult, aggregate, append_jsonl, read_results, t95
+
+INCUMBENT_EVERY = 4  # candidates measured between two runs of the incumbent within a pass
+RACE_DROP = 0.80  # a candidate below this ratio after the first pass is not measured again that round
+RETRY_BELOW = 0.90  # a candidate whose interval lay below this in a round is not tried in later rounds
+DEFAULT_RUN_S = 30.0  # a child run's wall time before any was measured
+# What a candidate's first run costs beyond the incumbent's before it was measured: Inductor
+# compiles the training and the evaluation graphs (later runs hit its on-disk cache).
+COLD_EXTRA_S = {"compile": {"cpu": 150.0, "cuda": 90.0}}
+WARM_EXTRA_S = {"compile": 20.0, "ddp": 10.0, "hogwild": 5.0, "script": 5.0}
+PICTURES_S = 20.0
+
+KEPT, FASTER, NO_GAIN, SLOWER = "kept", "faster", "no gain", "slower"
+DROPPED, FAILED, CUT, NOT_RETRIED = "dropped", "failed", "cut by budget", "not retried"
+
+
+# --- the arithmetic of a round (pure, tested on hand-made numbers) -------------------------------
+
+
+def speedup_interval(ratios: list[float], single: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """Geometric mean of paired ratios and its 95 % t-interval on log ratios. With one pair the
+    interval is `single` (the two runs' own intervals divided crosswise), else the ratio itself."""
+    ratios = [r for r in ratios if r > 0 and math.isfinite(r)]
+    if not ratios:
+        return math.nan, math.nan, math.nan
+    logs = [math.log(r) for r in ratios]
+    m = statistics.fmean(logs)
+    if len(logs) < 2:
+        lo, hi = single if single is not None else (ratios[0], ratios[0])
+        return ratios[0], lo, hi
+    half = t95(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(m), math.exp(m - half), math.exp(m + half)
+
+
+def pass_sequence(specs: list[str], pass_index: int, every: int = INCUMBENT_EVERY) -> list[tuple[str, str, int]]:
+    """(role, spec, slot) in the order one pass runs them: the incumbent first and after every `every`
+    candidates (slot counts its runs), candidates rotated by pass so none is always first after it."""
+    if not specs:
+        return []
+    k = pass_index % len(specs)
+    order = specs[k:] + specs[:k]
+    seq, slot = [("incumbent", "", 0)], 1
+    for i in range(0, len(order), every):
+        seq += [("candidate", s, 0) for s in order[i:i + every]]
+        seq.append(("incumbent", "", slot))
+        slot += 1
+    return seq
+
+
+def paired_ratios(seq: list[tuple[str, str, float | None]]) -> dict[str, list[float]]:
+    """Per candidate: its samples/s ÷ the geometric mean of the incumbent runs just before and just
+    after it in one pass. `seq` holds (role, spec, samples/s or None for a failed or missing run)."""
+    out: dict[str, list[float]] = {}
+    for i, (role, spec, tp) in enumerate(seq):
+        if role != "candidate" or not tp:
+            continue
+        before = next((t for r, _, t in reversed(seq[:i]) if r == "incumbent" and t), None)
+        after = next((t for r, _, t in seq[i + 1:] if r == "incumbent" and t), None)
+        refs = [t for t in (before, after) if t]
+        if refs:
+            out.setdefault(spec, []).append(tp / math.exp(statistics.fmean(math.log(t) for t in refs)))
+    return out
+
+
+@dataclass
+class Outcome:
+    """One candidate in one round: what was measured and what the round made of it."""
+
+    round: int
+    spec: str
+    stack: tuple[str, ...]  # the incumbent's toggles + this candidate
+    ratios: list[float] = field(default_factory=list)
+    speedup: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    throughput: float = 0.0  # median samples/s of its runs
+    runs: int = 0
+    seconds: float = 0.0  # wall time of its runs
+    decision: str = ""
+    detail: str = ""
+
+
+def judge(o: Outcome) -> str:
+    """The decision an interval supports on its own (before the round picks its winner)."""
+    if o.decision in (DROPPED, FAILED, CUT, NOT_RETRIED):
+        return o.decision
+    if not math.isfinite(o.low):
+        return NO_GAIN
+    if o.low > 1.0:
+        return FASTER
+    if o.high < 1.0:
+        return SLOWER
+    return NO_GAIN
+
+
+def decide(outcomes: list[Outcome]) -> str | None:
+    """The stopping rule. Marks every outcome; returns the spec to keep: the fastest candidate whose
+    interval lies above 1.0, or None (the search stops)."""
+    for o in outcomes:
+        o.decision = judge(o)
+    faster = [o for o in outcomes if o.decision == FASTER]
+    if not faster:
+        return None
+    best = max(faster, key=lambda o: o.speedup)
+    best.decision = KEPT
+    return best.spec
+
+
+def not_retried(o: Outcome) -> bool:
+    """Whether a candidate is left out of later rounds after this outcome."""
+    return o.decision in (DROPPED, FAILED) or (o.decision == SLOWER and o.high < RETRY_BELOW)
+
+
+def round_cost(specs: list[str], first: Callable[[str], float], rest: Callable[[str], float],
+               incumbent: float, passes: int, every: int = INCUMBENT_EVERY) -> float:
+    """Seconds a round of these candidates takes if none is dropped on the way."""
+    cand = sum(first(s) + (passes - 1) * rest(s) for s in specs)
+    return cand + passes * incumbent * (math.ceil(len(specs) / every) + 1)
+
+
+def fit_round(order: list[str], first: Callable[[str], float], rest: Callable[[str], float], incumbent: float,
+              passes: int, seconds_left: float) -> tuple[list[str], list[str]]:
+    """(measured, cut): the candidates, best-ranked first, that the time left pays for; a costly one
+    that does not fit is cut while cheaper ones after it may still fit."""
+    chosen: list[str] = []
+    cut: list[str] = []
+    for spec in order:
+        if round_cost(chosen + [spec], first, rest, incumbent, passes) <= seconds_left:
+            chosen.append(spec)
+        else:
+            cut.append(spec)
+    return chosen, cut
+
+
+# --- the search ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One child run of the search."""
+
+    round: int
+    pass_index: int
+    role: str  # incumbent | candidate | baseline | best (the last two: the final check)
+    spec: str
+    slot: int
+    row: StageResult
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.row.status == "ok" and self.row.throughput > 0
+
+
+@dataclass
+class SearchResult:
+    stack: list[str]
+    speedup: float
+    low: float
+    high: float
+    rounds: int
+    stopped: str
+    seconds: float
+    outcomes: list[Outcome]
+
+
+# (stage spec, pass index, tag for its files) -> (the run's row, its wall seconds)
+Measure = Callable[[Any, int, str], tuple[StageResult, float]]
+
+
+class AutoSearch:
+    """Runs the rounds; `measure(spec, pass_index, tag)` runs one child (injectable for tests) and
+    `clock` reads wall time (injectable: the budget logic is tested without waiting)."""
+
+    def __init__(self, cfg: RunConfig, env: Env, *, measure: Measure | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_pass: Callable[[str], None] | None = None,
+                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+        self.cfg, self.env = cfg, env
+        self.passes = cfg.repeats
+        self.budget_s = cfg.budget_minutes * 60.0
+        self.results_path = cfg.report_dir / "results.jsonl"
+        # Children write under reports/<run>/search/ and profiles/<run>/search/, never resume from a
+        # checkpoint, and none of it reaches the ladder's records.csv.
+        self.child_cfg = cfg.replace(stack=(), run_name="search", reports_root=str(cfg.report_dir),
+                                     profiles_root=str(cfg.profile_dir), resume=False)
+        self.measure = measure or measure_child
+        self.clock = clock
+        self.on_pass = on_pass or (lambda text: None)
+        self.on_outcome = on_outcome or (lambda o: None)
+        self.started = clock()
+        self.reused_s = 0.0
+        self.costs: dict[tuple[str, ...], list[float]] = {}
+        self.finished = self.previous_runs() if cfg.resume else {}  # runs of an earlier session
+        self.fresh: dict[str, Run] = {}  # runs of this session, by key
+        self.check_pairs, self.check_base_tp, self.check_best_tp = 0, 0.0, 0.0
+
+    # -- time ------------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.clock() - self.started + self.reused_s
+
+    def run_cost(self, stack: tuple[str, ...], first: bool) -> float:
+        """Estimated wall seconds of one child run of `stack`: its latest run (a compile's first run
+        filled the on-disk cache, later ones hit it), else its incumbent's plus what the last toggle
+        is known to add (a cold compile on its first run)."""
+        if self.costs.get(stack):
+            return self.costs[stack][-1]
+        known = self.costs.get(stack[:-1]) if stack else None
+        base = known[-1] if known else (self.costs[()][-1] if self.costs.get(()) else DEFAULT_RUN_S)
+        name = toggle_name(stack[-1]) if stack else ""
+        cold = COLD_EXTRA_S.get(name, {}).get(self.env.device_type, 0.0) if first else 0.0
+        return base + (cold or WARM_EXTRA_S.get(name, 0.0))
+
+    def reserve(self, stack: tuple[str, ...]) -> float:
+        """Seconds kept for after the search: the final check and the ladder (with its profiling
+        passes and pictures) of a stack one toggle longer than `stack`, which this round may keep."""
+        inc, base = self.run_cost(stack, first=False), self.run_cost((), first=False)
+        return self.passes * (base + inc) + (len(stack) + 2) * (self.passes + len(self.cfg.profile)) * inc + PICTURES_S
+
+    def seconds_left(self, stack: tuple[str, ...]) -> float:
+        return self.budget_s - self.elapsed() - self.reserve(stack)
+
+    # -- child runs ------------------------------------------------------------------------------
+    def previous_runs(self) -> dict[str, tuple[StageResult, float]]:
+        out = {}
+        for r in read_results(self.results_path):
+            s = r.notes.get("search") if r.kind == "search-repeat" else None
+            if isinstance(s, dict) and "key" in s:
+                out[s["key"]] = (r, float(s.get("seconds", 0.0)))
+        return out
+
+    def prepare(self, rnd: int, pass_index: int, role: str, spec: str, slot: int, stack: tuple[str, ...]):
+        """(stage spec, key) of one run; the key names it in results.jsonl, for --resume."""
+        from study.stages import planned, slug
+
+        name = f"r{rnd}-{slug(spec) if role == 'candidate' else role}"
+        sspec = planned(self.child_cfg, self.env, rnd, name, parse_stack(list(stack)) if stack else []).spec
+        return sspec, f"{rnd}|{pass_index}|{role}|{spec}|{slot}|{sspec.config.hash()}"
+
+    def one(self, rnd: int, pass_index: int, role: str, spec: str, slot: int, stack: tuple[str, ...]) -> Run:
+        sspec, key = self.prepare(rnd, pass_index, role, spec, slot, stack)
+        if key in self.fresh:  # the round's first incumbent run, measured early to price the round
+            return self.fresh[key]
+        if key in self.finished:
+            row, seconds = self.finished[key]
+            self.reused_s += seconds
+        else:
+            self.on_pass(f"search round {rnd}: {'+'.join(stack) or 'baseline'} ({role}), "
+                         f"run {pass_index + 1}/{self.passes}")
+            row, seconds = self.measure(sspec, pass_index, f"p{pass_index}s{slot}")
+            row.run, row.kind, row.name, row.stack, row.repeat = \
+                self.cfg.run_name, "search-repeat", sspec.name, list(stack), pass_index
+            row.notes = {**row.notes, "search": {"key": key, "round": rnd, "pass": pass_index, "role": role,
+                                                 "candidate": spec, "slot": slot, "seconds": round(seconds, 2)}}
+            append_jsonl(self.results_path, row)
+        self.costs.setdefault(stack, []).append(seconds)
+        self.fresh[key] = Run(rnd, pass_index, role, spec, slot, row, seconds)
+        return self.fresh[key]
+
+    def affordable(self, rnd: int, pass_index: int, role: str, spec: str, slot: int, stack: tuple[str, ...],
+                   incumbent: tuple[str, ...]) -> bool:
+        """Whether this run may start: it finished before (free), or it ends within the budget with
+        room left for what follows the search."""
+        key = self.prepare(rnd, pass_index, role, spec, slot, stack)[1]
+        if key in self.finished or key in self.fresh:
+            return True
+        cost = self.run_cost(stack, first=not self.costs.get(stack))
+        return self.elapsed() + cost <= self.budget_s - self.reserve(incumbent)
+
+    # -- records ---------------------------------------------------------------------------------
+    def record(self, kind: str, name: str, stack: tuple[str, ...], rnd: int, status: str, notes: dict,
+               throughput: float = 0.0, reason: str = "") -> None:
+        append_jsonl(self.results_path, StageResult(
+            run=self.cfg.run_name, stage=rnd, name=name, kind=kind, stack=list(stack), status=status, reason=reason,
+            task=self.cfg.task, model=self.cfg.model, dataset=self.cfg.dataset, batch_size=self.cfg.batch_size,
+            repeats=self.passes, throughput=throughput, notes={"search": notes}, started=time.time(),
+            finished=time.time()))
+
+    def record_outcome(self, o: Outcome, incumbent: tuple[str, ...], inc_tp: float) -> None:
+        from study.stages import slug
+
+        status = {FAILED: "failed", CUT: "skipped", NOT_RETRIED: "skipped"}.get(o.decision, "ok")
+        self.record("search", f"r{o.round}-{slug(o.spec)}", o.stack, o.round, status, {
+            "round": o.round, "role": "candidate", "candidate": o.spec, "incumbent": list(incumbent),
+            "incumbent_throughput": inc_tp, "speedup": o.speedup, "speedup_low": o.low, "speedup_high": o.high,
+            "pairs": len(o.ratios), "runs": o.runs, "seconds": round(o.seconds, 1), "decision": o.decision,
+            "detail": o.detail}, throughput=o.throughput, reason=o.detail)
+        self.on_outcome(o)
+
+    # -- rounds ----------------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        stack: tuple[str, ...] = ()
+        outcomes: list[Outcome] = []
+        left_out: dict[str, Outcome] = {}
+        incumbent_rows: list[StageResult] = []
+        rnd, stopped = 0, ""
+        while True:
+            specs = candidates(self.env, stack)
+            skipped = [s for s in specs if s in left_out]
+            specs = [s for s in specs if s not in left_out]
+            if not specs:
+                stopped = "no candidate left to try"
+                break
+            if not self.costs.get(stack):  # the round's first run, whatever the budget: it prices the rest
+                self.one(rnd + 1, 0, "incumbent", "", 0, stack)
+            findings = diagnose(evidence_of(aggregate(incumbent_rows))) if incumbent_rows else []
+            order = order_candidates(specs, findings)
+            chosen, cut = fit_round(order, lambda s: self.run_cost(stack + (s,), True),
+                                    lambda s: self.run_cost(stack + (s,), False), self.run_cost(stack, False),
+                                    self.passes, self.seconds_left(stack))
+            if not chosen:
+                stopped = "budget spent"
+                break
+            rnd += 1
+            round_out, runs = self.run_round(rnd, stack, chosen)
+            round_out += [Outcome(rnd, s, stack + (s,), decision=CUT, detail="the budget left could not pay for it")
+                          for s in cut]
+            round_out += [Outcome(rnd, s, stack + (s,), decision=NOT_RETRIED,
+                                  detail=f"{left_out[s].decision} in round {left_out[s].round}") for s in skipped]
+            winner = decide(round_out)
+            inc = [r for r in runs if r.role == "incumbent"]
+            inc_ok = [r.row for r in inc if r.ok]
+            inc_tp = statistics.median(r.throughput for r in inc_ok) if inc_ok else 0.0
+            self.record("search", f"r{rnd}-incumbent", stack, rnd, "ok" if inc_ok else "failed",
+                        {"round": rnd, "role": "incumbent", "candidate": "", "incumbent": list(stack),
+                         "runs": len(inc), "seconds": round(sum(r.seconds for r in inc), 1)},
+                        throughput=inc_tp, reason="" if inc_ok else (inc[0].row.error if inc else ""))
+            for o in round_out:
+                self.record_outcome(o, stack, inc_tp)
+                if not_retried(o):
+                    left_out.setdefault(o.spec, o)
+            outcomes += round_out
+            if not inc_ok:
+                stopped = "the incumbent failed: " + one_line(inc[0].row.error if inc else "")
+                break
+            if winner is None:
+                budget = any(o.decision == CUT or CUT in o.detail for o in round_out)
+                stopped = "no measured candidate helped beyond noise" + ("; the budget cut some" if budget else "")
+                break
+            incumbent_rows = [r.row for r in runs if r.role == "candidate" and r.spec == winner and r.ok]
+            stack = stack + (winner,)
+        speedup, lo, hi = self.final_check(rnd + 1, stack) if stack else (1.0, 1.0, 1.0)
+        result = SearchResult(list(stack), speedup, lo, hi, rnd, stopped, self.elapsed(), outcomes)
+        self.record("search-result", "search-result", stack, rnd, "ok", {
+            "rounds": rnd, "stopped": stopped, "seconds": round(result.seconds, 1), "budget_s": self.budget_s,
+            "speedup": speedup, "speedup_low": lo, "speedup_high": hi, "pairs": self.check_pairs,
+            "baseline_throughput": self.check_base_tp, "best_throughput": self.check_best_tp},
+            throughput=self.check_best_tp)
+        return result
+
+    def run_round(self, rnd: int, stack: tuple[str, ...], chosen: list[str]) -> tuple[list[Outcome], list[Run]]:
+        """Measure the incumbent and `chosen` in `passes` passes; the outcomes before `decide`."""
+        active = list(chosen)
+        runs: list[Run] = []
+        outcomes = {s: Outcome(rnd, s, stack + (s,)) for s in chosen}
+        stop = ""
+        for p in range(self.passes):
+            seq: list[tuple[str, str, float | None]] = []
+            for role, spec, slot in pass_sequence(active, p):
+                this = stack + ((spec,) if spec else ())
+                if not self.affordable(rnd, p, role, spec, slot, this, stack):
+                    stop = CUT
+                    break
+                run = self.one(rnd, p, role, spec, slot, this)
+                runs.append(run)
+                seq.append((role, spec, run.row.throughput if run.ok else None))
+                if role == "incumbent" and not run.ok and p == 0 and slot == 0:
+                    stop = FAILED  # nothing can be compared with a stack that does not run
+                    break
+                if role == "candidate":
+                    o = outcomes[spec]
+                    o.runs += 1
+                    o.seconds += run.seconds
+                    if not run.ok:
+                        o.decision, o.detail = FAILED, one_line(run.row.error)
+                        active.remove(spec)
+            for spec, ratios in paired_ratios(seq).items():
+                outcomes[spec].ratios += ratios
+            if stop:
+                break
+            if p == 0 and self.passes > 1:
+                for spec in list(active):
+                    r = outcomes[spec].ratios
+                    if r and r[0] < RACE_DROP:
+                        outcomes[spec].decision = DROPPED
+                        outcomes[spec].detail = f"{r[0]:.2f}× the incumbent in its first run; not measured again"
+                        active.remove(spec)
+            if not active:
+                break
+        for spec, o in outcomes.items():
+            mine = [r for r in runs if r.role == "candidate" and r.spec == spec and r.ok]
+            if mine:
+                o.throughput = statistics.median(r.row.throughput for r in mine)
+            if o.ratios:
+                ref = next((r for r in runs if r.role == "incumbent" and r.ok and r.pass_index == mine[0].pass_index),
+                           None) if mine else None
+                one = len(o.ratios) == 1 and ref is not None
+                single = crosswise_interval(o.ratios[0], mine[0].row, ref.row) if one else None
+                o.speedup, o.low, o.high = speedup_interval(o.ratios, single)
+            if stop == CUT and o.decision not in (FAILED, DROPPED) and o.runs < self.passes:
+                o.detail = f"{CUT} after {o.runs} of {self.passes} runs"
+                if not o.ratios:
+                    o.decision = CUT
+        return list(outcomes.values()), runs
+
+    def final_check(self, rnd: int, stack: tuple[str, ...]) -> tuple[float, float, float]:
+        """The best stack beside the baseline, in alternating order, for the speed-up the verdict quotes."""
+        ratios, base_tp, best_tp = [], [], []
+        single = None
+        for p in range(self.passes):
+            pair = [("baseline", ()), ("best", stack)]
+            got = {role: self.one(rnd, p, role, "", 0, st) for role, st in (pair if p % 2 == 0 else pair[::-1])}
+            b, s = got["baseline"], got["best"]
+            if b.ok and s.ok:
+                ratios.append(s.row.throughput / b.row.throughput)
+                base_tp.append(b.row.throughput)
+                best_tp.append(s.row.throughput)
+                single = single or crosswise_interval(ratios[-1], s.row, b.row)
+        self.check_pairs = len(ratios)
+        self.check_base_tp = statistics.median(base_tp) if base_tp else 0.0
+        self.check_best_tp = statistics.median(best_tp) if best_tp else 0.0
+        return speedup_interval(ratios, single)
+
+
+def measure_child(sspec, pass_index: int, tag: str) -> tuple[StageResult, float]:
+    """One timing pass of a search candidate in its own process, as a ladder stage's."""
+    from study.stages import run_child
+    from study.spec import worker_command
+
+    rep_dir = sspec.report_dir
+    rep_dir.mkdir(parents=True, exist_ok=True)
+    stage_file = rep_dir / "stage.json"
+    sspec.save(stage_file)
+    out = rep_dir / f"timing-{tag}.json"
+    t0 = time.monotonic()
+    payload, err = run_child(worker_command(sspec, stage_file, "timing", pass_index, out),
+                             rep_dir / f"timing-{tag}.log", out)
+    seconds = time.monotonic() - t0
+    sspec.checkpoint_path.unlink(missing_ok=True)  # one per run, tens of MB each, never read
+    if payload is None:
+        return StageResult(status="failed", error=err, kind="repeat", **sspec.identity()), seconds
+    return StageResult.from_dict(payload), seconds
+
+
+def one_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else "?")[:300]
+
+
+def crosswise_interval(ratio: float, cur: StageResult, ref: StageResult) -> tuple[float, float]:
+    """The interval of a ratio measured once: its two runs' own 95 % intervals (over their steps),
+    as fractions of their medians, divided crosswise."""
+    if not (cur.throughput and ref.throughput and ref.throughput_ci_low and ref.throughput_ci_high):
+        return ratio, ratio
+    lo = ratio * (cur.throughput_ci_low / cur.throughput) / (ref.throughput_ci_high / ref.throughput)
+    hi = ratio * (cur.throughput_ci_high / cur.throughput) / (ref.throughput_ci_low / ref.throughput)
+    return lo, hi
+
+
+def outcome_line(o: Outcome) -> str:
+    """One console line per candidate of a round."""
+    from study.report import fmt
+
+    shown = fmt.speedup(o.speedup, o.low, o.high) if o.ratios else fmt.DASH
+    detail = f" ({o.detail})" if o.detail else ""
+    return f"  round {o.round} +{o.spec}: {shown} vs the incumbent — {o.decision}{detail}"
+
+
+def search_stack(cfg: RunConfig, env: Env, console) -> RunConfig:
+    """The search with a progress line and one printed line per candidate; `cfg` with the chosen
+    stack, whose ladder the caller runs as a normal study."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from study.report import fmt
+
+    console.print(f"[bold]--stack auto[/]: greedy search over {', '.join(candidates(env)) or 'nothing'} "
+                  f"({cfg.repeats} runs each per round, budget {cfg.budget_minutes:g} min)")
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed:.1f}/{task.total:g} min of the budget"), TimeElapsedColumn(),
+                  console=console, transient=True, auto_refresh=False) as progress:
+        bar = progress.add_task("search", total=cfg.budget_minutes)
+        search: AutoSearch | None = None
+
+        def on_pass(text: str) -> None:
+            progress.update(bar, description=text, completed=search.elapsed() / 60 if search else 0.0)
+            progress.refresh()
+
+        def on_outcome(o: Outcome) -> None:
+            console.print(escape(outcome_line(o)))
+            progress.refresh()
+
+        search = AutoSearch(cfg, env, on_pass=on_pass, on_outcome=on_outcome)
+        result = search.run()
+    best = "+".join(result.stack) or "the baseline (no toggle)"
+    console.print(f"search: best stack {best}, {fmt.speedup(result.speedup, result.low, result.high)} the baseline's "
+                  f"samples/s side by side; {result.rounds} round(s) in {result.seconds / 60:.1f} min; "
+                  f"stopped: {result.stopped}. Its ladder follows.")
+    return cfg.replace(stack=tuple(result.stack))

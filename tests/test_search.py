@@ -1,0 +1,204 @@
+"""The search's arithmetic and stopping rule on hand-made numbers; a whole search with a fake machine
+(throughput a function of the stack, a clock that only moves when a run "takes" time)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from optimizations.base import Env
+from study.config import RunConfig
+from study.records import StageResult, read_results
+from study.search import (CUT, DROPPED, FAILED, FASTER, KEPT, NO_GAIN, NOT_RETRIED, SLOWER, AutoSearch, Outcome,
+                          decide, fit_round, not_retried, paired_ratios, pass_sequence, speedup_interval)
+
+CPU = Env(device_type="cpu", cuda_count=0, cpu_count=2, bf16_native=True)
+
+
+def outcome(spec, speedup, low, high, decision=""):
+    return Outcome(1, spec, (spec,), ratios=[speedup], speedup=speedup, low=low, high=high, decision=decision)
+
+
+# --- arithmetic ------------------------------------------------------------------------------------
+
+def test_identical_ratios_have_a_zero_width_interval():
+    assert speedup_interval([1.2, 1.2, 1.2]) == pytest.approx((1.2, 1.2, 1.2))
+
+
+def test_interval_is_a_t_interval_on_log_ratios():
+    m, lo, hi = speedup_interval([1.1, 1.2, 1.3])
+    assert m == pytest.approx(math.exp(sum(map(math.log, (1.1, 1.2, 1.3))) / 3))
+    assert lo < 1.1 < 1.3 < hi and lo * hi == pytest.approx(m * m)  # symmetric in log space
+    assert lo < 1.0  # three runs spread ±8 %: t(2) = 4.3 makes that noise
+    assert speedup_interval([1.18, 1.2, 1.22])[1] > 1.0
+
+
+def test_one_ratio_takes_the_runs_own_interval():
+    assert speedup_interval([1.5], single=(1.2, 1.9)) == (1.5, 1.2, 1.9)
+    assert all(math.isnan(x) for x in speedup_interval([]))
+
+
+def test_pass_sequence_brackets_every_block_of_candidates_with_the_incumbent():
+    seq = pass_sequence(["a", "b", "c", "d", "e"], 0, every=2)
+    assert [(r, s) for r, s, _ in seq] == [("incumbent", ""), ("candidate", "a"), ("candidate", "b"), ("incumbent", ""),
+                                           ("candidate", "c"), ("candidate", "d"), ("incumbent", ""),
+                                           ("candidate", "e"), ("incumbent", "")]
+    assert [slot for r, _, slot in seq if r == "incumbent"] == [0, 1, 2, 3]
+    assert [s for r, s, _ in pass_sequence(["a", "b", "c"], 1) if r == "candidate"] == ["b", "c", "a"]
+
+
+def test_ratio_against_the_incumbent_runs_around_it():
+    seq = [("incumbent", "", 100.0), ("candidate", "a", 120.0), ("candidate", "b", 90.0), ("incumbent", "", 121.0),
+           ("candidate", "c", 50.0), ("incumbent", "", None)]  # the last incumbent run failed
+    got = paired_ratios(seq)
+    assert got["a"] == [pytest.approx(120 / 110.0)] and got["b"] == [pytest.approx(90 / 110.0)]
+    assert got["c"] == [pytest.approx(50 / 121.0)]
+
+
+# --- the stopping rule -----------------------------------------------------------------------------
+
+def test_keeps_the_fastest_candidate_whose_interval_lies_above_one():
+    outs = [outcome("a", 1.10, 1.02, 1.18), outcome("b", 1.30, 1.15, 1.45), outcome("c", 1.5, 0.8, 2.2),
+            outcome("d", 0.7, 0.6, 0.8)]
+    assert decide(outs) == "b"
+    assert [o.decision for o in outs] == [FASTER, KEPT, NO_GAIN, SLOWER]
+
+
+def test_stops_when_no_interval_lies_above_one():
+    outs = [outcome("a", 1.2, 0.95, 1.5), outcome("b", 0.9, 0.85, 0.95)]
+    assert decide(outs) is None
+    assert [o.decision for o in outs] == [NO_GAIN, SLOWER]
+
+
+def test_failed_dropped_and_cut_never_win():
+    outs = [outcome("a", 2.0, 1.5, 2.5, decision=FAILED), outcome("b", 2.0, 1.5, 2.5, decision=DROPPED),
+            outcome("c", 2.0, 1.5, 2.5, decision=CUT)]
+    assert decide(outs) is None
+
+
+def test_what_is_not_retried():
+    assert not_retried(outcome("a", 0.5, 0.4, 0.6, decision=SLOWER))
+    assert not not_retried(outcome("a", 0.95, 0.92, 0.98, decision=SLOWER))  # slower, but within reach
+    assert not_retried(outcome("a", 1, 1, 1, decision=FAILED)) and not_retried(outcome("a", 1, 1, 1, decision=DROPPED))
+    assert not not_retried(outcome("a", 1, 1, 1, decision=CUT))
+
+
+def test_budget_cuts_the_least_promising_but_lets_a_cheap_one_in():
+    cost = {"a": 10.0, "big": 200.0, "c": 10.0}
+    chosen, cut = fit_round(["a", "big", "c"], cost.get, cost.get, incumbent=10.0, passes=1, seconds_left=60.0)
+    assert chosen == ["a", "c"] and cut == ["big"]
+    assert fit_round(["a"], cost.get, cost.get, 10.0, 1, 5.0) == ([], ["a"])
+
+
+# --- a whole search on a fake machine --------------------------------------------------------------
+
+GAIN = {"amp=bf16": 1.30, "channels_last": 1.0, "compile=default": 1.0, "workers=1": 1.0, "workers=2": 1.0,
+        "fused_optim": 1.0, "ddp=2": 0.5, "script": 0.3, "hogwild=2": 0.9}
+
+
+class FakeMachine:
+    """Throughput = 100 × the gains of the stack (channels_last pays only together with amp), a small
+    deterministic wobble per run; every run takes `run_s` seconds of the fake clock."""
+
+    def __init__(self, run_s: float = 10.0, fail: str = "") -> None:
+        self.now, self.run_s, self.fail, self.runs = 0.0, run_s, fail, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def measure(self, sspec, pass_index: int, tag: str):
+        stack = tuple(sspec.stack)
+        self.runs.append(stack)
+        self.now += self.run_s
+        if self.fail and self.fail in stack:
+            return StageResult(run="x", stage=0, name=sspec.name, status="failed", error="RuntimeError: boom"), self.run_s
+        tp = 100.0
+        for s in stack:
+            tp *= GAIN[s] if not (s == "channels_last" and "amp=bf16" in stack) else 1.15
+        tp *= 1 + 0.01 * ((len(self.runs) * 7) % 3 - 1)  # ±1 %: a quiet machine
+        return StageResult(run="x", stage=0, name=sspec.name, stack=list(stack), status="ok", throughput=tp,
+                           throughput_ci_low=tp * 0.97, throughput_ci_high=tp * 1.03, t_forward=0.03,
+                           t_backward=0.05, t_optimizer=0.004, t_data=0.002, device="cpu"), self.run_s
+
+
+def config(tmp_path, **kw) -> RunConfig:
+    return RunConfig(run_name="auto", reports_root=str(tmp_path / "reports"), profiles_root=str(tmp_path / "profiles"),
+                     repeats=3, stack=("auto",), **{"budget_minutes": 600.0, **kw})
+
+
+def test_search_keeps_amp_then_channels_last_and_stops(tmp_path):
+    m = FakeMachine()
+    result = AutoSearch(config(tmp_path), CPU, measure=m.measure, clock=m.clock).run()
+    assert result.stack == ["amp=bf16", "channels_last"]
+    assert result.rounds == 3 and result.stopped.startswith("no measured candidate helped")
+    assert result.low > 1.0 and result.speedup == pytest.approx(1.30 * 1.15, rel=0.03)
+    by_round = {(o.round, o.spec): o for o in result.outcomes}
+    assert by_round[(1, "amp=bf16")].decision == KEPT
+    assert by_round[(1, "script")].decision == DROPPED  # 0.3× in its first run: not measured twice
+    assert by_round[(2, "channels_last")].decision == KEPT
+    assert by_round[(2, "script")].decision == NOT_RETRIED
+    rows = read_results(tmp_path / "reports" / "auto" / "results.jsonl")
+    kinds = {r.kind for r in rows}
+    assert kinds == {"search-repeat", "search", "search-result"}  # nothing the ladder would read as a stage
+    assert rows[-1].kind == "search-result" and rows[-1].stack == ["amp=bf16", "channels_last"]
+
+
+def test_resume_replays_finished_runs_without_measuring(tmp_path):
+    m = FakeMachine()
+    first = AutoSearch(config(tmp_path), CPU, measure=m.measure, clock=m.clock).run()
+    again = FakeMachine()
+    second = AutoSearch(config(tmp_path, resume=True), CPU, measure=again.measure, clock=again.clock).run()
+    assert again.runs == [] and second.stack == first.stack
+    assert second.seconds == pytest.approx(first.seconds)  # the earlier runs' time still counts
+
+
+def test_an_interrupted_search_keeps_its_runs_and_resume_finishes_it(tmp_path):
+    m = FakeMachine()
+
+    def interrupted(sspec, pass_index, tag):
+        if len(m.runs) == 12:
+            raise KeyboardInterrupt
+        return m.measure(sspec, pass_index, tag)
+
+    with pytest.raises(KeyboardInterrupt):
+        AutoSearch(config(tmp_path), CPU, measure=interrupted, clock=m.clock).run()
+    kept = [r for r in read_results(tmp_path / "reports" / "auto" / "results.jsonl") if r.kind == "search-repeat"]
+    assert len(kept) == 12
+    again = FakeMachine()
+    result = AutoSearch(config(tmp_path, resume=True), CPU, measure=again.measure, clock=again.clock).run()
+    whole = FakeMachine()
+    AutoSearch(config(tmp_path / "whole"), CPU, measure=whole.measure, clock=whole.clock).run()
+    assert result.stack == ["amp=bf16", "channels_last"]
+    assert len(again.runs) + 12 == len(whole.runs)  # nothing finished was measured twice
+
+
+def test_a_small_budget_cuts_candidates_and_says_so(tmp_path):
+    m = FakeMachine(run_s=10.0)
+    search = AutoSearch(config(tmp_path, budget_minutes=6.0), CPU, measure=m.measure, clock=m.clock)
+    result = search.run()
+    cut = [o for o in result.outcomes if o.decision == CUT]
+    assert {o.spec for o in cut} >= {"compile=default", "script", "hogwild=2"}  # the costly and the unlikely
+    assert all(o.runs == 0 and o.round == 1 for o in cut)
+    assert result.stack == ["amp=bf16"] and result.stopped == "budget spent"
+    # what is left pays for the ladder of the chosen stack (the reserve's final check has run already)
+    check = search.passes * (10.0 + 10.0)
+    assert m.now + search.reserve(("amp=bf16",)) - check <= 6 * 60
+
+
+def test_a_failing_candidate_is_recorded_and_not_retried(tmp_path):
+    m = FakeMachine(fail="fused_optim")
+    result = AutoSearch(config(tmp_path), CPU, measure=m.measure, clock=m.clock).run()
+    fused = [o for o in result.outcomes if o.spec == "fused_optim"]
+    assert fused[0].decision == FAILED and "boom" in fused[0].detail and fused[0].runs == 1
+    assert all(o.decision == NOT_RETRIED for o in fused[1:])
+
+
+def test_a_failing_baseline_stops_the_search_at_once(tmp_path):
+    m = FakeMachine()
+
+    def broken(sspec, pass_index, tag):
+        m.runs.append(tuple(sspec.stack))
+        return StageResult(run="x", stage=0, name=sspec.name, status="failed", error="OSError: no data"), 1.0
+
+    result = AutoSearch(config(tmp_path), CPU, measure=broken, clock=m.clock).run()
+    assert result.stack == [] and result.stopped.startswith("the incumbent failed") and len(m.runs) == 1
