@@ -47,6 +47,7 @@ DEFAULT_RUN_S = 30.0  # a child run's wall time before any was measured
 COLD_EXTRA_S = {"compile": {"cpu": 150.0, "cuda": 90.0}}
 WARM_EXTRA_S = {"compile": 20.0, "ddp": 10.0, "hogwild": 5.0, "script": 5.0}
 PICTURES_S = 20.0
+PROFILE_PASS_SHARE = 0.5  # a profiling pass (a few steps) against a timing run, both with process start-up
 
 KEPT, FASTER, NO_GAIN, SLOWER = "kept", "faster", "no gain", "slower"
 DROPPED, FAILED, CUT, NOT_RETRIED = "dropped", "failed", "cut by budget", "not retried"
@@ -249,11 +250,13 @@ class AutoSearch:
         cold = COLD_EXTRA_S.get(name, {}).get(self.env.device_type, 0.0) if first else 0.0
         return base + (cold or WARM_EXTRA_S.get(name, 0.0))
 
-    def reserve(self, stack: tuple[str, ...]) -> float:
-        """Seconds kept for after the search: the final check and the ladder (with its profiling
-        passes and pictures) of a stack one toggle longer than `stack`, which this round may keep."""
+    def reserve(self, stack: tuple[str, ...], more: int = 1) -> float:
+        """Seconds kept for after the search: the final check (the baseline beside the best stack) and
+        the ladder, with its profiling passes and pictures, of `stack` plus `more` toggles (a round
+        plans for the one it may keep)."""
         inc, base = self.run_cost(stack, first=False), self.run_cost((), first=False)
-        return self.passes * (base + inc) + (len(stack) + 2) * (self.passes + len(self.cfg.profile)) * inc + PICTURES_S
+        ladder = (len(stack) + 1 + more) * (self.passes + PROFILE_PASS_SHARE * len(self.cfg.profile)) * inc
+        return (self.passes * (base + inc) if stack or more else 0.0) + ladder + PICTURES_S
 
     def seconds_left(self, stack: tuple[str, ...]) -> float:
         return self.budget_s - self.elapsed() - self.reserve(stack)
@@ -347,7 +350,12 @@ class AutoSearch:
                                     lambda s: self.run_cost(stack + (s,), False), self.run_cost(stack, False),
                                     self.passes, self.seconds_left(stack))
             if not chosen:
-                stopped = "budget spent"
+                need = min(round_cost([s], lambda s: self.run_cost(stack + (s,), True),
+                                      lambda s: self.run_cost(stack + (s,), False), self.run_cost(stack, False),
+                                      self.passes) for s in order)
+                stopped = (f"budget spent: the cheapest candidate needs about {need / 60:.1f} min with its incumbent "
+                           f"runs, {max(self.seconds_left(stack), 0) / 60:.1f} min are left after the ladder's share"
+                           + ("" if rnd else "; raise --budget-minutes"))
                 break
             rnd += 1
             round_out, runs = self.run_round(rnd, stack, chosen)

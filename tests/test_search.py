@@ -179,10 +179,10 @@ def test_a_small_budget_cuts_candidates_and_says_so(tmp_path):
     cut = [o for o in result.outcomes if o.decision == CUT]
     assert {o.spec for o in cut} >= {"compile=default", "script", "hogwild=2"}  # the costly and the unlikely
     assert all(o.runs == 0 and o.round == 1 for o in cut)
-    assert result.stack == ["amp=bf16"] and result.stopped == "budget spent"
+    assert result.stack == ["amp=bf16"] and result.stopped.startswith("budget spent: the cheapest candidate needs")
     # what is left pays for the ladder of the chosen stack (the reserve's final check has run already)
     check = search.passes * (10.0 + 10.0)
-    assert m.now + search.reserve(("amp=bf16",)) - check <= 6 * 60
+    assert m.now + search.reserve(("amp=bf16",), more=0) - check <= 6 * 60
 
 
 def test_a_failing_candidate_is_recorded_and_not_retried(tmp_path):
@@ -202,3 +202,31 @@ def test_a_failing_baseline_stops_the_search_at_once(tmp_path):
 
     result = AutoSearch(config(tmp_path), CPU, measure=broken, clock=m.clock).run()
     assert result.stack == [] and result.stopped.startswith("the incumbent failed") and len(m.runs) == 1
+
+
+# --- end to end ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_auto_study_end_to_end_on_a_tiny_model(tmp_path, synthetic_root):
+    """The CLI with --stack auto: a search within a tiny budget, its table and verdict in the report,
+    the chosen stack's ladder as a normal run; `study report` renders them again."""
+    from tests.util import results, run_study
+
+    args = ("--model", "tiny", "--dry-run", "--stack", "auto", "--repeats", "2", "--budget-minutes", "3",
+            "--profile", "", "--data-root", str(synthetic_root), "--run-name", "a")
+    p = run_study(*args, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    rows = results(tmp_path, "a")
+    found = [r for r in rows if r["kind"] == "search-result"]
+    assert len(found) == 1 and found[0]["notes"]["search"]["stopped"]
+    assert any(r["kind"] == "search" and r["notes"]["search"]["role"] == "candidate" for r in rows)
+    stages = [r for r in rows if r["kind"] == "stage"]
+    assert [r["stack"] for r in stages] == [found[0]["stack"][:k] for k in range(len(found[0]["stack"]) + 1)]
+    assert p.stderr.rindex("Best stack for this machine") > p.stderr.rindex("└")  # the verdict closes the output
+    md = (tmp_path / "reports" / "a" / "summary.md").read_text()
+    assert md.index("## Verdict") < md.index("## Search (--stack auto)")
+    (tmp_path / "reports" / "a" / "summary.md").unlink()
+    again = run_study("report", "a", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "## Search (--stack auto)" in (tmp_path / "reports" / "a" / "summary.md").read_text()
+    assert not list((tmp_path / "reports" / "a" / "search" / "checkpoints").glob("*.pt"))  # no leftovers
