@@ -243,6 +243,21 @@ def candidates(env: Env, stack: Iterable[str] = ()) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One measured comparison of a toggle against the stack it was added to."""
+
+    toggle: str
+    where: str  # "stage 02-amp" or "search round 1"
+    ratio: float
+    low: float
+    high: float
+
+    @property
+    def gained(self) -> bool:
+        return self.low > 1.0
+
+
 # --- advice --------------------------------------------------------------------------------------
 
 
@@ -250,11 +265,11 @@ def candidates(env: Env, stack: Iterable[str] = ()) -> list[str]:
 class Advice:
     toggle: str  # the spec to add to the stack
     finding: Finding  # the evidence that points at it
-    refuted: "Measured | None" = None  # where this toggle was measured without gain
+    refuted: Measured | None = None  # where this toggle was measured without gain
 
 
 def advise(ev: Evidence, findings: list[Finding], env: Env,
-           refuted: Mapping[str, "Measured"] | None = None) -> list[Advice]:
+           refuted: Mapping[str, Measured] | None = None) -> list[Advice]:
     """Toggles worth trying next on this stage, best first: those the most severe findings point at,
     in each rule's order of fixes; never one already in the stack or not applicable here. A toggle
     measured without gain (`refuted`, see refuted_by) is still listed, after the others, with where
@@ -271,7 +286,7 @@ def advise(ev: Evidence, findings: list[Finding], env: Env,
     return [a for a in fresh if a.refuted is None] + [a for a in fresh if a.refuted is not None]
 
 
-def refuted_by(spec: str, refuted: Mapping[str, "Measured"]) -> "Measured | None":
+def refuted_by(spec: str, refuted: Mapping[str, Measured]) -> Measured | None:
     """The measurement that refuted `spec`: of the same spec, or of the toggle with its default value
     ("amp" refutes amp=bf16 where bf16 is the default; "workers=2" does not refute workers=4)."""
     if spec in refuted:
@@ -289,21 +304,6 @@ def order_candidates(specs: list[str], findings: list[Finding]) -> list[str]:
 
 
 # --- refutations ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Measured:
-    """One measured comparison of a toggle against the stack it was added to."""
-
-    toggle: str
-    where: str  # "stage 02-amp" or "search round 1"
-    ratio: float
-    low: float
-    high: float
-
-    @property
-    def gained(self) -> bool:
-        return self.low > 1.0
 
 
 def crosswise(cur: Any, ref: Any) -> tuple[float, float, float]:

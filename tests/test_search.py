@@ -111,7 +111,8 @@ class FakeMachine:
         self.runs.append(stack)
         self.now += self.run_s
         if self.fail and self.fail in stack:
-            return StageResult(run="x", stage=0, name=sspec.name, status="failed", error="RuntimeError: boom"), self.run_s
+            failed = StageResult(run="x", stage=0, name=sspec.name, status="failed", error="RuntimeError: boom")
+            return failed, self.run_s
         tp = 100.0
         for s in stack:
             tp *= GAIN[s] if not (s == "channels_last" and "amp=bf16" in stack) else 1.15

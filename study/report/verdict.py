@@ -18,6 +18,7 @@ from study.report import fmt
 from study.report.doc import Part
 from study.report.ladder import is_ablation, speedup_of
 from study.report.reading import RunData
+from study.search import CUT, DROPPED, FAILED, FASTER, KEPT, NO_GAIN, NOT_RETRIED, SLOWER
 
 TOP_ADVICE = 3
 
@@ -108,7 +109,8 @@ def advice_text(a: Advice) -> str:
 
 
 def nothing_fired_text(v: StageVerdict) -> str:
-    seen = "; ".join(f"{rule.figure} {pct(value)} (fires at {pct(rule.threshold)})" for rule, value in figures(v.evidence))
+    seen = "; ".join(f"{rule.figure} {pct(value)} (fires at {pct(rule.threshold)})"
+                     for rule, value in figures(v.evidence))
     return f"no bottleneck rule fired: {seen or 'no figure the rules read was recorded'}"
 
 
@@ -141,21 +143,23 @@ def verdict(run: RunData) -> Part:
         s = found.notes["search"]
         best = "+".join(found.stack)
         if best:
-            lines.append(f"Best stack for this machine: {best}, {fmt.speedup(s['speedup'], s['speedup_low'], s['speedup_high'])} "
-                         f"the baseline's samples/s, measured side by side ({fmt.num(s.get('best_throughput'), '.1f')} vs "
-                         f"{fmt.num(s.get('baseline_throughput'), '.1f')} samples/s, median of {s.get('pairs', 0)} "
-                         f"pairs; results.jsonl search-result).")
+            gain = fmt.speedup(s["speedup"], s["speedup_low"], s["speedup_high"])
+            tps = f"{fmt.num(s.get('best_throughput'), '.1f')} vs {fmt.num(s.get('baseline_throughput'), '.1f')}"
+            lines.append(f"Best stack for this machine: {best}, {gain} the baseline's samples/s, measured side by side "
+                         f"({tps} samples/s, medians of {s.get('pairs', 0)} pairs; results.jsonl search-result).")
         else:
             lines.append("Best stack for this machine: the baseline; no toggle sped it up beyond noise "
                          "(results.jsonl search-result; the search table shows each candidate's speed-up).")
-        lines.append(f"The search ran {s.get('rounds', 0)} round(s) in {fmt.num(s.get('seconds', 0) / 60, '.1f')} min "
-                     f"(budget {fmt.num(s.get('budget_s', 0) / 60, '.0f')} min) and stopped: {s.get('stopped', '?')}.")
+        lines.append(f"The search ran {s.get('rounds', 0)} round(s) in {fmt.num(s.get('seconds', 0) / 60, '.1f')} "
+                     f"min (budget {fmt.num(s.get('budget_s', 0) / 60, '.0f')} min) and stopped: "
+                     f"{s.get('stopped', '?')}.")
         target = ladder[-1] if ladder else None
     else:
         target, sp = best_ladder_stage(run)
         if target is not None:
-            lines.append(f"Fastest stage: {target.name} ({'+'.join(target.stack)}), {fmt.num(target.throughput, '.1f')} "
-                         f"samples/s, {fmt.speedup(*sp)} the baseline (stages.csv speedup_vs_base).")
+            lines.append(f"Fastest stage: {target.name} ({'+'.join(target.stack)}), "
+                         f"{fmt.num(target.throughput, '.1f')} samples/s, {fmt.speedup(*sp)} the baseline "
+                         f"(stages.csv speedup_vs_base).")
         else:
             target = next((r for r in run.ok if r.stage == 0), ladder[0] if ladder else None)
             lines.append("No stage beat the baseline beyond noise (every speed-up interval in the ladder reaches 1.0 "
@@ -180,9 +184,22 @@ def verdict(run: RunData) -> Part:
     return part
 
 
+# Order of the decisions within a round of the search table: what was measured first, fastest first.
+DECISION_ORDER = (KEPT, FASTER, NO_GAIN, SLOWER, DROPPED, FAILED, CUT, NOT_RETRIED)
+
+
+def table_order(r: StageResult) -> tuple:
+    s = r.notes["search"]
+    if s.get("role") == "incumbent":
+        return (s.get("round", 0), -1, 0.0)
+    rank = DECISION_ORDER.index(s["decision"]) if s.get("decision") in DECISION_ORDER else len(DECISION_ORDER)
+    speedup = s.get("speedup")
+    return (s.get("round", 0), rank, -speedup if isinstance(speedup, float) and math.isfinite(speedup) else 0.0)
+
+
 def search_table_rows(run: RunData) -> list[dict[str, Any]]:
     out = []
-    for r in search_rows(run):
+    for r in sorted(search_rows(run), key=table_order):
         s = r.notes["search"]
         if s.get("role") == "incumbent":
             out.append({"round": s["round"], "candidate": "(incumbent)", "on top of": "+".join(r.stack) or "baseline",
@@ -251,11 +268,13 @@ def bottlenecks(run: RunData) -> Part:
                      "verdict": ", ".join(dict.fromkeys(f.rule.bottleneck for f in v.findings)) or "no rule fired",
                      "evidence": "; ".join(f"{f.rule.figure} {pct(f.value)}" for f in v.findings)
                      or "; ".join(f"{rule.figure} {pct(value)}" for rule, value in figures(v.evidence)) or fmt.DASH,
-                     "try next": "; ".join(a.toggle + (" (refuted)" if a.refuted else "") for a in v.advice) or fmt.DASH})
+                     "try next": "; ".join(a.toggle + (" (refuted)" if a.refuted else "") for a in v.advice)
+                     or fmt.DASH})
     part.table(rows)
     part.heading("Rules", 3)
     part.table([{"bottleneck": r.bottleneck, "figure": r.figure, "source": r.source,
-                 "fires at": f"≥ {pct(r.threshold)}", "toggles": ", ".join(r.fixes) or fmt.DASH, "why they help": r.effect}
+                 "fires at": f"≥ {pct(r.threshold)}", "toggles": ", ".join(r.fixes) or fmt.DASH,
+                 "why they help": r.effect}
                 for r in RULES])
     return part
 
