@@ -5,6 +5,7 @@ step that was timed. Hogwild trainers build their own session from the same spec
 """
 from __future__ import annotations
 
+import datetime
 import os
 import random
 import time
@@ -18,6 +19,9 @@ from optimizations.base import Env, Optimization, TrainContext, canonical, parse
 from study.config import RunConfig
 from study.loop import StepRecord, TrainState, train_epoch
 from study.spec import StageSpec
+
+
+COLLECTIVE_TIMEOUT_MIN = 10  # NCCL's default; gloo's is 30
 
 
 def seed_everything(seed: int) -> None:
@@ -127,7 +131,10 @@ def build_session(spec: StageSpec) -> Session:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        torch.distributed.init_process_group(backend=backend)
+        # A rank that dies is torchrun's to handle (it stops the others at once); a rank that hangs would
+        # hold the others in a collective for gloo's default 30 minutes. Fail the stage after 10 instead.
+        torch.distributed.init_process_group(backend=backend,
+                                             timeout=datetime.timedelta(minutes=COLLECTIVE_TIMEOUT_MIN))
     seed_everything(cfg.seed + rank)
     ctx = TrainContext(cfg=cfg, env=env, device=device, rank=rank, local_rank=local_rank, world_size=world)
     ctx.scaler = torch.amp.GradScaler(device.type, enabled=False)

@@ -116,6 +116,33 @@ def test_the_rank_that_failed_first_is_the_cause(tmp_path: Path) -> None:
                                         "(Signal 9 (SIGKILL) received by PID 123)")
 
 
+def test_a_stuck_rank_holds_the_others_ten_minutes_at_most(synthetic_root: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rank that dies ends its stage through torchrun (the study test below); one that hangs is ended by
+    the process group's collective timeout, which the session sets below gloo's default of 30 minutes."""
+    import datetime
+
+    import torch
+
+    import study.session
+
+    class Stop(Exception):
+        pass
+
+    seen: dict = {}
+
+    def init_process_group(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(torch.distributed, "init_process_group", init_process_group)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(Stop):
+        study.session.build_session(StageSpec.load(stage_spec(tmp_path, data_root=str(synthetic_root))))
+    assert seen["backend"] == "gloo" and seen["timeout"] <= datetime.timedelta(minutes=10)
+
+
 # --- whole studies, as real processes ------------------------------------------------------------------
 
 
