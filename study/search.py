@@ -39,7 +39,11 @@ from study.config import RunConfig
 from study.records import StageResult, aggregate, append_jsonl, read_results, t95
 
 INCUMBENT_EVERY = 4  # candidates measured between two runs of the incumbent within a pass
-RACE_DROP = 0.80  # a candidate below this ratio after the first pass is not measured again that round
+# A candidate below this ratio in its first run is not measured again that round. Low enough that one
+# run caught by another tenant's burst of load (a third slower is seen on a shared 2-core machine) does
+# not drop a candidate that ties; a toggle this much slower does not come back within noise.
+RACE_DROP = 0.70
+OUTLIER = 1.5  # an incumbent run this many times off its pass's median is no reference for a ratio
 RETRY_BELOW = 0.90  # a candidate whose interval lay below this in a round is not tried in later rounds
 DEFAULT_RUN_S = 30.0  # a child run's wall time before any was measured
 # What a candidate's first run costs beyond the incumbent's before it was measured: Inductor
@@ -86,16 +90,25 @@ def pass_sequence(specs: list[str], pass_index: int, every: int = INCUMBENT_EVER
     return seq
 
 
-def paired_ratios(seq: list[tuple[str, str, float | None]]) -> dict[str, list[float]]:
+def paired_ratios(seq: list[tuple[str, str, float | None]], outlier: float = OUTLIER) -> dict[str, list[float]]:
     """Per candidate: its samples/s ÷ the geometric mean of the incumbent runs just before and just
-    after it in one pass. `seq` holds (role, spec, samples/s or None for a failed or missing run)."""
+    after it in one pass. `seq` holds (role, spec, samples/s or None for a failed or missing run).
+
+    An incumbent run more than `outlier` times off the median of the pass's incumbent runs was caught
+    by another tenant's burst of load; it is no reference (its neighbour, or the pass's median, is)."""
+    inc = [t for r, _, t in seq if r == "incumbent" and t]
+    median = statistics.median(inc) if inc else None
+
+    def usable(t: float | None) -> bool:
+        return bool(t) and (median is None or len(inc) < 3 or 1 / outlier <= t / median <= outlier)
+
     out: dict[str, list[float]] = {}
     for i, (role, spec, tp) in enumerate(seq):
         if role != "candidate" or not tp:
             continue
         before = next((t for r, _, t in reversed(seq[:i]) if r == "incumbent" and t), None)
         after = next((t for r, _, t in seq[i + 1:] if r == "incumbent" and t), None)
-        refs = [t for t in (before, after) if t]
+        refs = [t for t in (before, after) if usable(t)] or ([median] if median else [])
         if refs:
             out.setdefault(spec, []).append(tp / math.exp(statistics.fmean(math.log(t) for t in refs)))
     return out
@@ -390,7 +403,8 @@ class AutoSearch:
         self.record("search-result", "search-result", stack, rnd, "ok", {
             "rounds": rnd, "stopped": stopped, "seconds": round(result.seconds, 1), "budget_s": self.budget_s,
             "speedup": speedup, "speedup_low": lo, "speedup_high": hi, "pairs": self.check_pairs,
-            "baseline_throughput": self.check_base_tp, "best_throughput": self.check_best_tp},
+            "baseline_throughput": self.check_base_tp, "best_throughput": self.check_best_tp,
+            "race_drop": RACE_DROP, "retry_below": RETRY_BELOW, "incumbent_every": INCUMBENT_EVERY},
             throughput=self.check_best_tp)
         return result
 

@@ -55,6 +55,14 @@ def test_ratio_against_the_incumbent_runs_around_it():
     assert got["c"] == [pytest.approx(50 / 121.0)]
 
 
+def test_an_incumbent_run_caught_by_a_burst_of_load_is_no_reference():
+    seq = [("incumbent", "", 300.0), ("candidate", "a", 330.0), ("incumbent", "", 60.0),  # another tenant's burst
+           ("candidate", "b", 290.0), ("incumbent", "", 310.0), ("candidate", "c", 320.0), ("incumbent", "", 305.0)]
+    got = paired_ratios(seq)
+    assert got["a"] == [pytest.approx(1.1)] and got["b"] == [pytest.approx(290 / 310.0)]
+    assert got["c"] == [pytest.approx(320 / math.sqrt(310.0 * 305.0))]
+
+
 # --- the stopping rule -----------------------------------------------------------------------------
 
 def test_keeps_the_fastest_candidate_whose_interval_lies_above_one():

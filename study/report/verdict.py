@@ -18,7 +18,7 @@ from study.report import fmt
 from study.report.doc import Part
 from study.report.ladder import is_ablation, speedup_of
 from study.report.reading import RunData
-from study.search import CUT, DROPPED, FAILED, FASTER, KEPT, NO_GAIN, NOT_RETRIED, SLOWER
+from study.search import CUT, DROPPED, FAILED, FASTER, KEPT, NO_GAIN, NOT_RETRIED, RACE_DROP, SLOWER
 
 TOP_ADVICE = 3
 
@@ -148,8 +148,12 @@ def verdict(run: RunData) -> Part:
             lines.append(f"Best stack for this machine: {best}, {gain} the baseline's samples/s, measured side by side "
                          f"({tps} samples/s, medians of {s.get('pairs', 0)} pairs; results.jsonl search-result).")
         else:
-            lines.append("Best stack for this machine: the baseline; no toggle sped it up beyond noise "
-                         "(results.jsonl search-result; the search table shows each candidate's speed-up).")
+            closest = max((m for m in search_measurements(run) if math.isfinite(m.ratio)), key=lambda m: m.ratio,
+                          default=None)
+            near = (f"; the closest was {closest.toggle}, {fmt.speedup(closest.ratio, closest.low, closest.high)} in "
+                    f"{closest.where}" if closest is not None else "")
+            lines.append("Best stack for this machine: the baseline; no toggle sped it up beyond noise (results.jsonl "
+                         f"search-result{near}).")
         lines.append(f"The search ran {s.get('rounds', 0)} round(s) in {fmt.num(s.get('seconds', 0) / 60, '.1f')} "
                      f"min (budget {fmt.num(s.get('budget_s', 0) / 60, '.0f')} min) and stopped: "
                      f"{s.get('stopped', '?')}.")
@@ -244,8 +248,8 @@ def search_table(run: RunData) -> Part:
               "remaining candidate on top of it, interleaved; a candidate's speed-up is its samples/s ÷ the "
               "incumbent runs just before and after it, as a geometric mean over the runs with a 95 % t-interval. "
               "A round keeps the fastest candidate whose interval lies above 1.0; the search stops when none "
-              "does. Candidates below 0.80× in their first run are not measured again; failed or clearly slower "
-              "ones are not retried. "
+              f"does. Candidates below {s.get('race_drop', RACE_DROP):.2f}× in their first run are not measured "
+              "again; failed or clearly slower ones are not retried. "
               + (f"It took {fmt.num(s.get('seconds', 0) / 60, '.1f')} of {fmt.num(s.get('budget_s', 0) / 60, '.0f')} "
                  f"budget minutes and stopped: {s.get('stopped', '?')}." if s else "It did not finish."))
     part.table(rows)
