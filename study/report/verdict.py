@@ -168,6 +168,15 @@ def verdict(run: RunData) -> Part:
             target = next((r for r in run.ok if r.stage == 0), ladder[0] if ladder else None)
             lines.append("No stage beat the baseline beyond noise (every speed-up interval in the ladder reaches 1.0 "
                          "or below).")
+    base = next((r for r in run.ok if r.stage == 0), None)
+    if target is not None and base is not None and target is not base and target.metric_name:
+        # Toggles that change how training proceeds (hogwild, ddp's larger global batch, amp's precision)
+        # can buy speed with quality: the same steps' metric says whether they did.
+        more = (f"; its {target.world_size} processes train on {target.world_size}× the samples per step"
+                if target.world_size > 1 else "")
+        lines.append(f"Quality at the end of its timed run: {target.name} "
+                     f"{fmt.metric(target.metric_name, target.metric)}, the baseline "
+                     f"{fmt.metric(base.metric_name, base.metric)} (ladder rows{more}).")
     if target is not None:
         v = verdicts(run)[target.name]
         if v.findings:
@@ -212,8 +221,8 @@ def search_table_rows(run: RunData) -> list[dict[str, Any]]:
                         "compile": ""})
             continue
         cs = first_run_notes(run, s["round"], s["candidate"]).get("compile_stats")
-        compile_cell = (f"{fmt.num(cs.get('seconds'), '.0f')} s, {cs.get('graph_breaks', 0)} breaks, "
-                        f"{cs.get('recompiles', 0)} recompiles") if isinstance(cs, dict) else ""
+        compile_cell = (f"{fmt.num(cs.get('seconds'), '.0f')} s, {cs.get('graph_breaks', 0)} graph break(s), "
+                        f"{cs.get('recompiles', 0)} recompile(s)") if isinstance(cs, dict) else ""
         decision = s.get("decision", "")
         out.append({"round": s["round"], "candidate": s["candidate"],
                     "on top of": "+".join(s.get("incumbent") or []) or "baseline",

@@ -20,7 +20,7 @@ def ladder_row(index: int, name: str, stack: list[str], tp: float, **kw) -> Stag
     row = dict(run="auto", stage=index, name=name, stack=stack, status="ok", device="cpu", throughput=tp,
                throughput_ci_low=tp * 0.97, throughput_ci_high=tp * 1.03, t_data=0.002, t_forward=0.03,
                t_backward=0.05, t_optimizer=0.004, data_wait_share=0.02, step_time_p50=32 / tp, repeats=3,
-               warmup_seconds=2.0, ci_basis="repeats")
+               warmup_seconds=2.0, ci_basis="repeats", metric_name="top1", metric=0.5, final_loss=1.0)
     row.update(kw)
     return StageResult(**row)
 
@@ -36,8 +36,8 @@ def auto_run(tmp_path: Path) -> Path:
     summary = run_dir / "trace_summary.json"
     summary.write_text(json.dumps({"step_ms_mean": 80.0, "steps": 4, "device_events": False,
                                    "categories_ms": {"cpu_exec": 72.0, "other": 8.0}, "ops": {}, "kernels": {}}))
-    rows = [ladder_row(0, "00-base", [], 100.0), ladder_row(1, "01-amp_bf16", ["amp=bf16"], 130.0),
-            ladder_row(2, "02-channels_last", ["amp=bf16", "channels_last"], 150.0,
+    rows = [ladder_row(0, "00-base", [], 100.0, metric=0.5), ladder_row(1, "01-amp_bf16", ["amp=bf16"], 130.0),
+            ladder_row(2, "02-channels_last", ["amp=bf16", "channels_last"], 150.0, metric=0.55,
                        profiles={"trace_summary": str(summary)})]
     for r in rows:
         r.kind = "stage"
@@ -52,6 +52,7 @@ def test_verdict_comes_first_and_quotes_its_figures(tmp_path):
     assert "Best stack for this machine: amp=bf16+channels_last, 1.4" in verdict
     assert "results.jsonl search-result" in verdict and "samples/s" in verdict
     assert "What limits 02-channels_last now: compute-bound: operator share of the profiled step 90.0 %" in verdict
+    assert "Quality at the end of its timed run: 02-channels_last top1 0.550, the baseline top1 0.500" in verdict
     # amp and channels_last are in the stack; compile, which compute-bound points at next, the search refuted
     assert "Nothing the figures point at is left untried: compile=default measured without gain in search round 3" \
         in verdict
