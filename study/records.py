@@ -29,7 +29,9 @@ class StageResult:
     run: str
     stage: int
     name: str
-    kind: str = "stage"  # "repeat" rows are the raw timed runs; "stage" rows aggregate them
+    # "repeat" rows are the raw timed runs; "stage" rows aggregate them; --stack auto adds "search-repeat"
+    # (one run of the search), "search" (a round's table row) and "search-result" (study/search.py)
+    kind: str = "stage"
     stack: list[str] = field(default_factory=list)  # toggles in effect (specs, ladder order)
     status: str = "ok"  # ok | skipped | failed
     reason: str = ""  # why skipped
