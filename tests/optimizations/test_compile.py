@@ -39,3 +39,6 @@ def test_compiled_stage_trains_and_compile_time_lands_in_warmup(toggle_stage):
     assert row.notes["compile"].startswith("mode=default")
     # Inductor's first call takes seconds; measured steps take milliseconds
     assert row.warmup_seconds > 5 * row.step_time_p50
+    stats = row.notes["compile_stats"]  # what compile did, for the report
+    assert stats["graphs"] >= 1 and stats["graph_breaks"] == 0 and stats["seconds"] > 0
+    assert stats["cache_hits"] + stats["cache_misses"] >= 1
