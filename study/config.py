@@ -117,6 +117,8 @@ class RunConfig:
     """Warn when a torch.profiler trace is larger than this (TensorBoard loads it slowly)."""
     ablate: bool = False
     """Also run leave-one-out stages on the full stack."""
+    no_pictures: bool = False
+    """Skip the pictures drawn after the ladder (confusion matrix and CAM grid, or the segmentation overlays)."""
     budget_minutes: float = 20.0
     """--stack auto: wall time for the whole study, search and the chosen stack's ladder; the search stops
     starting candidates in time for the ladder, and the search table marks what the budget cut."""
@@ -272,7 +274,7 @@ class RunConfig:
         """Hash of what changes a measurement (not where outputs go or resume flags)."""
         d = self.to_dict()
         for k in ("run_name", "profiles_root", "reports_root", "resume", "profile", "budget_minutes",
-                  "trace_shapes", "trace_memory", "trace_stack", "trace_budget_mb"):
+                  "no_pictures", "trace_shapes", "trace_memory", "trace_stack", "trace_budget_mb"):
             d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

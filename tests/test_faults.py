@@ -31,7 +31,7 @@ KEY_ID = "FAULTTESTKEYID000001"
 PLANTED = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": f"token-{SECRET}",
            "AWS_ENDPOINT_URL": f"http://{KEY_ID}:{SECRET}@127.0.0.1:9", "AWS_EC2_METADATA_DISABLED": "true"}
 SMALL = ["--model", "tiny", "--batch-size", "8", "--subset", "64", "--val-subset", "16", "--val-steps", "1",
-         "--warmup", "1", "--profile", ""]
+         "--warmup", "1", "--profile", "", "--no-pictures"]
 
 
 def injection():

@@ -34,7 +34,7 @@ def test_dry_run_baseline_writes_every_output(tmp_path, synthetic_root):
 
 @pytest.mark.slow
 def test_resnet18_beats_chance_on_synthetic_cifar(tmp_path, synthetic_root):
-    p = run_study("--model", "resnet18", "--data-root", str(synthetic_root), "--run-name", "c", "--steps", "60",
+    p = run_study("--model", "resnet18", "--data-root", str(synthetic_root), "--run-name", "c", "--no-pictures", "--steps", "60",
                   "--subset", "2000", "--val-subset", "300", "--batch-size", "32", "--profile", "", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     (row,) = stage_rows(tmp_path, "c")
@@ -51,7 +51,7 @@ def test_segmentation_beats_all_background_miou(tmp_path, synthetic_root):
 
     p = run_study("--task", "segment", "--model", "tiny", "--image-size", "64", "--data-root", str(synthetic_root),
                   "--run-name", "s", "--epochs", "6", "--batch-size", "8", "--lr", "0.05", "--profile", "",
-                  cwd=tmp_path)
+                  "--no-pictures", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     (row,) = stage_rows(tmp_path, "s")
     assert row["status"] == "ok", row["error"]
@@ -65,10 +65,12 @@ def test_segmentation_beats_all_background_miou(tmp_path, synthetic_root):
 
 def test_resume_continues_the_step_count(tmp_path, synthetic_root):
     common = ["--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "r", "--steps", "4",
-              "--subset", "256", "--val-steps", "1", "--profile", "", "--warmup", "1"]
+              "--subset", "256", "--val-steps", "1", "--profile", "", "--warmup", "1",
+              "--no-pictures"]
     assert run_study(*common, "--epochs", "1", cwd=tmp_path).returncode == 0
     first = stage_rows(tmp_path, "r")[-1]
     assert first["steps_total"] == 4
+    assert not (tmp_path / "reports" / "r" / "pictures.json").exists()  # --no-pictures: no pictures pass ran
     p = run_study(*common, "--epochs", "2", "--resume", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     second = stage_rows(tmp_path, "r")[-1]

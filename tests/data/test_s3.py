@@ -296,7 +296,7 @@ def _check_load_records(tmp_path: Path, run: str, counts: tuple[int, int], stage
 @pytest.mark.slow
 def test_study_streams_pets_from_s3_with_workers(server: Server, uploaded, tmp_path: Path) -> None:
     p = run_study("--dry-run", "--task", "segment", "--model", "tiny", "--image-size", "32", "--data-root", URL,
-                  "--s3-endpoint", server.endpoint, "--profile", "", "--stack", "workers=2", "--run-name", "s3pets",
+                  "--s3-endpoint", server.endpoint, "--profile", "", "--stack", "workers=2", "--run-name", "s3pets", "--no-pictures",
                   cwd=tmp_path, timeout=300)
     assert p.returncode == 0, p.stderr
     _check_load_records(tmp_path, "s3pets", (120, 40), stages=2)
@@ -308,7 +308,7 @@ def test_study_streams_pets_from_s3_with_workers(server: Server, uploaded, tmp_p
 def test_study_reads_cifar_through_the_cache(server: Server, uploaded, tmp_path: Path) -> None:
     cache = tmp_path / "s3-cache"
     p = run_study("--dry-run", "--model", "tiny", "--data-root", URL, "--s3-endpoint", server.endpoint,
-                  "--s3-cache", str(cache), "--profile", "", "--run-name", "s3cifar", cwd=tmp_path, timeout=300)
+                  "--s3-cache", str(cache), "--profile", "", "--run-name", "s3cifar", "--no-pictures", cwd=tmp_path, timeout=300)
     assert p.returncode == 0, p.stderr
     _check_load_records(tmp_path, "s3cifar", (2000, 500), stages=1)
     assert (cache / BUCKET / PREFIX / "cifar-10-batches-py" / "data_batch_5").is_file()

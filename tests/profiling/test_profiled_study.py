@@ -31,7 +31,7 @@ def _tb_plugin_parses(trace: Path, tmp: Path) -> bool:
 @pytest.mark.slow
 def test_profiled_dry_run_of_workers_script(tmp_path, synthetic_root):
     attach, _ = pyspy_can_attach()
-    p = run_study("--dry-run", "--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "pr",
+    p = run_study("--dry-run", "--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "pr", "--no-pictures",
                   "--stack", "workers,script", "--profile", "all", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     rows = stage_rows(tmp_path, "pr")
