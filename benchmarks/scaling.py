@@ -43,7 +43,7 @@ def one_round(args: argparse.Namespace, work: Path, rnd: int) -> tuple[dict, dic
     run = f"scaling-r{rnd}"
     cmd = [sys.executable, "-m", "study", "--model", args.model, "--data-root", args.data_root, "--subset",
            str(args.subset), "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", "3",
-           "--threads", "1", "--stack", "ddp=2", "--profile", "torch", "--val-steps", "1", "--run-name", run,
+           "--threads", "1", "--stack", "ddp=2", "--profile", "torch", "--val-steps", "1", "--no-pictures", "--run-name", run,
            "--reports-root", str(work / "reports"), "--profiles-root", str(work / "profiles")]
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))

@@ -30,7 +30,7 @@ class StageResult:
     stage: int
     name: str
     # "repeat" rows are the raw timed runs; "stage" rows aggregate them; --stack auto adds "search-repeat"
-    # (one run of the search), "search" (a round's table row) and "search-result" (study/search.py)
+    # (one run of the search), "search" (a round's table row) and "search-result" (study/search/)
     kind: str = "stage"
     stack: list[str] = field(default_factory=list)  # toggles in effect (specs, ladder order)
     status: str = "ok"  # ok | skipped | failed

@@ -29,6 +29,7 @@ PROBE = textwrap.dedent("""
         assert not leaked, f"{after} imported torch: {leaked[:5]}"
 
     import study.cli
+    import study.search
     import study.stages
     from optimizations.base import Env, load_all, parse_stack
     from study.config import RunConfig

@@ -1,50 +1,19 @@
-"""`--stack auto`: greedy forward selection of toggles, each candidate measured beside the best stack.
-
-Round k measures the incumbent (the best stack so far; in round 1 the baseline) and every remaining
-candidate on top of it (study.advice.candidates: applicable here, useful values, no conflicts), in
-`--repeats` passes. Within a pass the incumbent runs first and again after every INCUMBENT_EVERY
-candidates, and each candidate's samples/s is divided by the incumbent runs around it: load from
-other tenants of a shared machine drifts over minutes and cancels out of a ratio taken seconds
-apart. The paired ratios of the passes give a speed-up and a 95 % t-interval (on log ratios).
-
-The stopping rule (decide): a round keeps the fastest candidate whose interval lies above 1.0; the
-search stops when no candidate's does, when no candidate is left, or when the budget cannot pay for
-another round. Candidates are measured in the order the incumbent's figures advise
-(study.advice.order_candidates), so a budget that cannot pay for all of them cuts the least
-promising, and the table says so. To spend the budget on candidates that can still win:
-- a candidate below RACE_DROP of the incumbent in the first pass is not measured again that round;
-- one that failed, or measured clearly slower (interval below RETRY_BELOW), is not retried.
-
-Every child run is appended to results.jsonl as it finishes (kind "search-repeat"), each round's
-table as rows of kind "search", the outcome as one row of kind "search-result"; the ladder sees none
-of them (it reads kind "stage"). Ctrl-C or a crash keeps every finished run; `--resume` replays the
-search, reusing each finished run (the same round, pass, place and config), so it picks up where it
-stopped; the time those runs took still counts against the budget.
-
-The budget covers the whole study: the search stops starting runs in time to leave room for the
-final check (the best stack beside the baseline, side by side, for its speed-up) and the ladder of
-the chosen stack, which the CLI then runs as a normal study so reports and pictures work on it.
-"""
+"""The search itself: rounds of child runs, the budget, resume, the final check; see study.search."""
 from __future__ import annotations
 
-import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from optimizations.base import Env, parse_stack
 from study.advice import candidates, diagnose, evidence_of, order_candidates, toggle_name
 from study.config import RunConfig
-from study.records import StageResult, aggregate, append_jsonl, read_results, t95
+from study.records import StageResult, aggregate, append_jsonl, read_results
+from study.search.rules import (CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW, Outcome,
+                                decide, fit_round, not_retried, paired_ratios, pass_sequence, round_cost,
+                                speedup_interval)
 
-INCUMBENT_EVERY = 4  # candidates measured between two runs of the incumbent within a pass
-# A candidate below this ratio in its first run is not measured again that round. Low enough that one
-# run caught by another tenant's burst of load (a third slower is seen on a shared 2-core machine) does
-# not drop a candidate that ties; a toggle this much slower does not come back within noise.
-RACE_DROP = 0.70
-OUTLIER = 1.5  # an incumbent run this many times off its pass's median is no reference for a ratio
-RETRY_BELOW = 0.90  # a candidate whose interval lay below this in a round is not tried in later rounds
 DEFAULT_RUN_S = 30.0  # a child run's wall time before any was measured
 # What a candidate's first run costs beyond the incumbent's before it was measured: Inductor
 # compiles the training and the evaluation graphs (later runs hit its on-disk cache).
@@ -53,138 +22,6 @@ WARM_EXTRA_S = {"compile": 20.0, "ddp": 10.0, "hogwild": 5.0, "script": 5.0}
 PICTURES_S = 20.0
 PROFILE_PASS_SHARE = 0.5  # a profiling pass (a few steps) against a timing run, both with process start-up
 
-KEPT, FASTER, NO_GAIN, SLOWER = "kept", "faster", "no gain", "slower"
-DROPPED, FAILED, CUT, NOT_RETRIED = "dropped", "failed", "cut by budget", "not retried"
-
-
-# --- the arithmetic of a round (pure, tested on hand-made numbers) -------------------------------
-
-
-def speedup_interval(ratios: list[float], single: tuple[float, float] | None = None) -> tuple[float, float, float]:
-    """Geometric mean of paired ratios and its 95 % t-interval on log ratios. With one pair the
-    interval is `single` (the two runs' own intervals divided crosswise), else the ratio itself."""
-    ratios = [r for r in ratios if r > 0 and math.isfinite(r)]
-    if not ratios:
-        return math.nan, math.nan, math.nan
-    logs = [math.log(r) for r in ratios]
-    m = statistics.fmean(logs)
-    if len(logs) < 2:
-        lo, hi = single if single is not None else (ratios[0], ratios[0])
-        return ratios[0], lo, hi
-    half = t95(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
-    return math.exp(m), math.exp(m - half), math.exp(m + half)
-
-
-def pass_sequence(specs: list[str], pass_index: int, every: int = INCUMBENT_EVERY) -> list[tuple[str, str, int]]:
-    """(role, spec, slot) in the order one pass runs them: the incumbent first and after every `every`
-    candidates (slot counts its runs), candidates rotated by pass so none is always first after it."""
-    if not specs:
-        return []
-    k = pass_index % len(specs)
-    order = specs[k:] + specs[:k]
-    seq, slot = [("incumbent", "", 0)], 1
-    for i in range(0, len(order), every):
-        seq += [("candidate", s, 0) for s in order[i:i + every]]
-        seq.append(("incumbent", "", slot))
-        slot += 1
-    return seq
-
-
-def paired_ratios(seq: list[tuple[str, str, float | None]], outlier: float = OUTLIER) -> dict[str, list[float]]:
-    """Per candidate: its samples/s ÷ the geometric mean of the incumbent runs just before and just
-    after it in one pass. `seq` holds (role, spec, samples/s or None for a failed or missing run).
-
-    An incumbent run more than `outlier` times off the median of the pass's incumbent runs was caught
-    by another tenant's burst of load; it is no reference (its neighbour, or the pass's median, is)."""
-    inc = [t for r, _, t in seq if r == "incumbent" and t]
-    median = statistics.median(inc) if inc else None
-
-    def usable(t: float | None) -> bool:
-        return bool(t) and (median is None or len(inc) < 3 or 1 / outlier <= t / median <= outlier)
-
-    out: dict[str, list[float]] = {}
-    for i, (role, spec, tp) in enumerate(seq):
-        if role != "candidate" or not tp:
-            continue
-        before = next((t for r, _, t in reversed(seq[:i]) if r == "incumbent" and t), None)
-        after = next((t for r, _, t in seq[i + 1:] if r == "incumbent" and t), None)
-        refs = [t for t in (before, after) if usable(t)] or ([median] if median else [])
-        if refs:
-            out.setdefault(spec, []).append(tp / math.exp(statistics.fmean(math.log(t) for t in refs)))
-    return out
-
-
-@dataclass
-class Outcome:
-    """One candidate in one round: what was measured and what the round made of it."""
-
-    round: int
-    spec: str
-    stack: tuple[str, ...]  # the incumbent's toggles + this candidate
-    ratios: list[float] = field(default_factory=list)
-    speedup: float = math.nan
-    low: float = math.nan
-    high: float = math.nan
-    throughput: float = 0.0  # median samples/s of its runs
-    runs: int = 0
-    seconds: float = 0.0  # wall time of its runs
-    decision: str = ""
-    detail: str = ""
-
-
-def judge(o: Outcome) -> str:
-    """The decision an interval supports on its own (before the round picks its winner)."""
-    if o.decision in (DROPPED, FAILED, CUT, NOT_RETRIED):
-        return o.decision
-    if not math.isfinite(o.low):
-        return NO_GAIN
-    if o.low > 1.0:
-        return FASTER
-    if o.high < 1.0:
-        return SLOWER
-    return NO_GAIN
-
-
-def decide(outcomes: list[Outcome]) -> str | None:
-    """The stopping rule. Marks every outcome; returns the spec to keep: the fastest candidate whose
-    interval lies above 1.0, or None (the search stops)."""
-    for o in outcomes:
-        o.decision = judge(o)
-    faster = [o for o in outcomes if o.decision == FASTER]
-    if not faster:
-        return None
-    best = max(faster, key=lambda o: o.speedup)
-    best.decision = KEPT
-    return best.spec
-
-
-def not_retried(o: Outcome) -> bool:
-    """Whether a candidate is left out of later rounds after this outcome."""
-    return o.decision in (DROPPED, FAILED) or (o.decision == SLOWER and o.high < RETRY_BELOW)
-
-
-def round_cost(specs: list[str], first: Callable[[str], float], rest: Callable[[str], float],
-               incumbent: float, passes: int, every: int = INCUMBENT_EVERY) -> float:
-    """Seconds a round of these candidates takes if none is dropped on the way."""
-    cand = sum(first(s) + (passes - 1) * rest(s) for s in specs)
-    return cand + passes * incumbent * (math.ceil(len(specs) / every) + 1)
-
-
-def fit_round(order: list[str], first: Callable[[str], float], rest: Callable[[str], float], incumbent: float,
-              passes: int, seconds_left: float) -> tuple[list[str], list[str]]:
-    """(measured, cut): the candidates, best-ranked first, that the time left pays for; a costly one
-    that does not fit is cut while cheaper ones after it may still fit."""
-    chosen: list[str] = []
-    cut: list[str] = []
-    for spec in order:
-        if round_cost(chosen + [spec], first, rest, incumbent, passes) <= seconds_left:
-            chosen.append(spec)
-        else:
-            cut.append(spec)
-    return chosen, cut
-
-
-# --- the search ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -269,7 +106,7 @@ class AutoSearch:
         plans for the one it may keep)."""
         inc, base = self.run_cost(stack, first=False), self.run_cost((), first=False)
         ladder = (len(stack) + 1 + more) * (self.passes + PROFILE_PASS_SHARE * len(self.cfg.profile)) * inc
-        return (self.passes * (base + inc) if stack or more else 0.0) + ladder + PICTURES_S
+        return (self.passes * (base + inc) if stack or more else 0.0) + ladder + (0.0 if self.cfg.no_pictures else PICTURES_S)
 
     def seconds_left(self, stack: tuple[str, ...]) -> float:
         return self.budget_s - self.elapsed() - self.reserve(stack)
@@ -515,45 +352,3 @@ def crosswise_interval(ratio: float, cur: StageResult, ref: StageResult) -> tupl
     lo = ratio * (cur.throughput_ci_low / cur.throughput) / (ref.throughput_ci_high / ref.throughput)
     hi = ratio * (cur.throughput_ci_high / cur.throughput) / (ref.throughput_ci_low / ref.throughput)
     return lo, hi
-
-
-def outcome_line(o: Outcome) -> str:
-    """One console line per candidate of a round."""
-    from study.report import fmt
-
-    shown = fmt.speedup(o.speedup, o.low, o.high) if o.ratios else fmt.DASH
-    detail = f" ({o.detail})" if o.detail else ""
-    return f"  round {o.round} +{o.spec}: {shown} vs the incumbent — {o.decision}{detail}"
-
-
-def search_stack(cfg: RunConfig, env: Env, console) -> RunConfig:
-    """The search with a progress line and one printed line per candidate; `cfg` with the chosen
-    stack, whose ladder the caller runs as a normal study."""
-    from rich.markup import escape
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from study.report import fmt
-
-    console.print(f"[bold]--stack auto[/]: greedy search over {', '.join(candidates(env)) or 'nothing'} "
-                  f"({cfg.repeats} runs each per round, budget {cfg.budget_minutes:g} min)")
-    with Progress(TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed:.1f}/{task.total:g} min of the budget"), TimeElapsedColumn(),
-                  console=console, transient=True, auto_refresh=False) as progress:
-        bar = progress.add_task("search", total=cfg.budget_minutes)
-        search: AutoSearch | None = None
-
-        def on_pass(text: str) -> None:
-            progress.update(bar, description=text, completed=search.elapsed() / 60 if search else 0.0)
-            progress.refresh()
-
-        def on_outcome(o: Outcome) -> None:
-            console.print(escape(outcome_line(o)))
-            progress.refresh()
-
-        search = AutoSearch(cfg, env, on_pass=on_pass, on_outcome=on_outcome)
-        result = search.run()
-    best = "+".join(result.stack) or "the baseline (no toggle)"
-    console.print(f"search: best stack {best}, {fmt.speedup(result.speedup, result.low, result.high)} the baseline's "
-                  f"samples/s side by side; {result.rounds} round(s) in {result.seconds / 60:.1f} min; "
-                  f"stopped: {result.stopped}. Its ladder follows.")
-    return cfg.replace(stack=tuple(result.stack))

@@ -1,0 +1,50 @@
+"""`--stack auto` in the terminal: a progress line, one line per candidate, the chosen stack."""
+from __future__ import annotations
+
+from optimizations.base import Env
+from study.advice import candidates
+from study.config import RunConfig
+from study.search.engine import AutoSearch
+from study.search.rules import Outcome
+
+
+def outcome_line(o: Outcome) -> str:
+    """One console line per candidate of a round."""
+    from study.report import fmt
+
+    shown = fmt.speedup(o.speedup, o.low, o.high) if o.ratios else fmt.DASH
+    detail = f" ({o.detail})" if o.detail else ""
+    return f"  round {o.round} +{o.spec}: {shown} vs the incumbent — {o.decision}{detail}"
+
+
+def search_stack(cfg: RunConfig, env: Env, console) -> RunConfig:
+    """The search with a progress line and one printed line per candidate; `cfg` with the chosen
+    stack, whose ladder the caller runs as a normal study."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from study.report import fmt
+
+    console.print(f"[bold]--stack auto[/]: greedy search over {', '.join(candidates(env)) or 'nothing'} "
+                  f"({cfg.repeats} runs each per round, budget {cfg.budget_minutes:g} min)")
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed:.1f}/{task.total:g} min of the budget"), TimeElapsedColumn(),
+                  console=console, transient=True, auto_refresh=False) as progress:
+        bar = progress.add_task("search", total=cfg.budget_minutes)
+        search: AutoSearch | None = None
+
+        def on_pass(text: str) -> None:
+            progress.update(bar, description=text, completed=search.elapsed() / 60 if search else 0.0)
+            progress.refresh()
+
+        def on_outcome(o: Outcome) -> None:
+            console.print(escape(outcome_line(o)))
+            progress.refresh()
+
+        search = AutoSearch(cfg, env, on_pass=on_pass, on_outcome=on_outcome)
+        result = search.run()
+    best = "+".join(result.stack) or "the baseline (no toggle)"
+    console.print(f"search: best stack {best}, {fmt.speedup(result.speedup, result.low, result.high)} the baseline's "
+                  f"samples/s side by side; {result.rounds} round(s) in {result.seconds / 60:.1f} min; "
+                  f"stopped: {result.stopped}. Its ladder follows.")
+    return cfg.replace(stack=tuple(result.stack))

@@ -1,0 +1,151 @@
+"""The arithmetic and the decisions of a search round: pure functions on hand-made numbers, no runs.
+
+Speed-up intervals from paired ratios, the order of runs within a pass, each candidate's verdict, the
+stopping rule (`decide`), and which candidates fit what is left of the budget.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable
+
+from study.records import t95
+
+INCUMBENT_EVERY = 4  # candidates measured between two runs of the incumbent within a pass
+# A candidate below this ratio in its first run is not measured again that round. Low enough that one
+# run caught by another tenant's burst of load (a third slower is seen on a shared 2-core machine) does
+# not drop a candidate that ties; a toggle this much slower does not come back within noise.
+RACE_DROP = 0.70
+OUTLIER = 1.5  # an incumbent run this many times off its pass's median is no reference for a ratio
+RETRY_BELOW = 0.90  # a candidate whose interval lay below this in a round is not tried in later rounds
+
+KEPT, FASTER, NO_GAIN, SLOWER = "kept", "faster", "no gain", "slower"
+DROPPED, FAILED, CUT, NOT_RETRIED = "dropped", "failed", "cut by budget", "not retried"
+
+
+# --- the arithmetic of a round (pure, tested on hand-made numbers) -------------------------------
+
+
+def speedup_interval(ratios: list[float], single: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """Geometric mean of paired ratios and its 95 % t-interval on log ratios. With one pair the
+    interval is `single` (the two runs' own intervals divided crosswise), else the ratio itself."""
+    ratios = [r for r in ratios if r > 0 and math.isfinite(r)]
+    if not ratios:
+        return math.nan, math.nan, math.nan
+    logs = [math.log(r) for r in ratios]
+    m = statistics.fmean(logs)
+    if len(logs) < 2:
+        lo, hi = single if single is not None else (ratios[0], ratios[0])
+        return ratios[0], lo, hi
+    half = t95(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(m), math.exp(m - half), math.exp(m + half)
+
+
+def pass_sequence(specs: list[str], pass_index: int, every: int = INCUMBENT_EVERY) -> list[tuple[str, str, int]]:
+    """(role, spec, slot) in the order one pass runs them: the incumbent first and after every `every`
+    candidates (slot counts its runs), candidates rotated by pass so none is always first after it."""
+    if not specs:
+        return []
+    k = pass_index % len(specs)
+    order = specs[k:] + specs[:k]
+    seq, slot = [("incumbent", "", 0)], 1
+    for i in range(0, len(order), every):
+        seq += [("candidate", s, 0) for s in order[i:i + every]]
+        seq.append(("incumbent", "", slot))
+        slot += 1
+    return seq
+
+
+def paired_ratios(seq: list[tuple[str, str, float | None]], outlier: float = OUTLIER) -> dict[str, list[float]]:
+    """Per candidate: its samples/s ÷ the geometric mean of the incumbent runs just before and just
+    after it in one pass. `seq` holds (role, spec, samples/s or None for a failed or missing run).
+
+    An incumbent run more than `outlier` times off the median of the pass's incumbent runs was caught
+    by another tenant's burst of load; it is no reference (its neighbour, or the pass's median, is)."""
+    inc = [t for r, _, t in seq if r == "incumbent" and t]
+    median = statistics.median(inc) if inc else None
+
+    def usable(t: float | None) -> bool:
+        return bool(t) and (median is None or len(inc) < 3 or 1 / outlier <= t / median <= outlier)
+
+    out: dict[str, list[float]] = {}
+    for i, (role, spec, tp) in enumerate(seq):
+        if role != "candidate" or not tp:
+            continue
+        before = next((t for r, _, t in reversed(seq[:i]) if r == "incumbent" and t), None)
+        after = next((t for r, _, t in seq[i + 1:] if r == "incumbent" and t), None)
+        refs = [t for t in (before, after) if usable(t)] or ([median] if median else [])
+        if refs:
+            out.setdefault(spec, []).append(tp / math.exp(statistics.fmean(math.log(t) for t in refs)))
+    return out
+
+
+@dataclass
+class Outcome:
+    """One candidate in one round: what was measured and what the round made of it."""
+
+    round: int
+    spec: str
+    stack: tuple[str, ...]  # the incumbent's toggles + this candidate
+    ratios: list[float] = field(default_factory=list)
+    speedup: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    throughput: float = 0.0  # median samples/s of its runs
+    runs: int = 0
+    seconds: float = 0.0  # wall time of its runs
+    decision: str = ""
+    detail: str = ""
+
+
+def judge(o: Outcome) -> str:
+    """The decision an interval supports on its own (before the round picks its winner)."""
+    if o.decision in (DROPPED, FAILED, CUT, NOT_RETRIED):
+        return o.decision
+    if not math.isfinite(o.low):
+        return NO_GAIN
+    if o.low > 1.0:
+        return FASTER
+    if o.high < 1.0:
+        return SLOWER
+    return NO_GAIN
+
+
+def decide(outcomes: list[Outcome]) -> str | None:
+    """The stopping rule. Marks every outcome; returns the spec to keep: the fastest candidate whose
+    interval lies above 1.0, or None (the search stops)."""
+    for o in outcomes:
+        o.decision = judge(o)
+    faster = [o for o in outcomes if o.decision == FASTER]
+    if not faster:
+        return None
+    best = max(faster, key=lambda o: o.speedup)
+    best.decision = KEPT
+    return best.spec
+
+
+def not_retried(o: Outcome) -> bool:
+    """Whether a candidate is left out of later rounds after this outcome."""
+    return o.decision in (DROPPED, FAILED) or (o.decision == SLOWER and o.high < RETRY_BELOW)
+
+
+def round_cost(specs: list[str], first: Callable[[str], float], rest: Callable[[str], float],
+               incumbent: float, passes: int, every: int = INCUMBENT_EVERY) -> float:
+    """Seconds a round of these candidates takes if none is dropped on the way."""
+    cand = sum(first(s) + (passes - 1) * rest(s) for s in specs)
+    return cand + passes * incumbent * (math.ceil(len(specs) / every) + 1)
+
+
+def fit_round(order: list[str], first: Callable[[str], float], rest: Callable[[str], float], incumbent: float,
+              passes: int, seconds_left: float) -> tuple[list[str], list[str]]:
+    """(measured, cut): the candidates, best-ranked first, that the time left pays for; a costly one
+    that does not fit is cut while cheaper ones after it may still fit."""
+    chosen: list[str] = []
+    cut: list[str] = []
+    for spec in order:
+        if round_cost(chosen + [spec], first, rest, incumbent, passes) <= seconds_left:
+            chosen.append(spec)
+        else:
+            cut.append(spec)
+    return chosen, cut
