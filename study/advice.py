@@ -92,39 +92,56 @@ class Rule:
     threshold: float  # fires when the figure is at or above this
     read: Callable[[Evidence], float | None]
     fixes: tuple[str, ...]  # toggles that address it, best first
-    effect: str  # what the fixes do
+    effect: str  # what the figure means, in words
     # Whether the figure is a share of the step that the fixes can remove: then removing all of it
     # bounds the speed-up at 1 / (1 - share).
     removable: bool = True
+    how: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)  # toggle name -> how it addresses this bottleneck
 
+    def effect_of(self, toggle: str) -> str:
+        """Why `toggle` (a name or a spec such as amp=bf16) helps here, in one clause."""
+        how = self.how.get(toggle.partition("=")[0].strip())
+        return f"{self.effect}; {how}" if how else self.effect
+
+
+COMPUTE_HOW = {"amp": "bf16/fp16 runs it on faster units and moves half the bytes",
+               "channels_last": "the channels-last (NHWC) layout is the one the fastest convolution kernels read",
+               "compile": "fusing the elementwise ops around the convolutions saves memory traffic"}
 
 RULES: tuple[Rule, ...] = (
     Rule("data-bound", "data-wait share of the step", "results.jsonl data_wait_share", 0.10,
          lambda e: e.data_wait_share, ("workers", "pin"),
-         "loading runs beside the step instead of before it"),
+         "the step waits for its batches",
+         how={"workers": "worker processes load the next batches while the step runs",
+              "pin": "page-locked batches copy to the device without blocking the host"}),
     Rule("host-bound", "device idle share of the profiled step", "torch trace: no kernel/copy/memset running",
          0.30, lambda e: e.device_idle_share, ("compile", "script", "fused_optim"),
-         "fewer, fused launches (CUDA graphs with compile=reduce-overhead) keep the device busy"),
+         "the device waits for the host to launch work",
+         how={"compile": "fewer, fused launches (CUDA graphs with compile=reduce-overhead) keep the device busy",
+              "script": "TorchScript launches the model without a Python call per layer",
+              "fused_optim": "one foreach/fused kernel replaces a launch per parameter"}),
     Rule("host-bound", "Python share of the step", "cProfile: own time of Python functions", 0.20,
          lambda e: e.python_share, ("compile", "script"),
-         "the model runs as one compiled graph instead of one Python call per layer"),
+         "the interpreter, not the math, takes the time",
+         how={"compile": "the model runs as one compiled graph instead of one Python call per layer",
+              "script": "TorchScript runs the model without one Python call per layer"}),
     Rule("optimizer-heavy", "optimizer share of the step", "results.jsonl t_optimizer ÷ phases", 0.15,
          lambda e: e.optimizer_share, ("fused_optim",),
-         "one foreach/fused kernel updates all parameters instead of one loop per parameter"),
+         "the parameter update takes a large part of the step",
+         how={"fused_optim": "one foreach/fused kernel updates all parameters instead of one loop per parameter"}),
     Rule("compute-bound", "model FLOPs utilization", "results.jsonl mfu", 0.40,
          lambda e: e.mfu, ("amp", "channels_last", "compile"),
-         "the step is busy with math: lower precision runs it on faster units, fusion saves memory traffic",
-         removable=False),
+         "the step is busy with math", how=COMPUTE_HOW, removable=False),
     Rule("compute-bound", "operator share of the profiled step", "torch trace: kernels (GPU) or ops (CPU)", 0.80,
          lambda e: e.op_share, ("amp", "channels_last", "compile"),
-         "the step is busy with math: lower precision runs it on faster units, fusion saves memory traffic",
-         removable=False),
+         "the step is busy with math", how=COMPUTE_HOW, removable=False),
     Rule("communication-bound", "exposed all-reduce share of the step", "torch trace: communication", 0.15,
          lambda e: e.comm_share, (),
          "a larger --batch-size per process amortises each all-reduce; fewer processes all-reduce less"),
     Rule("memory-bound", "peak memory ÷ capacity", "results.jsonl peak_memory_mb ÷ memory_capacity_mb", 0.85,
          lambda e: e.memory_share, ("amp",),
-         "16-bit activations take about half the memory; else lower --batch-size", removable=False),
+         "the peak is near what the device holds",
+         how={"amp": "16-bit activations take about half the memory (else lower --batch-size)"}, removable=False),
 )
 
 

@@ -138,3 +138,16 @@ def test_search_order_puts_what_the_findings_point_at_first():
     ev = evidence_of(stage(t_optimizer=0.04))
     order = order_candidates(candidates(CPU), diagnose(ev))
     assert order[0] == "fused_optim" and order[1:3] == ["amp=bf16", "compile=default"]
+
+
+def test_each_advised_toggle_says_its_own_reason():
+    """A rule advising several toggles says why each helps, not one sentence for all of them."""
+    for rule in RULES:
+        assert set(rule.how) <= set(rule.fixes), rule.bottleneck
+        reasons = [rule.effect_of(t) for t in rule.fixes]
+        if len(reasons) > 1:
+            assert len(set(reasons)) == len(reasons), (rule.bottleneck, reasons)
+        for toggle, reason in zip(rule.fixes, reasons):
+            assert reason.startswith(rule.effect)
+    compute = next(r for r in RULES if r.bottleneck == "compute-bound")
+    assert "bf16" in compute.effect_of("amp=bf16") and "bf16" not in compute.effect_of("channels_last")

@@ -104,7 +104,7 @@ def refuted_text(m: Measured) -> str:
 def advice_text(a: Advice) -> str:
     f = a.finding
     ceiling = f" — up to {fmt.num(f.ceiling, '.2f')}× if that share vanished" if f.ceiling else ""
-    text = f"{a.toggle}: {f.rule.effect} ({f.rule.bottleneck}, {f.rule.figure} {pct(f.value)}{ceiling})"
+    text = f"{a.toggle}: {f.rule.effect_of(a.toggle)} ({f.rule.bottleneck}, {f.rule.figure} {pct(f.value)}{ceiling})"
     return text + (f"; but {refuted_text(a.refuted)}" if a.refuted else "")
 
 
@@ -287,7 +287,7 @@ def bottlenecks(run: RunData) -> Part:
     part.heading("Rules", 3)
     part.table([{"bottleneck": r.bottleneck, "figure": r.figure, "source": r.source,
                  "fires at": f"≥ {pct(r.threshold)}", "toggles": ", ".join(r.fixes) or fmt.DASH,
-                 "why they help": r.effect}
+                 "why they help": "; ".join(f"{t}: {h}" for t, h in r.how.items()) or r.effect}
                 for r in RULES])
     return part
 
