@@ -131,5 +131,14 @@ def write_ladder(run_dir: Path, print_table: bool = True) -> pd.DataFrame:
     write_atomic(run_dir / "stages.csv", tables.csv(df))
     write_atomic(run_dir / "stages.md", f"# Ladder: {run_dir.name}\n\n" + tables.markdown(display_frame(df)))
     if print_table:
-        tables.print_table(tables.make_console(), display_frame(df), f"study {run_dir.name}")
+        # On a terminal a reason wrapped inside the status cell runs down a dozen lines: the cell says
+        # the status, the reasons follow the table in full (stages.md keeps them in the cell).
+        view = display_frame(df).assign(status=list(df.status))
+        console = tables.make_console()
+        tables.print_table(console, view, f"study {run_dir.name}")
+        for _, r in df[df.status != "ok"].iterrows():
+            if r.reason:
+                from rich.markup import escape  # errors hold brackets: "[Errno 104]", "[gloo]"
+
+                console.print(f"  {r['name']} {r.status}: {escape(' '.join(str(r.reason).split()))}", soft_wrap=True)
     return df

@@ -44,3 +44,7 @@ def test_write_ladder_prints_the_table(tmp_path, capsys):
     write_ladder(run)
     out = capsys.readouterr().out
     assert "study fx" in out and "01-workers_2" in out and "2000.0" in out
+    # the reasons of the stages that did not run follow the table, each on one line, not wrapped in a cell
+    assert "  02-pin skipped: pin needs an accelerator (no CUDA device here)\n" in out
+    assert "  04-amp failed: RuntimeError" in out
+    assert "skipped: pin" not in out.split("02-pin skipped")[0]
