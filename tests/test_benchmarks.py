@@ -26,7 +26,7 @@ def test_each_benchmark_explains_itself(script: Path) -> None:
 @pytest.mark.slow
 def test_overhead_table_times_all_four_loops(synthetic_root: Path, tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "overhead.py"), "--data-root", str(synthetic_root),
-                        "--models", "tiny", "--threads", "1", "--rounds", "1", "--steps", "6", "--warmup", "2",
+                        "--models", "tiny", "--threads", "1", "--rounds", "1", "--steps", "4", "--warmup", "1",
                         "--subset", "256", "--table"], capture_output=True, text=True, cwd=tmp_path,
                        stdin=subprocess.DEVNULL, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]

@@ -246,7 +246,7 @@ def test_auto_study_end_to_end_on_a_tiny_model(tmp_path, synthetic_root):
     the chosen stack's ladder as a normal run; `study report` renders them again."""
     from tests.util import results, run_study
 
-    args = ("--model", "tiny", "--dry-run", "--stack", "auto", "--repeats", "2", "--budget-minutes", "2",
+    args = ("--model", "tiny", "--dry-run", "--stack", "auto", "--repeats", "2", "--budget-minutes", "1.5",
             "--profile", "", "--no-pictures", "--data-root", str(synthetic_root), "--run-name", "a")
     p = run_study(*args, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
