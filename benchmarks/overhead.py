@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -94,28 +93,30 @@ def from_row(row: dict) -> Measure:
     return {"step": row["step_time_p50"]} | {p: row[f] for p, f in PHASE_FIELDS.items()}
 
 
+def run_checked(*args: str) -> None:
+    """`python ARGS` with this checkout importable; its stderr's tail when it fails."""
+    from study.spec import child_env
+
+    proc = subprocess.run([sys.executable, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          env=child_env())
+    if proc.returncode != 0:
+        raise SystemExit(f"python {' '.join(args[:2])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+
+
 def run_worker(run_dir: Path, work: Path) -> Measure:
     """The baseline stage's worker started directly on the stage file the study wrote: no parent."""
     stage_file = run_dir / "stages" / "00-base" / "stage.json"
     out = work / "worker.json"
-    cmd = [sys.executable, "-m", "study.worker", "--stage", str(stage_file), "--pass", "timing", "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"python -m study.worker failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    run_checked("-m", "study.worker", "--stage", str(stage_file), "--pass", "timing", "--out", str(out))
     return from_row(json.loads(out.read_text()))
 
 
 def run_study(args: argparse.Namespace, model: str, threads: int, work: Path, rnd: int) -> Measure:
     run = f"{model}-t{threads}-r{rnd}"
-    cmd = [sys.executable, "-m", "study", "--model", model, "--data-root", args.data_root, "--subset",
-           str(args.subset), "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup",
-           str(args.warmup), "--threads", str(threads), "--val-steps", "1", "--no-pictures", "--run-name", run,
-           "--reports-root", str(work / "reports"), "--profiles-root", str(work / "profiles")]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"python -m study failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    run_checked("-m", "study", "--model", model, "--data-root", args.data_root, "--subset", str(args.subset),
+                "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                "--threads", str(threads), "--val-steps", "1", "--no-pictures", "--run-name", run,
+                "--reports-root", str(work / "reports"), "--profiles-root", str(work / "profiles"))
     rows = [json.loads(ln) for ln in (work / "reports" / run / "results.jsonl").read_text().splitlines()]
     stage = next(r for r in rows if r["kind"] == "stage")
     if stage["status"] != "ok":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -47,8 +46,9 @@ def study(args: argparse.Namespace, work: Path, run: str, *extra: str) -> list[d
            str(args.subset), "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", "3",
            "--val-steps", "1", "--no-pictures", "--run-name", run, "--reports-root", str(work / "reports"),
            "--profiles-root", str(work / "profiles"), *extra]
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    from study.spec import child_env
+
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=child_env())
     if proc.returncode != 0:
         raise SystemExit(f"python -m study failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     rows = [json.loads(ln) for ln in (work / "reports" / run / "results.jsonl").read_text().splitlines()]
@@ -72,6 +72,11 @@ def one_round(args: argparse.Namespace, work: Path, rnd: int) -> tuple[dict, dic
     else:
         (base, ddp), (threads,) = ddp_study(), threads_study()
     return base, ddp, threads
+
+
+def med(rows: list[dict], key: str) -> float:
+    """Median of a per-stage figure in seconds, in milliseconds."""
+    return statistics.median(r[key] for r in rows) * 1000
 
 
 def exposed_comm_ms(row: dict) -> float | None:
@@ -119,19 +124,16 @@ def main() -> int:
     print("\nwhere a step's time goes (ms per step, median over rounds):\n")
     print("| stage | data | h2d | forward | backward | optimizer | step p50 | exposed comm (trace) | rank imbalance |")
     print("|---|---|---|---|---|---|---|---|---|")
+    comms = {}
     for label, rows in (("1x1", bases), ("2x1 DDP", ddps), ("1x2 threads", twos)):
-        cells = [f"{statistics.median(r[p] for r in rows) * 1000:.1f}" for p in PHASES]
-        comm = [c for c in (exposed_comm_ms(r) for r in rows) if c is not None]
+        cells = [f"{med(rows, p):.1f}" for p in PHASES]
+        comm = comms[label] = [c for c in (exposed_comm_ms(r) for r in rows) if c is not None]
         imbalance = [max(s) / min(s) for s in (r.get("notes", {}).get("rank_seconds") for r in rows) if s and min(s) > 0]
-        print(f"| {label} | " + " | ".join(cells) + f" | {statistics.median(r['step_time_p50'] for r in rows) * 1000:.1f}"
+        print(f"| {label} | " + " | ".join(cells) + f" | {med(rows, 'step_time_p50'):.1f}"
               f" | {f'{statistics.median(comm):.1f}' if comm else '–'}"
               f" | {f'{statistics.median(imbalance):.3f}' if imbalance else '–'} |")
-    comm = [c for c in (exposed_comm_ms(r) for r in ddps) if c is not None]
-    if comm:
-        def med(rows: list[dict], key: str) -> float:
-            return statistics.median(r[key] for r in rows) * 1000
-
-        exposed = statistics.median(comm)
+    if comms["2x1 DDP"]:
+        exposed = statistics.median(comms["2x1 DDP"])
         slow = med(ddps, "t_forward") / med(bases, "t_forward")
         extra_bwd = med(ddps, "t_backward") - med(bases, "t_backward")
         shared = (slow - 1) * med(bases, "t_backward")

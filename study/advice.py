@@ -96,11 +96,12 @@ class Rule:
     # Whether the figure is a share of the step that the fixes can remove: then removing all of it
     # bounds the speed-up at 1 / (1 - share).
     removable: bool = True
-    how: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)  # toggle name -> how it addresses this bottleneck
+    # toggle name -> how that toggle addresses this bottleneck
+    how: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def effect_of(self, toggle: str) -> str:
         """Why `toggle` (a name or a spec such as amp=bf16) helps here, in one clause."""
-        how = self.how.get(toggle.partition("=")[0].strip())
+        how = self.how.get(toggle_name(toggle))
         return f"{self.effect}; {how}" if how else self.effect
 
 

@@ -40,8 +40,8 @@ AUTO_PROFILE = ("cprofile", "torch")
 _FIELDS = ("task", "model", "dataset", "data_root", "image_size", "subset", "val_subset", "weights",
            "freeze_backbone", "batch_size", "epochs", "steps", "val_steps", "warmup", "lr", "momentum",
            "weight_decay", "seed", "device", "threads", "checkpoint_every", "log_every", "run_name",
-           "repeats", "profile_steps", "trace_shapes", "trace_memory", "trace_stack", "trace_budget_mb", "ablate", "no_pictures",
-           "budget_minutes", "profiles_root", "reports_root", "dry_run", "resume",
+           "repeats", "profile_steps", "trace_shapes", "trace_memory", "trace_stack", "trace_budget_mb", "ablate",
+           "no_pictures", "budget_minutes", "profiles_root", "reports_root", "dry_run", "resume",
            "nnodes", "node_rank", "rdzv_endpoint", "s3_endpoint", "s3_cache")
 
 

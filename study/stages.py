@@ -215,12 +215,10 @@ class StageRunner:
         from study.pictures import PASS_NAME, PICTURES_FILE
 
         target = self.cfg.report_dir / PICTURES_FILE
-        if self.cfg.no_pictures:
-            target.unlink(missing_ok=True)  # never show an earlier run's pictures as this one's
-            return
         ok = {r.name for r in results if r.status == "ok"}
         ladder = [st for st in self.stages if st.spec.index <= len(self.toggles)]  # not the ablation stages
-        st = next((st for st in reversed(ladder) if st.spec.name in ok and st.spec.checkpoint_path.is_file()), None)
+        st = None if self.cfg.no_pictures else next(
+            (st for st in reversed(ladder) if st.spec.name in ok and st.spec.checkpoint_path.is_file()), None)
         if st is None:
             target.unlink(missing_ok=True)  # never show an earlier run's pictures as this one's
             return

@@ -129,16 +129,18 @@ def write_ladder(run_dir: Path, print_table: bool = True) -> pd.DataFrame:
     """stages.csv (raw figures) and stages.md (the human table) of a run; the table on the console."""
     df = ladder_frame(read_results(run_dir / "results.jsonl"))
     write_atomic(run_dir / "stages.csv", tables.csv(df))
-    write_atomic(run_dir / "stages.md", f"# Ladder: {run_dir.name}\n\n" + tables.markdown(display_frame(df)))
+    shown = display_frame(df)
+    write_atomic(run_dir / "stages.md", f"# Ladder: {run_dir.name}\n\n" + tables.markdown(shown))
     if print_table:
         # On a terminal a reason wrapped inside the status cell runs down a dozen lines: the cell says
         # the status, the reasons follow the table in full (stages.md keeps them in the cell).
-        view = display_frame(df).assign(status=list(df.status))
+        from rich.markup import escape  # errors hold brackets: "[Errno 104]", "[gloo]"
+
+        view = shown.assign(status=list(df.status))
         console = tables.make_console()
         tables.print_table(console, view, f"study {run_dir.name}")
         for _, r in df[df.status != "ok"].iterrows():
             if r.reason:
-                from rich.markup import escape  # errors hold brackets: "[Errno 104]", "[gloo]"
-
-                console.print(f"  {r['name']} {r.status}: {escape(' '.join(str(r.reason).split()))}", soft_wrap=True)
+                console.print(f"  {r['name']} {r.status}: {escape(' '.join(str(r.reason).split()))}",
+                              soft_wrap=True)
     return df
