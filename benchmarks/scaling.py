@@ -140,9 +140,9 @@ def main() -> int:
         rest = extra_bwd - shared - exposed
         remains = (f"{rest:.1f} ms remain: the all-reduce DDP overlaps with backward, competing for the rank's core"
                    if rest >= 1.0 else "nothing beyond those two remains")
-        print(f"\nreading: forward, which communicates nothing, is {slow:.2f}x slower per process in DDP: the two "
-              f"processes slow each other's compute. Backward grows by {extra_bwd:.1f} ms: about {shared:.1f} ms is that "
-              f"same slowdown, {exposed:.1f} ms is all-reduce the trace shows exposed, and {remains}. "
+        print(f"\nreading: forward, which communicates nothing, takes {slow:.2f}x its 1x1 time per process in DDP "
+              f"(above 1: the two processes slow each other's compute). Backward changes by {extra_bwd:+.1f} ms: about "
+              f"{shared:+.1f} ms is that same factor, {exposed:.1f} ms is all-reduce the trace shows exposed, and {remains}. "
               f"Without the exposed part the DDP step would give "
               f"{2 * med(bases, 'step_time_p50') / (med(ddps, 'step_time_p50') - exposed):.2f}x the 1x1 samples/s.")
     return 0
