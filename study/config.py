@@ -117,6 +117,9 @@ class RunConfig:
     """Warn when a torch.profiler trace is larger than this (TensorBoard loads it slowly)."""
     ablate: bool = False
     """Also run leave-one-out stages on the full stack."""
+    sanity: bool = False
+    """Before the ladder, check that the pipeline learns at all: the baseline model must overfit one fixed
+    small batch (every dry run does this)."""
     no_pictures: bool = False
     """Skip the pictures drawn after the ladder (confusion matrix and CAM grid, or the segmentation overlays)."""
     budget_minutes: float = 20.0
@@ -130,6 +133,9 @@ class RunConfig:
     """Tiny study: few steps, small subset, one epoch, checkpoint save and reload."""
     resume: bool = False
     """Skip stages already finished in reports/<run_name>/results.jsonl; resume from checkpoints."""
+    keep_checkpoints: bool = False
+    """Keep every stage's full checkpoint (weights and optimizer state); by default a finished stage keeps
+    only the weights that the pictures pass and `study predict` read, of the last stage."""
 
     # --- loader and launch settings (toggles set these through configure()) -------------------
     num_workers: int = 0
@@ -273,7 +279,7 @@ class RunConfig:
     def hash(self) -> str:
         """Hash of what changes a measurement (not where outputs go or resume flags)."""
         d = self.to_dict()
-        for k in ("run_name", "profiles_root", "reports_root", "resume", "profile", "budget_minutes",
+        for k in ("run_name", "profiles_root", "reports_root", "resume", "keep_checkpoints", "sanity", "profile", "budget_minutes",
                   "no_pictures", "trace_shapes", "trace_memory", "trace_stack", "trace_budget_mb"):
             d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from study.cli import check_measured_steps
+from study.orchestrate import check_measured_steps
 from study.config import ConfigError, RunConfig
 from study.records import StageResult
 from study.report.ladder import MIN_MEASURED_STEPS, NOISY_CV, checks, display_frame, ladder_frame

@@ -1,0 +1,126 @@
+"""One study from a RunConfig: check the inputs, plan and run the ladder (or the search, then its
+ladder), write the reports. The CLI parses; this module runs."""
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from study.config import ConfigError, RunConfig
+from study.faults import one_line
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse an output folder that cannot be created and written, creating nothing: a refused run
+    leaves no trace (the folders are made when the first stage starts)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a folder")
+        os.rmdir(tempfile.mkdtemp(prefix=".study-write-test-", dir=existing))
+    except OSError as e:
+        raise ConfigError(f"cannot write outputs to {path}: {e.strerror or e}; pick another --reports-root/"
+                          f"--profiles-root or fix permissions") from None
+
+
+def check_measured_steps(cfg: RunConfig, train_samples: int) -> None:
+    """Refuse, before any stage starts, a run whose timing pass would measure no step at all."""
+    per_epoch = train_samples // cfg.batch_size  # the training loader drops the last partial batch
+    if per_epoch == 0:
+        raise ConfigError(f"{train_samples} training samples make no full batch of {cfg.batch_size}; "
+                          f"lower --batch-size or raise --subset")
+    steps = min(cfg.steps or per_epoch, per_epoch) * cfg.epochs
+    if cfg.warmup >= steps:
+        raise ConfigError(f"the run trains {steps} steps ({train_samples} samples, batch {cfg.batch_size}, "
+                          f"{cfg.epochs} epochs) and --warmup {cfg.warmup} excludes them all from timing; "
+                          f"raise --subset/--epochs or lower --warmup")
+
+
+def run_study(cfg: RunConfig) -> int:
+    """Preflight, the ladder, the reports; 0 when every stage is ok or skipped, 3 when one failed."""
+    from optimizations.base import Env, parse_stack
+
+    auto = cfg.stack == ("auto",)  # the search picks the stack; its ladder then runs like any other
+    toggles = parse_stack(list(cfg.stack)) if cfg.stack and not auto else []
+    _check_writable(cfg.report_dir)
+    _check_writable(cfg.profile_dir)
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise ConfigError(f"weights file not found: {cfg.weights}")
+    env = Env.detect(cfg.device)
+
+    from study.data import open_datasets
+    from study.report import build_report, make_console, write_ladder
+    from study.stages import StageRunner
+
+    console = make_console(stderr=True)
+    # Preflight in the parent: a missing dataset or unreachable bucket is bad input (exit 2), found
+    # before any stage process starts.
+    bundle = open_datasets(cfg)
+    check_measured_steps(cfg, len(bundle.train))
+    from study import preflight
+
+    preflight.run(cfg, bundle)  # samples, model/task/dataset fit, weights, --resume checkpoints
+    if auto:
+        from study.search import search_stack
+
+        cfg = search_stack(cfg, env, console)
+        toggles = parse_stack(list(cfg.stack)) if cfg.stack else []
+    runner = StageRunner(cfg, toggles, env)  # plans once (workers=auto measures here)
+    # The first open is the cold one (an S3 cache is filled here): keep its 10/11 records too. Written
+    # only now that nothing can refuse the run any more.
+    from study.records import load_seed_rows, seed_rows_to_csv, write_atomic
+
+    write_atomic(cfg.report_dir / "stages" / "_preflight" / "records-r0.csv",
+                 seed_rows_to_csv(load_seed_rows(bundle.loads)))
+    console.print(f"[bold]study[/] {cfg.run_name}: {cfg.task} {cfg.model} on {cfg.dataset} "
+                  f"({len(bundle.train)} train / {len(bundle.val)} val), device {env.device_type}, "
+                  f"stack: {','.join(cfg.stack) or '(baseline only)'}")
+
+    def show(r) -> None:
+        if r.status == "ok":
+            console.print(f"  stage {r.name}: [green]ok[/] {r.throughput:.1f} samples/s, step p50 "
+                          f"{r.step_time_p50 * 1000:.1f} ms, data wait {r.data_wait_share * 100:.1f}%, "
+                          f"{r.metric_name} {r.metric:.3f}")
+        elif r.status == "skipped":
+            console.print(f"  stage {r.name}: [yellow]skipped[/] — {r.reason}")
+        else:
+            from rich.markup import escape  # errors hold brackets: "[Errno 104]", "[gloo]"
+
+            console.print(f"  stage {r.name}: [red]failed[/] — {escape(one_line(r.error))}")
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    # No auto-refresh thread: the display is redrawn only when the runner reports something (at most
+    # every couple of seconds while a child is timed), so the parent stays idle on a small machine.
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} stages"),
+                  TimeElapsedColumn(), console=console, transient=True, auto_refresh=False) as progress:
+        bar = progress.add_task("starting", total=len(runner.stages))
+
+        def result(r) -> None:
+            show(r)
+            progress.advance(bar)
+            progress.refresh()
+
+        def on_pass(what: str) -> None:
+            progress.update(bar, description=what)
+            progress.refresh()
+
+        runner.on_result = result
+        runner.on_pass = on_pass
+        runner.on_warning = lambda text: console.print(f"[yellow]warning:[/] {text}")
+        results = runner.run()
+    write_ladder(cfg.report_dir)
+    build_report([cfg.report_dir])
+    console.print(f"reports: {cfg.report_dir}/  traces: tensorboard --logdir {cfg.profile_dir}")
+    failed = [r for r in results if r.status == "failed"]
+    if not failed:
+        return 0
+    for r in failed:  # plain lines: a script reading stderr gets one line per failed stage
+        print(f"study: stage {r.name} failed: {one_line(r.error)}", file=sys.stderr)
+    if any(r.stage == 0 for r in failed):
+        print("study: the baseline failed, so no stage can be compared with it", file=sys.stderr)
+    return 3
