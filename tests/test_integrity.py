@@ -22,13 +22,14 @@ import random, sys
 from pathlib import Path
 from study.records import StageResult, append_jsonl, seed_rows_to_csv, write_atomic
 out = Path(sys.argv[1])
-print("ready", flush=True)
 i = 0
 while True:
     append_jsonl(out / "results.jsonl", StageResult(run="k", stage=i % 7, name=f"{i:02d}-x",
                                                      notes={"pad": "x" * random.randint(100, 9000)}))
     rows = [(2, 0, f"{i}.0", "0.1", "0.2", "1.5", 8)] * random.randint(1, 3000)
     write_atomic(out / "records.csv", seed_rows_to_csv(rows, ("stage", "repeat")))
+    if i == 0:  # one row written whatever the machine's speed, then the kill may come at any point
+        print("ready", flush=True)
     i += 1
 """
 
@@ -58,7 +59,7 @@ def test_killed_writers_leave_only_whole_lines(tmp_path: Path) -> None:
             with open(tmp_path / "records.csv", newline="") as fh:
                 table = list(csv.reader(fh))
             assert tuple(table[0]) == SEED_COLUMNS + ("stage", "repeat") and all(len(r) == 7 for r in table[1:])
-    assert rows > 12  # the writers got somewhere before each kill
+    assert rows >= 12  # every writer finished a row before its kill, and none was lost
 
 
 def test_a_torn_tail_is_cut_before_the_next_row(tmp_path: Path) -> None:

@@ -63,8 +63,9 @@ def test_recorded_step_time_covers_the_wall_clock(monkeypatch):
     for r, wall in zip(recs, walls):
         assert 0 < r.seconds <= wall + 1e-9  # a step cannot last longer than the call that ran it
     recorded = sum(r.seconds for r in recs)
-    # what the loop does between steps (building records, iter(loader)) is small next to the steps
-    assert 0.9 * epoch_wall <= recorded <= epoch_wall
+    # Against the calls that ran the steps, not the epoch: what the loop does between steps (records,
+    # iter(loader)) is untimed on purpose, and a busy machine can stall the loop there at will.
+    assert 0.9 * sum(walls) <= recorded <= epoch_wall
 
 
 class _Delayed:
