@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from study.config import RunConfig
+from study.plan import Plan
 from study.spec import StageSpec
 from tests.util import REPO, stage_rows
 
@@ -42,10 +43,11 @@ def injection():
     return module
 
 
-def stage_spec(tmp: Path, **changes) -> Path:
+def stage_spec(tmp: Path, num_workers: int = 0, **changes) -> Path:
     values = dict(model="tiny", batch_size=8, subset=64, val_subset=16, steps=4, val_steps=1, warmup=1, threads=1,
                   run_name="f", reports_root=str(tmp / "reports"), profiles_root=str(tmp / "profiles"))
-    spec = StageSpec(index=0, name="00-base", stack=(), config=RunConfig(**{**values, **changes}))
+    spec = StageSpec(index=0, name="00-base", stack=(), config=RunConfig(**{**values, **changes}),
+                     plan=Plan(num_workers=num_workers))
     path = tmp / "stage.json"
     spec.save(path)
     return path
@@ -93,7 +95,7 @@ def test_a_loader_worker_killed_by_a_signal_is_named(synthetic_root: Path, tmp_p
 
 
 def test_a_stage_process_that_crashes_is_recorded_with_its_signal(tmp_path: Path) -> None:
-    from study.stages import run_child
+    from study.child import run_child
 
     crash = "import os, signal; print('about to crash', flush=True); os.kill(os.getpid(), signal.SIGSEGV)"
     payload, error = run_child([sys.executable, "-c", crash], tmp_path / "x.log", tmp_path / "x.json")
@@ -197,8 +199,8 @@ def assert_whole_lines(run_dir: Path) -> None:
 def test_failed_stages_are_recorded_the_ladder_goes_on_and_the_study_exits_3(synthetic_root: Path,
                                                                             tmp_path: Path) -> None:
     """The baseline runs out of memory; the next stage (DDP, 2 ranks) loses rank 1. Both are recorded
-    with their real errors, the second ran although the first failed, the DDP stage ended within 60 s,
-    the reports are written, and the exit code is 3 with one line per failed stage."""
+    with their real errors, the second ran although the first failed, the DDP stage ended soon after
+    rank 1 failed, the reports are written, and the exit code is 3 with one line per failed stage."""
     proc = start_study(tmp_path, [*SMALL, "--data-root", str(synthetic_root), "--run-name", "f", "--steps", "3",
                                   "--stack", "ddp=2"], faults="00-base=oom,01-ddp_2=rank1-raise")
     code, out, err = finish(proc)
@@ -212,8 +214,11 @@ def test_failed_stages_are_recorded_the_ladder_goes_on_and_the_study_exits_3(syn
     rows = {r["name"]: r for r in stage_rows(tmp_path, "f")}
     assert [rows[n]["status"] for n in ("00-base", "01-ddp_2")] == ["failed", "failed"]
     run_dir = tmp_path / "reports" / "f"
-    ddp_started = (run_dir / "stages" / "01-ddp_2" / "stage.json").stat().st_mtime
-    assert rows["01-ddp_2"]["finished"] - ddp_started < 60
+    # From rank 1's failure to the stage's end: torchrun's teardown, not the wait for a collective
+    # timeout (10 min); measured from the failure, so the ranks' start-up on a slow machine is not in it.
+    (rank1,) = (run_dir / "stages" / "01-ddp_2").glob("timing-r*.rank1.json")
+    failed_at = json.loads(rank1.read_text())["time"]
+    assert 0 <= rows["01-ddp_2"]["finished"] - failed_at < 60
     assert (run_dir / "stages.md").is_file() and "failed" in (run_dir / "stages.md").read_text()
     assert_whole_lines(run_dir)
     assert_no_secret(tmp_path, out, err)
