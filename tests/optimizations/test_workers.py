@@ -50,11 +50,35 @@ def test_bad_values():
 
 
 def test_sweep_measures_each_count(tiny_cfg):
+    """A real data-only pass per count: one row each, in order, each timing `batches` whole batches;
+    the count chosen is the knee of the very table it returns."""
     result = w.sweep_workers(tiny_cfg, counts=[0, 1], batches=2)
-    assert [r["workers"] for r in result["table"]] == [0, 1]
-    assert all(r["samples_per_s"] > 0 and r["samples"] == 2 * tiny_cfg.batch_size for r in result["table"])
-    assert result["table"][1]["startup_seconds"] > 0
-    assert result["chosen"] in (0, 1)
+    table = result["table"]
+    assert [r["workers"] for r in table] == [0, 1]
+    for r in table:
+        assert r["samples"] == 2 * tiny_cfg.batch_size and r["seconds"] > 0
+        assert r["samples_per_s"] == pytest.approx(r["samples"] / r["seconds"], rel=1e-3)
+    assert table[1]["startup_seconds"] > 0  # a worker process was started and waited for
+    assert result["chosen"] == w.pick_knee(table)
+    assert (result["key"], result["batch_size"], result["batches_per_count"]) == (w.sweep_key(tiny_cfg), 8, 2)
+
+
+def test_sweep_takes_the_knee_not_the_fastest_count(tiny_cfg, monkeypatch):
+    """The sweep's choice on a planted machine where 4 workers are fastest and 2 come within the
+    tolerance: every count measured once, with the sweep's batch count, and 2 chosen."""
+    planted = {0: 100.0, 1: 180.0, 2: 300.0, 4: 320.0}
+    measured = []
+
+    def measure_loader(cfg, dataset, workers, batches):
+        measured.append((workers, batches, len(dataset)))
+        return {"workers": workers, "samples_per_s": planted[workers], "samples": batches * cfg.batch_size,
+                "seconds": 1.0, "startup_seconds": 0.0}
+
+    monkeypatch.setattr(w, "measure_loader", measure_loader)
+    result = w.sweep_workers(tiny_cfg, counts=[0, 1, 2, 4], batches=3)
+    assert measured == [(0, 3, 64), (1, 3, 64), (2, 3, 64), (4, 3, 64)]  # the training subset, every count
+    assert result["chosen"] == 2
+    assert [r["samples_per_s"] for r in result["table"]] == [100.0, 180.0, 300.0, 320.0]
 
 
 def test_auto_sweeps_once_records_the_table_and_reuses_it_on_resume(tiny_cfg, monkeypatch):
