@@ -7,7 +7,7 @@ from optimizations.base import parse_stack
 from optimizations.ddp import ddp_config
 from study.config import ConfigError, RunConfig
 from study.spec import StageSpec, worker_command
-from tests.optimizations.helpers import cpu_env
+from tests.optimizations.helpers import cpu_env, cuda_env
 
 
 def test_configure_launches_torchrun_and_splits_cores():
@@ -38,8 +38,20 @@ def test_worker_command_goes_through_torchrun(tmp_path):
     assert "torch.distributed.run" in cmd and "--nproc-per-node=2" in cmd and "--standalone" in cmd
 
 
-def test_applicable_on_cpu():
-    assert parse_stack("ddp")[0].applicable(cpu_env())[0]
+def test_ddp_needs_the_gpus_it_names_and_runs_as_processes_on_a_cpu(tmp_path):
+    """What ddp=N asks of the machine: on CUDA, N GPUs on this node, else its stage is planned as
+    skipped with the reason; on a CPU its ranks are processes sharing the cores, so any N applies."""
+    from study.stages import plan
+
+    two_gpus = cuda_env(gpus=2)
+    assert parse_stack("ddp=2")[0].applicable(two_gpus) == (True, "")
+    ok, reason = parse_stack("ddp=3")[0].applicable(two_gpus)
+    assert not ok and "needs 3 GPUs" in reason and "has 2" in reason
+    cfg = RunConfig(device="cpu", reports_root=str(tmp_path))
+    on_gpus = plan(cfg, parse_stack("ddp=3"), two_gpus)
+    assert [s.skip_reason for s in on_gpus] == ["", reason]
+    on_cpu = plan(cfg, parse_stack("ddp=3"), cpu_env(cores=2))
+    assert [s.skip_reason for s in on_cpu] == ["", ""] and on_cpu[1].spec.stack == ("ddp=3",)
 
 
 @pytest.mark.slow
