@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from optimizations.base import TrainContext
+from study.context import TrainContext
 from study.tasks import Task, logits_of
 
 PHASES = ("data", "h2d", "forward", "backward", "optimizer")
@@ -109,7 +109,7 @@ class TrainState:
 
     def to_device(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
-        non_blocking = self.ctx.cfg.pin_memory
+        non_blocking = self.ctx.plan.pin_memory
         x = x.to(self.ctx.device, non_blocking=non_blocking)
         if self.ctx.memory_format is not None:
             x = x.contiguous(memory_format=self.ctx.memory_format)
@@ -201,10 +201,17 @@ def validate(s: TrainState, loader: Any, *, max_steps: int = 0) -> tuple[dict[st
 
 # --- checkpoints ------------------------------------------------------------------------------
 
-def save_checkpoint(path: Path, s: TrainState) -> None:
-    """Atomic: written to a temp file, then renamed, so a killed run never leaves half a file."""
+def _save_atomic(state: dict[str, Any], path: Path) -> None:
+    """Written to a temp file, then renamed, so a killed run never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: Path, s: TrainState) -> None:
+    """Everything training needs to go on (atomic): weights, optimizer and scaler state, position."""
+    _save_atomic({
         "model": s.base_model.state_dict(),
         "optimizer": s.optimizer.state_dict(),
         "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else None,
@@ -212,19 +219,32 @@ def save_checkpoint(path: Path, s: TrainState) -> None:
         "epoch": s.epoch,
         "steps_in_epoch": s.steps_in_epoch,
         "meta": s.meta,
-    }
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    }, path)
 
 
-def load_checkpoint(path: Path, s: TrainState) -> None:
+# What a finished stage keeps: the pictures pass and `study predict` read the weights, the step count
+# and the metadata; the optimizer state (SGD momentum, as large as the weights) only served to resume.
+WEIGHTS_KEYS = ("model", "step", "epoch", "meta")
+
+
+def keep_weights_only(path: Path) -> None:
+    """Rewrite the checkpoint at `path` as its weights, step and metadata (atomic)."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # the momentum is never read
+    _save_atomic({k: state[k] for k in WEIGHTS_KEYS if k in state}, path)
+
+
+def load_checkpoint(path: Path, s: TrainState) -> bool:
+    """Resume `s` from `path`; False, leaving `s` as it is, when the file holds no optimizer state (a
+    finished stage's kept weights: nothing to resume)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("optimizer") is None:
+        return False
     s.base_model.load_state_dict(state["model"])
     s.optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler") and s.scaler.is_enabled():
         s.scaler.load_state_dict(state["scaler"])
     s.step, s.epoch, s.steps_in_epoch = state["step"], state["epoch"], state["steps_in_epoch"]
+    return True
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Callable
 
 from study.profiling.trace_summary import CATEGORIES, diff_ops, headline
 from study.records import StageResult
-from study.report import fmt
+from study import fmt
 from study.report.doc import Doc, Part, rel
 from study.report.frames import (PHASE_FIELDS, UNREPRESENTATIVE, category_frame, cprofile_frame, diff_frames,
                                  diff_pairs, lines_frame, mfu_frame, phase_frame, profile_ratio, quality_frame,
@@ -270,8 +270,36 @@ def skipped(run: RunData) -> Part:
     return part
 
 
+def disk(run: RunData) -> Part:
+    """What the run keeps on disk, and where: its checkpoints one by one, the rest of reports/<run>/, the traces."""
+    from study.clean import CHECKPOINTS, clean_command, human, usage
+
+    part, u = Part(), usage(run.dir)
+    status = {r.name: r.status for r in run.stages}
+    keep_all = bool(run.config.get("config", {}).get("keep_checkpoints"))
+    rows = []
+    for path, size in u.checkpoints:
+        stage = path.stem
+        if path.suffix != ".pt" or path.parent != run.dir / CHECKPOINTS:
+            what = "checkpoint file"
+        elif keep_all:
+            what = f"checkpoint of {stage}: weights and optimizer state (--keep-checkpoints)"
+        elif status.get(stage) == "ok":
+            what = f"weights of {stage}: the pictures and `study predict` read them"
+        else:
+            what = f"checkpoint of {stage}, which did not finish: --resume goes on from it"
+        rows.append({"what": what, "where": str(path), "size": human(size)})
+    rows.append({"what": "results, records, logs, summaries, pictures", "where": f"{run.dir}/", "size": human(u.reports)})
+    rows.append({"what": "traces and profiler output", "where": f"{u.profile_dir}/", "size": human(u.traces)})
+    part.heading("On disk")
+    part.para(f"The run keeps {human(u.total)} (when this report was written). `{clean_command(run.dir)}` removes "
+              f"the checkpoints and keeps results.jsonl, the reports and the traces.")
+    part.table(rows)
+    return part
+
+
 RUN_SECTIONS: list[Section] = [header, verdict, ladder, search_table, phases, mfu, bottlenecks, compile_stats, quality,
-                               pictures, worker_sweep, trace_categories, trace_diff, profiles, skipped]
+                               pictures, worker_sweep, trace_categories, trace_diff, profiles, skipped, disk]
 
 
 def run_report(run_dir: Path, sections: list[Section] | None = None) -> Doc:
