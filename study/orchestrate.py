@@ -124,3 +124,6 @@ def run_study(cfg: RunConfig) -> int:
     if any(r.stage == 0 for r in failed):
         print("study: the baseline failed, so no stage can be compared with it", file=sys.stderr)
     return 3
+    from study.clean import disk_line
+
+    console.print(disk_line(cfg.report_dir, cfg.profile_dir), markup=False, highlight=False)

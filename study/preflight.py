@@ -20,8 +20,7 @@ from typing import Any
 import torch
 
 from study.config import ConfigError, RunConfig
-from study import catalog
-from study.data import DataBundle
+from study.data import DataBundle, catalog
 
 # Items read per split: the first, the last and some between. Reading every image of ImageNet here
 # would take longer than the study; a bad file elsewhere fails its stage with the file's name.

@@ -146,3 +146,22 @@ def test_checkpoint_write_is_atomic(tmp_path):
     s = _state()
     save_checkpoint(tmp_path / "c.pt", s)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
+def test_a_finished_stage_keeps_its_weights_without_optimizer_state(tmp_path):
+    """keep_weights_only drops the momentum (as large as the weights) and keeps what predict reads; such
+    a file is no resume point: load_checkpoint says so and leaves the state as it is."""
+    s = _state()
+    fit(s, _loader(), None, epochs=1, max_steps=3, val_steps=0, warmup=0, checkpoint=tmp_path / "c.pt")
+    full = (tmp_path / "c.pt").stat().st_size
+    loop.keep_weights_only(tmp_path / "c.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert set(state) == set(loop.WEIGHTS_KEYS) and state["step"] == 3
+    assert (tmp_path / "c.pt").stat().st_size < 0.7 * full
+    for a, b in zip(state["model"].values(), s.base_model.state_dict().values()):
+        assert torch.equal(a, b)
+    fresh = _state()
+    before = {k: v.clone() for k, v in fresh.base_model.state_dict().items()}
+    assert load_checkpoint(tmp_path / "c.pt", fresh) is False
+    assert fresh.step == 0 and all(torch.equal(v, before[k]) for k, v in fresh.base_model.state_dict().items())

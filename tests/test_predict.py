@@ -73,6 +73,25 @@ def test_top5_is_the_model_on_the_validation_transform(classify_ckpt, synthetic_
     assert [t["class"] for t in rec["top"]] == [meta["classes"][i] for i in probs.topk(5).indices.tolist()]
 
 
+def test_predict_reads_the_weights_a_finished_stage_keeps(classify_ckpt, tmp_path, capsys):
+    """A study keeps weights and metadata only (study.loop.keep_weights_only); predict gives the same
+    answer on them as on the full checkpoint."""
+    import shutil
+
+    from study.loop import keep_weights_only
+    from study.predict import predict
+
+    kept = tmp_path / "00-base.pt"
+    shutil.copy(classify_ckpt, kept)
+    keep_weights_only(kept)
+    assert "optimizer" not in torch.load(kept, weights_only=True) and read_meta(kept) == read_meta(classify_ckpt)
+    img = synthetic_picture(tmp_path / "a.png", 3)
+    (full,) = predict([img], classify_ckpt, tmp_path / "full")
+    (slim,) = predict([img], kept, tmp_path / "slim")
+    assert slim["top"] == full["top"]
+    assert "classify, tiny on cifar10, 12 training steps" in capsys.readouterr().out
+
+
 def test_segment_prints_pixel_shares_and_writes_the_mask_overlay(segment_ckpt, tmp_path, capsys):
     from study.predict import predict
 

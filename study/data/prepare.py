@@ -25,9 +25,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from study.config import ConfigError
-from study import catalog
-from study.data import s3_package, synthetic
-from study.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
+from study.data import catalog, s3_package, synthetic
+from study.data.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
 from study.data.synthetic import is_synthetic
 
 

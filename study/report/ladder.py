@@ -10,8 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from study.records import StageResult, read_results, write_atomic
-from study import fmt
-from study.report import tables
+from study.report import fmt, tables
 from study.report.reading import stage_rows
 
 
