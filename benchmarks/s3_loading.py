@@ -42,7 +42,8 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
 
 from study.config import RunConfig  # noqa: E402
-from study.data import catalog, open_datasets, s3, synthetic  # noqa: E402
+from study import catalog
+from study.data import open_datasets, s3, synthetic  # noqa: E402
 
 TASKS = {d.name: d.task for d in catalog.DATASETS}
 BUCKET, PREFIX = "bench-data", "synthetic"

@@ -43,6 +43,16 @@ class Amp(Optimization):
     description = "mixed precision: torch.autocast (bf16 or fp16) + GradScaler for fp16"
     value_help = "bf16|fp16"
     order = ORDER_PRECISION
+    prior = 10
+    addresses = {"compute-bound": "bf16/fp16 runs it on faster units and moves half the bytes",
+                 "memory-bound": "16-bit activations take about half the memory (else lower --batch-size)"}
+
+    @classmethod
+    def search_values(cls, env: Env) -> list[str | None]:
+        if env.device_type == "cuda":
+            return ["bf16", "fp16"] if env.bf16_native else ["fp16"]
+        # Without AVX512-BF16/AMX, bf16 is emulated and slower than fp32; fp16 has no fast CPU path at all.
+        return ["bf16"] if env.bf16_native else []
 
     def parse_value(self, value: str | None) -> str | None:
         if value is not None and value not in DTYPES:

@@ -1,16 +1,25 @@
 """The Optimization protocol, the registry and stack parsing.
 
 A toggle implements only the hooks it needs; every hook is a no-op by default, so the training loop
-never asks "is amp on?" — it calls the hooks of whatever toggles are active.
+never asks "is amp on?" — it calls the hooks of whatever toggles are active. Everything else about a
+toggle lives on its class too: the values the search tries here, its prior rank, what its first run
+costs, the bottlenecks it addresses and how, the plan fields it writes and its conflicts. The advice
+and the search ask this registry; neither names a toggle.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, ContextManager
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping
 
 from study.config import ConfigError, RunConfig
+from study.context import TrainContext
+from study.env import Env, cpu_has_bf16
+from study.plan import Plan
+
+__all__ = ["Env", "TrainContext", "Plan", "cpu_has_bf16", "Optimization", "Cost", "REGISTRY", "register",
+           "load_all", "parse_stack", "parse_int", "canonical", "configure_all", "split_cores", "candidates",
+           "conflicts_of", "fixes_for", "toggle_name", "setter_of"]
 
 # Canonical wrapping order (lower wraps first, i.e. innermost): memory format → precision →
 # script/compile → DP/DDP. The stack order only decides the ladder, never the wrapping order.
@@ -20,52 +29,22 @@ ORDER_GRAPH = 30
 ORDER_PARALLEL = 40
 ORDER_OTHER = 50
 
+# Modules of toggles that live outside this package (a user's plug-ins), comma-separated. An
+# environment variable because every stage process must register the same toggles as the parent, and
+# children inherit the environment.
+PLUGINS_ENV = "STUDY_TOGGLES"
+
 
 @dataclass(frozen=True)
-class Env:
-    """What this machine offers, as far as toggles care."""
+class Cost:
+    """What a run with this toggle costs beyond the stack under it, before anything was measured."""
 
-    device_type: str  # "cpu" or "cuda"
-    cuda_count: int
-    cpu_count: int
-    bf16_native: bool = False
+    warm_s: float = 0.0  # every run (process start-up of more ranks, tracing, a compile cache hit)
+    cold_s: Mapping[str, float] | None = None  # the first run, by device type (a cold compile)
 
-    @classmethod
-    def detect(cls, device: str = "auto") -> "Env":
-        import torch
-
-        cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        dev = device.split(":")[0]
-        device_type = ("cuda" if cuda else "cpu") if dev == "auto" else dev
-        if device_type == "cuda" and not cuda:
-            raise ConfigError("--device cuda asked for, but no CUDA device is visible; use --device cpu")
-        bf16 = torch.cuda.is_bf16_supported() if device_type == "cuda" else cpu_has_bf16()
-        return cls(device_type=device_type, cuda_count=cuda, cpu_count=os.cpu_count() or 1, bf16_native=bf16)
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX). Without it bf16 autocast is emulated
-    and runs many times slower than fp32: the amp stage shows that, it is not hidden."""
-    from study.hostinfo import cpuinfo
-
-    return bool(set(cpuinfo().get("flags", "").split()) & {"avx512_bf16", "amx_bf16"})
-
-
-@dataclass
-class TrainContext:
-    """Per-process training state the hooks may read and set before the loop starts."""
-
-    cfg: RunConfig
-    env: Env
-    device: Any  # torch.device
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    autocast: Callable[[], ContextManager] = contextlib.nullcontext
-    scaler: Any = None  # torch.amp.GradScaler; disabled one by default
-    optimizer_kwargs: dict = field(default_factory=dict)
-    memory_format: Any = None  # torch.memory_format for inputs, None keeps contiguous
-    notes: dict = field(default_factory=dict)  # what toggles want recorded (e.g. "script: traced")
+    def first_run_s(self, device_type: str) -> float:
+        cold = (self.cold_s or {}).get(device_type, 0.0)
+        return cold or self.warm_s
 
 
 class Optimization:
@@ -74,12 +53,20 @@ class Optimization:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     value_help: ClassVar[str] = ""  # e.g. "N|auto"; empty: takes no value
-    conflicts: ClassVar[tuple[str, ...]] = ()
-    requires: ClassVar[tuple[str, ...]] = ()
+    conflicts: ClassVar[tuple[str, ...]] = ()  # declared on one side; the registry makes it symmetric
     order: ClassVar[int] = ORDER_OTHER
+    # The search tries toggles in this order where no finding points elsewhere (lower first): how
+    # often the toggle pays off on a typical vision model.
+    prior: ClassVar[int] = 100
+    cost: ClassVar[Cost] = Cost()
+    # bottleneck (a name of study.advice's rules) -> how this toggle addresses it, one clause
+    addresses: ClassVar[Mapping[str, str]] = {}
+    # Plan fields this toggle's configure() writes: a config file naming one is refused with our name.
+    plans: ClassVar[tuple[str, ...]] = ()
     # A toggle that replaces how the stage process trains (hogwild spawns trainers on one shared
-    # model) sets this to a study.timing.Trainer; None: the one loop runs in the stage process.
-    stage_trainer: ClassVar[Callable[[Any], Any] | None] = None
+    # model) sets this to a trainer, called as trainer(session, kit) (study.timing); None: the one
+    # loop runs in the stage process.
+    stage_trainer: ClassVar[Callable[..., Any] | None] = None
 
     def __init__(self, value: str | None = None) -> None:
         self.raw = value
@@ -95,13 +82,18 @@ class Optimization:
     def spec(self) -> str:
         return self.name if self.raw is None else f"{self.name}={self.raw}"
 
+    @classmethod
+    def search_values(cls, env: Env) -> list[str | None]:
+        """The values worth measuring on this machine (None: the toggle as it is); [] leaves it out."""
+        return [None]
+
     # -- hooks (all no-ops by default) ------------------------------------------------------------
     def applicable(self, env: Env) -> tuple[bool, str]:
         return True, ""
 
-    def configure(self, cfg: RunConfig, env: Env) -> RunConfig:
-        """Plan-time (parent, torch-free): loader and launch settings of the stages with this toggle."""
-        return cfg
+    def configure(self, plan: Plan, cfg: RunConfig, env: Env) -> Plan:
+        """Plan-time (parent, torch-free): the loader and launch settings of the stages with this toggle."""
+        return plan
 
     def setup(self, ctx: TrainContext) -> None:
         """Process-level settings before model and optimizer exist (flags, scaler, optimizer kwargs)."""
@@ -119,17 +111,25 @@ class Optimization:
 
 
 REGISTRY: dict[str, type[Optimization]] = {}
+_CONFLICTS: set[frozenset[str]] = set()
 
 
 def register(cls: type[Optimization]) -> type[Optimization]:
     if not cls.name:
         raise TypeError(f"{cls.__name__} has no name")
     REGISTRY[cls.name] = cls
+    _CONFLICTS.update(frozenset((cls.name, other)) for other in cls.conflicts)
     return cls
 
 
+def conflicts_of(name: str) -> list[str]:
+    """Every toggle `name` conflicts with, whichever of the two declared it."""
+    return sorted(next(iter(pair - {name})) for pair in _CONFLICTS if name in pair and len(pair) == 2)
+
+
 def load_all() -> dict[str, type[Optimization]]:
-    """Import every toggle module of the package so each registers itself."""
+    """Import every toggle module of this package, and the plug-in modules named in $STUDY_TOGGLES,
+    so each registers itself."""
     import importlib
     import pkgutil
 
@@ -138,7 +138,17 @@ def load_all() -> dict[str, type[Optimization]]:
     for mod in pkgutil.iter_modules(optimizations.__path__):
         if mod.name != "base" and not mod.name.startswith("_"):
             importlib.import_module(f"optimizations.{mod.name}")
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"cannot import the toggle module {module!r} named in ${PLUGINS_ENV}: {e}; "
+                              f"put its folder on PYTHONPATH") from None
     return REGISTRY
+
+
+def toggle_name(spec: str) -> str:
+    return spec.partition("=")[0].strip()
 
 
 def parse_stack(items: str | list[str] | tuple[str, ...]) -> list[Optimization]:
@@ -158,21 +168,11 @@ def parse_stack(items: str | list[str] | tuple[str, ...]) -> list[Optimization]:
             raise ConfigError(f"unknown toggle {name!r}; valid toggles: {', '.join(sorted(REGISTRY))}")
         if name in seen:
             raise ConfigError(f"toggle {name!r} appears twice in --stack")
+        clash = [other for other in conflicts_of(name) if other in seen]
+        if clash:
+            raise ConfigError(f"toggles {clash[0]!r} and {name!r} conflict; keep one of them in --stack")
         seen.add(name)
         toggles.append(REGISTRY[name](value.strip() if "=" in item else None))
-    for t in toggles:
-        for other in t.conflicts:
-            if other in seen:
-                raise ConfigError(f"toggles {t.name!r} and {other!r} conflict; keep one of them in --stack")
-    # conflicts are declared on one side only sometimes; check the reverse too
-    for t in toggles:
-        for cls in REGISTRY.values():
-            if t.name in cls.conflicts and cls.name in seen:
-                raise ConfigError(f"toggles {cls.name!r} and {t.name!r} conflict; keep one of them in --stack")
-    for i, t in enumerate(toggles):
-        for need in t.requires:
-            if need not in [x.name for x in toggles[:i]]:
-                raise ConfigError(f"toggle {t.name!r} needs {need!r} earlier in --stack")
     return toggles
 
 
@@ -200,10 +200,12 @@ def canonical(toggles: list[Optimization]) -> list[Optimization]:
     return sorted(toggles, key=lambda t: t.order)
 
 
-def configure_all(cfg: RunConfig, toggles: list[Optimization], env: Env) -> RunConfig:
+def configure_all(cfg: RunConfig, toggles: list[Optimization], env: Env) -> Plan:
+    """The stage's plan: the baseline's, changed by each toggle in ladder order."""
+    plan = Plan()
     for t in toggles:
-        cfg = t.configure(cfg, env)
-    return cfg
+        plan = t.configure(plan, cfg, env)
+    return plan
 
 
 def split_cores(cfg: RunConfig, processes: int, env: Env) -> int:
@@ -211,3 +213,57 @@ def split_cores(cfg: RunConfig, processes: int, env: Env) -> int:
     uses the same cores the single-process baseline used (never more threads than asked for)."""
     share = max(1, env.cpu_count // processes)
     return min(cfg.threads, share) if cfg.threads else share
+
+
+# --- what the search and the advice ask ----------------------------------------------------------
+
+def by_prior() -> list[type[Optimization]]:
+    load_all()
+    return sorted(REGISTRY.values(), key=lambda c: (c.prior, c.name))
+
+
+def candidates(env: Env, stack: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Toggle specs worth trying on top of `stack` here: applicable, not in the stack already, not in
+    conflict with it, each useful value of a toggle once; in prior order."""
+    stack = list(stack)
+    have = {toggle_name(s) for s in stack}
+    out = []
+    for cls in by_prior():
+        if cls.name in have:
+            continue
+        for value in cls.search_values(env):
+            spec = cls.name if value is None else f"{cls.name}={value}"
+            try:
+                (toggle,) = parse_stack([spec])
+                if not toggle.applicable(env)[0]:
+                    continue
+                parse_stack(stack + [spec])  # conflicts
+            except ConfigError:
+                continue
+            out.append(spec)
+    return out
+
+
+def fixes_for(bottleneck: str) -> tuple[str, ...]:
+    """Names of the toggles that address `bottleneck`, in prior order."""
+    return tuple(c.name for c in by_prior() if bottleneck in c.addresses)
+
+
+def how_of(toggle: str, bottleneck: str) -> str:
+    """How `toggle` (a name or a spec such as amp=bf16) addresses `bottleneck`; "" when it does not."""
+    cls = REGISTRY.get(toggle_name(toggle))
+    return cls.addresses.get(bottleneck, "") if cls else ""
+
+
+def first_run_cost(toggle: str, device_type: str, first: bool) -> float:
+    """Seconds a run with `toggle` adds to the stack under it (its first run: a cold compile)."""
+    load_all()
+    cls = REGISTRY.get(toggle_name(toggle))
+    if cls is None:
+        return 0.0
+    return cls.cost.first_run_s(device_type) if first else cls.cost.warm_s
+
+
+def setter_of(plan_field: str) -> str:
+    """The toggle whose configure() writes `plan_field` ("" when none declares it)."""
+    return next((c.name for c in by_prior() if plan_field in c.plans), "")

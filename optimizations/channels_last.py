@@ -20,6 +20,8 @@ class ChannelsLast(Optimization):
     name = "channels_last"
     description = "NHWC memory layout for weights and input batches (faster convolutions)"
     order = ORDER_MEMORY_FORMAT
+    prior = 30
+    addresses = {"compute-bound": "the channels-last (NHWC) layout is the one the fastest convolution kernels read"}
 
     def setup(self, ctx: TrainContext) -> None:
         apply_channels_last(ctx)

@@ -29,6 +29,7 @@ def enable_cudnn_fast_paths() -> dict[str, str]:
 class Cudnn(Optimization):
     name = "cudnn"
     description = "cuDNN benchmark (autotuned conv algorithms) + TF32 matmul/conv"
+    prior = 60
 
     def applicable(self, env: Env) -> tuple[bool, str]:
         if env.device_type != "cuda":

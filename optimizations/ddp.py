@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from optimizations.base import ORDER_PARALLEL, Env, Optimization, TrainContext, parse_int, register, split_cores
+from optimizations.base import ORDER_PARALLEL, Cost, Env, Optimization, Plan, TrainContext, parse_int, register, split_cores
 from study.config import ConfigError, RunConfig
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 CPU_DEFAULT_WORLD = 2
 
 
-def ddp_config(cfg: RunConfig, env: Env, world_size: int | None = None) -> RunConfig:
+def ddp_plan(plan: Plan, cfg: RunConfig, env: Env, world_size: int | None = None) -> Plan:
     """torchrun launch with `world_size` processes per node (default: one per GPU, else 2 on CPU)."""
     cuda = env.device_type == "cuda"
     n = world_size or (env.cuda_count if cuda else CPU_DEFAULT_WORLD)
@@ -29,7 +29,7 @@ def ddp_config(cfg: RunConfig, env: Env, world_size: int | None = None) -> RunCo
     changes: dict[str, Any] = dict(launcher="torchrun", world_size=n)
     if not cuda:
         changes["threads"] = split_cores(cfg, n, env)
-    return cfg.replace(**changes)
+    return plan.replace(**changes)
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
@@ -51,6 +51,15 @@ class Ddp(Optimization):
     value_help = "N"
     conflicts = ("dp",)
     order = ORDER_PARALLEL
+    prior = 80
+    cost = Cost(warm_s=10.0)  # torchrun and a process group per run
+    plans = ("launcher", "world_size", "threads")
+
+    @classmethod
+    def search_values(cls, env: Env) -> list[str | None]:
+        if env.device_type == "cuda":
+            return [str(env.cuda_count)] if env.cuda_count >= 2 else []
+        return [str(CPU_DEFAULT_WORLD)] if env.cpu_count >= 2 else []
 
     def parse_value(self, value: str | None) -> int | None:
         return None if value is None else int(parse_int("ddp", value, minimum=1))
@@ -62,8 +71,8 @@ class Ddp(Optimization):
             return False, f"ddp={self.value} needs {self.value} GPUs on this node; it has {env.cuda_count}"
         return True, ""
 
-    def configure(self, cfg: RunConfig, env: Env) -> RunConfig:
-        return ddp_config(cfg, env, self.value)
+    def configure(self, plan: Plan, cfg: RunConfig, env: Env) -> Plan:
+        return ddp_plan(plan, cfg, env, self.value)
 
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
         import torch

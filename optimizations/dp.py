@@ -26,6 +26,7 @@ class DataParallel(Optimization):
     description = "nn.DataParallel over all visible GPUs in one process"
     conflicts = ("ddp",)
     order = ORDER_PARALLEL
+    prior = 90
 
     def applicable(self, env: Env) -> tuple[bool, str]:
         if env.device_type != "cuda" or env.cuda_count < 2:

@@ -36,6 +36,9 @@ def fused_optimizer_kwargs(device_type: str) -> dict[str, bool]:
 class FusedOptim(Optimization):
     name = "fused_optim"
     description = "fused optimizer step (foreach where fused is missing)"
+    prior = 70
+    addresses = {"host-bound": "one foreach/fused kernel replaces a Python loop and a launch per parameter",
+                 "optimizer-heavy": "one foreach/fused kernel updates all parameters instead of one loop per parameter"}
 
     def setup(self, ctx: TrainContext) -> None:
         ctx.optimizer_kwargs = {**ctx.optimizer_kwargs, **fused_optimizer_kwargs(ctx.device.type)}

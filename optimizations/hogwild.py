@@ -24,7 +24,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from optimizations.base import Env, Optimization, TrainContext, parse_int, register, split_cores
+from optimizations.base import Cost, Env, Optimization, Plan, TrainContext, parse_int, register, split_cores
 from study.config import RunConfig
 
 if TYPE_CHECKING:
@@ -34,8 +34,8 @@ DEFAULT_PROCESSES = 2
 BARRIER_TIMEOUT_S = 900
 
 
-def hogwild_config(cfg: RunConfig, env: Env, processes: int) -> RunConfig:
-    return cfg.replace(launcher="hogwild", world_size=processes, threads=split_cores(cfg, processes, env))
+def hogwild_plan(plan: Plan, cfg: RunConfig, env: Env, processes: int) -> Plan:
+    return plan.replace(launcher="hogwild", world_size=processes, threads=split_cores(cfg, processes, env))
 
 
 def shared_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -56,25 +56,23 @@ def adopt_shared(model: torch.nn.Module, shared: dict[str, torch.Tensor]) -> Non
         t.data = src
 
 
-def trainer_process(spec: Any, rank: int, processes: int, shared: dict[str, torch.Tensor], out: Any,
+def trainer_process(spec: Any, kit: Any, rank: int, processes: int, shared: dict[str, torch.Tensor], out: Any,
                     barrier: Any) -> None:
     """One Hogwild trainer (a spawned process): its own session on the shared weights, the one loop
     on its shard, no validation (the stage process validates the shared model once at the end)."""
     try:
         from study.loop import fit
-        from study.session import build_loaders, build_session, seed_everything
-        from study.timing import progress_hooks, rank_summary
 
-        sess = build_session(spec)
+        sess = kit.build_session(spec)
         cfg = sess.cfg
         adopt_shared(sess.state.base_model, shared)
-        seed_everything(cfg.seed + rank)  # own augmentation stream per trainer
+        kit.seed_everything(cfg.seed + rank)  # own augmentation stream per trainer
         sess.ctx.rank, sess.ctx.world_size = rank, processes  # its shard; no process group
-        train_loader, _ = build_loaders(cfg, sess.bundle, sess.ctx)
+        train_loader, _ = kit.build_loaders(cfg, sess.bundle, sess.ctx)
         barrier.wait(timeout=BARRIER_TIMEOUT_S)
         result = fit(sess.state, train_loader, None, epochs=cfg.epochs, max_steps=cfg.steps, val_steps=0,
-                     warmup=cfg.warmup, hooks=progress_hooks(sess))
-        out.put({"rank": rank, "pid": os.getpid(), "summary": rank_summary(result.steps, sess.ctx.device),
+                     warmup=sess.warmup, hooks=kit.progress_hooks(sess))
+        out.put({"rank": rank, "pid": os.getpid(), "summary": kit.rank_summary(result.steps, sess.ctx.device),
                  "steps": result.steps, "epochs": result.epochs})
     except BaseException as e:  # noqa: BLE001 — the stage process reports it
         barrier.abort()
@@ -83,7 +81,7 @@ def trainer_process(spec: Any, rank: int, processes: int, shared: dict[str, torc
         raise SystemExit(1) from None
 
 
-def run_trainers(spec: Any, model: torch.nn.Module, processes: int) -> list[dict[str, Any]]:
+def run_trainers(spec: Any, kit: Any, model: torch.nn.Module, processes: int) -> list[dict[str, Any]]:
     """Spawn `processes` trainers on the shared `model`; returns their reports, rank order.
 
     spawn, not fork: the parent has already run OpenMP/MKL thread pools, which are not fork-safe.
@@ -94,7 +92,7 @@ def run_trainers(spec: Any, model: torch.nn.Module, processes: int) -> list[dict
     mpc = mp.get_context("spawn")
     out = mpc.Queue()
     barrier = mpc.Barrier(processes)
-    procs = [mpc.Process(target=trainer_process, args=(spec, i, processes, shared, out, barrier),
+    procs = [mpc.Process(target=trainer_process, args=(spec, kit, i, processes, shared, out, barrier),
                          name=f"hogwild-{i}") for i in range(processes)]
     for p in procs:
         p.start()
@@ -123,15 +121,15 @@ def run_trainers(spec: Any, model: torch.nn.Module, processes: int) -> list[dict
     return [reports[i] for i in range(processes)]
 
 
-def train_shared(sess: Any) -> tuple[Any, list[dict[str, Any]]]:
+def train_shared(sess: Any, kit: Any) -> tuple[Any, list[dict[str, Any]]]:
     """The stage trainer of a Hogwild stage (a study.timing.Trainer): spawn the trainers, then
     validate and checkpoint the shared model once. Throughput follows the DDP rule: all trainers'
     measured samples over the longest trainer's measured time."""
     from study.loop import EpochRecord, LoopResult, save_checkpoint, validate
 
     cfg, ctx, state = sess.cfg, sess.ctx, sess.state
-    processes = cfg.world_size
-    reports = run_trainers(sess.spec, state.base_model, processes)
+    processes = sess.plan.world_size
+    reports = run_trainers(sess.spec, kit, state.base_model, processes)
     steps = sorted((r for rep in reports for r in rep["steps"]), key=lambda r: r.start)
     t1, w1 = time.perf_counter(), time.time()
     metrics, val_loss, wait = validate(state, sess.val_loader, max_steps=cfg.val_steps)
@@ -153,6 +151,9 @@ class Hogwild(Optimization):
     description = "lock-free asynchronous SGD: N CPU processes train one shared-memory model"
     value_help = "N"
     conflicts = ("dp", "ddp")
+    prior = 110
+    cost = Cost(warm_s=5.0)  # spawning the trainers
+    plans = ("launcher", "world_size", "threads")
     stage_trainer = staticmethod(train_shared)
 
     def parse_value(self, value: str | None) -> int:
@@ -163,9 +164,13 @@ class Hogwild(Optimization):
             return False, "hogwild shares a CPU model between processes; on an accelerator use ddp"
         return True, ""
 
-    def configure(self, cfg: RunConfig, env: Env) -> RunConfig:
-        return hogwild_config(cfg, env, self.value)
+    @classmethod
+    def search_values(cls, env: Env) -> list[str | None]:
+        return [str(DEFAULT_PROCESSES)] if env.device_type == "cpu" and env.cpu_count >= 2 else []
+
+    def configure(self, plan: Plan, cfg: RunConfig, env: Env) -> Plan:
+        return hogwild_plan(plan, cfg, env, self.value)
 
     def setup(self, ctx: TrainContext) -> None:
         # Profiling passes run the stage in one process: they explain the step, which is the same loop.
-        ctx.notes["hogwild"] = f"profiled one process of {ctx.cfg.world_size}"
+        ctx.notes["hogwild"] = f"profiled one process of {ctx.plan.world_size}"

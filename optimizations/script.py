@@ -16,9 +16,9 @@ import functools
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from optimizations.base import ORDER_GRAPH, Optimization, TrainContext, register
+from optimizations.base import ORDER_GRAPH, Cost, Optimization, TrainContext, register
 from study.config import RunConfig
-from study.data.catalog import DEFAULT_SIZE
+from study.catalog import DEFAULT_SIZE
 
 if TYPE_CHECKING:
     import torch
@@ -122,6 +122,9 @@ class Script(Optimization):
     description = "TorchScript: torch.jit.script, falling back to torch.jit.trace (deprecated in torch ≥ 2.9)"
     conflicts = ("compile",)
     order = ORDER_GRAPH
+    prior = 100
+    cost = Cost(warm_s=5.0)  # tracing or scripting at start-up
+    addresses = {"host-bound": "TorchScript runs the model without one Python call per layer"}
 
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
         example = example_input(ctx.cfg, ctx.device, ctx.memory_format)

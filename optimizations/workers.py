@@ -8,9 +8,9 @@ cost memory and CPU that the training step needs).
 
 The sweep runs at plan time (configure), once per study, in a child process of its own: the parent
 stays torch-free and never opens the dataset a second time. Every stage that has the toggle gets the
-same count, so stages stay comparable. Its table goes to
-reports/<run>/worker_sweep.json (and into each such stage's notes, so results.jsonl alone carries it);
-with --resume a sweep of the same data/loader settings is reused rather than re-measured, keeping the
+same count, so stages stay comparable. Its table travels in the stage plan to the stage's notes (so
+results.jsonl alone carries it) and is kept in reports/<run>/worker_sweep.json for --resume:
+a sweep of the same data/loader settings is reused rather than re-measured, keeping the
 stage configs (and their hashes) stable. The sweep is data-only: it does not see the CPU that the
 training step itself takes, which on a small machine favours fewer workers than it reports.
 """
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from optimizations.base import Env, Optimization, TrainContext, parse_int, register
+from optimizations.base import Env, Optimization, Plan, TrainContext, parse_int, register
 from study.config import RunConfig
 
 PREFETCH_FACTOR = 2
@@ -32,11 +32,11 @@ SWEEP_MAX_SECONDS = 5.0  # per candidate: heavy images at large batches stop ear
 SWEEP_FILE = "worker_sweep.json"
 
 
-def make_workers_config(cfg: RunConfig, n: int, prefetch_factor: int = PREFETCH_FACTOR) -> RunConfig:
+def workers_plan(plan: Plan, n: int, prefetch_factor: int = PREFETCH_FACTOR) -> Plan:
     """Loader settings for n persistent, prefetching workers (n = 0: the in-process loader)."""
     if n == 0:
-        return cfg.replace(num_workers=0, persistent_workers=False, prefetch_factor=0)
-    return cfg.replace(num_workers=n, persistent_workers=True, prefetch_factor=prefetch_factor)
+        return plan.replace(num_workers=0, persistent_workers=False, prefetch_factor=0)
+    return plan.replace(num_workers=n, persistent_workers=True, prefetch_factor=prefetch_factor)
 
 
 def candidate_counts(cpu_count: int) -> list[int]:
@@ -131,25 +131,22 @@ def load_or_sweep(cfg: RunConfig) -> dict[str, Any]:
 
 
 def sweep_in_child(cfg: RunConfig) -> dict[str, Any]:
-    """Run sweep_workers in a fresh process (python -m optimizations.workers) and read its JSON."""
-    import subprocess
+    """Run sweep_workers in a fresh process (python -m optimizations.workers), started as every child of
+    the study is (study.child: dies with the study, its log kept, its real error found)."""
     import sys
     import tempfile
 
+    from study.child import run_child
     from study.config import ConfigError
-    from study.spec import child_env
 
     with tempfile.TemporaryDirectory(prefix="study-sweep-") as tmp:
         cfg_file, out = Path(tmp) / "config.json", Path(tmp) / "sweep.json"
         cfg_file.write_text(cfg.to_json())
-        proc = subprocess.run([sys.executable, "-m", "optimizations.workers", "--config", str(cfg_file),
-                               "--out", str(out)], env=child_env(), stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True)
-        if proc.returncode != 0 or not out.is_file():
-            tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-            raise ConfigError(f"workers=auto: the data-loader sweep failed ({tail or f'exit code {proc.returncode}'}); "
-                              f"give a count instead, e.g. workers=2")
-        return json.loads(out.read_text())
+        payload, err = run_child([sys.executable, "-m", "optimizations.workers", "--config", str(cfg_file),
+                                  "--out", str(out)], Path(tmp) / "sweep.log", out)
+        if payload is None:
+            raise ConfigError(f"workers=auto: the data-loader sweep failed ({err}); give a count instead, e.g. workers=2")
+        return payload
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +168,13 @@ class Workers(Optimization):
     name = "workers"
     description = "DataLoader worker processes (persistent, prefetching); auto sweeps counts and takes the knee"
     value_help = "N|auto"
+    prior = 40
+    addresses = {"data-bound": "worker processes load the next batches while the step runs"}
+    plans = ("num_workers", "persistent_workers", "prefetch_factor")
+
+    @classmethod
+    def search_values(cls, env: Env) -> list[str | None]:
+        return [str(n) for n in (1, 2, 4, 8) if n <= max(env.cpu_count, 1)][-3:]
 
     def parse_value(self, value: str | None) -> int | str:
         # workers=0 is the baseline itself, so a count starts at 1
@@ -180,22 +184,21 @@ class Workers(Optimization):
         super().__init__(value)
         self.sweep: dict[str, Any] | None = None
 
-    def configure(self, cfg: RunConfig, env: Env) -> RunConfig:
+    def configure(self, plan: Plan, cfg: RunConfig, env: Env) -> Plan:
         if self.value != "auto":
-            return make_workers_config(cfg, int(self.value))
+            return workers_plan(plan, int(self.value))
         if self.sweep is None:  # plan() configures every later stage too; measure once
             self.sweep = load_or_sweep(cfg)
-        return make_workers_config(cfg, int(self.sweep["chosen"]))
+        return workers_plan(plan, int(self.sweep["chosen"])).replace(sweep=self.sweep)
 
     def setup(self, ctx: TrainContext) -> None:
-        cfg = ctx.cfg
-        note = (f"{cfg.num_workers} workers, persistent, prefetch_factor {cfg.prefetch_factor}" if cfg.num_workers
+        cfg, plan = ctx.cfg, ctx.plan
+        note = (f"{plan.num_workers} workers, persistent, prefetch_factor {plan.prefetch_factor}" if plan.num_workers
                 else "0 workers: loading in the training process measured fastest")
         if self.value == "auto":
             note = f"auto → {note}"
-            path = cfg.report_dir / SWEEP_FILE
-            if path.is_file():
-                sweep = json.loads(path.read_text())
+            sweep = plan.sweep
+            if sweep:
                 ctx.notes["worker_sweep"] = [{"workers": r["workers"], "samples_per_s": round(r["samples_per_s"], 1)}
                                              for r in sweep["table"]]
                 ctx.notes["worker_sweep_chosen"] = sweep["chosen"]

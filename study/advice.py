@@ -13,7 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from optimizations.base import Env
+from optimizations.base import candidates as registry_candidates
+from optimizations.base import fixes_for, how_of, toggle_name
+from study.env import Env
 
 # --- evidence ------------------------------------------------------------------------------------
 
@@ -84,65 +86,49 @@ def evidence_of(row: Any, trace: Mapping[str, Any] | None = None,
 
 @dataclass(frozen=True)
 class Rule:
-    """One bottleneck test: `read` takes a figure from the evidence; the rule fires at `threshold`."""
+    """One bottleneck test: `read` takes a figure from the evidence; the rule fires at `threshold`.
+    The toggles that address a bottleneck say so themselves (Optimization.addresses); a rule names
+    only the bottleneck."""
 
     bottleneck: str
     figure: str  # what is read, in words
     source: str  # where a reader finds that figure
     threshold: float  # fires when the figure is at or above this
     read: Callable[[Evidence], float | None]
-    fixes: tuple[str, ...]  # toggles that address it, best first
     effect: str  # what the figure means, in words
     # Whether the figure is a share of the step that the fixes can remove: then removing all of it
     # bounds the speed-up at 1 / (1 - share).
     removable: bool = True
-    # toggle name -> how that toggle addresses this bottleneck
-    how: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def fixes(self) -> tuple[str, ...]:
+        """Toggles that address this bottleneck, best first (the registry's prior order)."""
+        return fixes_for(self.bottleneck)
 
     def effect_of(self, toggle: str) -> str:
         """Why `toggle` (a name or a spec such as amp=bf16) helps here, in one clause."""
-        how = self.how.get(toggle_name(toggle))
+        how = how_of(toggle, self.bottleneck)
         return f"{self.effect}; {how}" if how else self.effect
 
 
-COMPUTE_HOW = {"amp": "bf16/fp16 runs it on faster units and moves half the bytes",
-               "channels_last": "the channels-last (NHWC) layout is the one the fastest convolution kernels read",
-               "compile": "fusing the elementwise ops around the convolutions saves memory traffic"}
-
 RULES: tuple[Rule, ...] = (
     Rule("data-bound", "data-wait share of the step", "results.jsonl data_wait_share", 0.10,
-         lambda e: e.data_wait_share, ("workers", "pin"),
-         "the step waits for its batches",
-         how={"workers": "worker processes load the next batches while the step runs",
-              "pin": "page-locked batches copy to the device without blocking the host"}),
+         lambda e: e.data_wait_share, "the step waits for its batches"),
     Rule("host-bound", "device idle share of the profiled step", "torch trace: no kernel/copy/memset running",
-         0.30, lambda e: e.device_idle_share, ("compile", "script", "fused_optim"),
-         "the device waits for the host to launch work",
-         how={"compile": "fewer, fused launches (CUDA graphs with compile=reduce-overhead) keep the device busy",
-              "script": "TorchScript launches the model without a Python call per layer",
-              "fused_optim": "one foreach/fused kernel replaces a launch per parameter"}),
+         0.30, lambda e: e.device_idle_share, "the device waits for the host to launch work"),
     Rule("host-bound", "Python share of the step", "cProfile: own time of Python functions", 0.20,
-         lambda e: e.python_share, ("compile", "script"),
-         "the interpreter, not the math, takes the time",
-         how={"compile": "the model runs as one compiled graph instead of one Python call per layer",
-              "script": "TorchScript runs the model without one Python call per layer"}),
+         lambda e: e.python_share, "the interpreter, not the math, takes the time"),
     Rule("optimizer-heavy", "optimizer share of the step", "results.jsonl t_optimizer ÷ phases", 0.15,
-         lambda e: e.optimizer_share, ("fused_optim",),
-         "the parameter update takes a large part of the step",
-         how={"fused_optim": "one foreach/fused kernel updates all parameters instead of one loop per parameter"}),
+         lambda e: e.optimizer_share, "the parameter update takes a large part of the step"),
     Rule("compute-bound", "model FLOPs utilization", "results.jsonl mfu", 0.40,
-         lambda e: e.mfu, ("amp", "channels_last", "compile"),
-         "the step is busy with math", how=COMPUTE_HOW, removable=False),
+         lambda e: e.mfu, "the step is busy with math", removable=False),
     Rule("compute-bound", "operator share of the profiled step", "torch trace: kernels (GPU) or ops (CPU)", 0.80,
-         lambda e: e.op_share, ("amp", "channels_last", "compile"),
-         "the step is busy with math", how=COMPUTE_HOW, removable=False),
+         lambda e: e.op_share, "the step is busy with math", removable=False),
     Rule("communication-bound", "exposed all-reduce share of the step", "torch trace: communication", 0.15,
-         lambda e: e.comm_share, (),
+         lambda e: e.comm_share,
          "a larger --batch-size per process amortises each all-reduce; fewer processes all-reduce less"),
     Rule("memory-bound", "peak memory ÷ capacity", "results.jsonl peak_memory_mb ÷ memory_capacity_mb", 0.85,
-         lambda e: e.memory_share, ("amp",),
-         "the peak is near what the device holds",
-         how={"amp": "16-bit activations take about half the memory (else lower --batch-size)"}, removable=False),
+         lambda e: e.memory_share, "the peak is near what the device holds", removable=False),
 )
 
 
@@ -186,79 +172,10 @@ def figures(ev: Evidence, rules: Iterable[Rule] = RULES) -> list[tuple[Rule, flo
 
 # --- what is worth trying here -------------------------------------------------------------------
 
-# Order in which toggles usually pay off, used where no rule says otherwise.
-PRIOR = ("amp", "compile", "channels_last", "workers", "pin", "cudnn", "fused_optim", "ddp", "dp", "script",
-         "hogwild")
-
-
-def _worker_counts(env: Env) -> list[str | None]:
-    return [str(n) for n in (1, 2, 4, 8) if n <= max(env.cpu_count, 1)][-3:]
-
-
-def _amp_values(env: Env) -> list[str | None]:
-    if env.device_type == "cuda":
-        return ["bf16", "fp16"] if env.bf16_native else ["fp16"]
-    # Without AVX512-BF16/AMX, bf16 is emulated and slower than fp32; fp16 has no fast CPU path at all.
-    return ["bf16"] if env.bf16_native else []
-
-
-def _compile_values(env: Env) -> list[str | None]:
-    if env.device_type == "cuda":
-        return ["default", "reduce-overhead", "max-autotune"]
-    # On a CPU reduce-overhead's CUDA graphs do not exist and max-autotune's kernel search covers
-    # matmul templates only (convolutions stay oneDNN calls): both compile what the default compiles.
-    return ["default"]
-
-
-def _ddp_values(env: Env) -> list[str | None]:
-    if env.device_type == "cuda":
-        return [str(env.cuda_count)] if env.cuda_count >= 2 else []
-    return ["2"] if env.cpu_count >= 2 else []
-
-
-def _hogwild_values(env: Env) -> list[str | None]:
-    return ["2"] if env.device_type == "cpu" and env.cpu_count >= 2 else []
-
-
-# The values worth measuring per toggle on this machine; a toggle not listed is tried as it is.
-USEFUL_VALUES: dict[str, Callable[[Env], list[str | None]]] = {
-    "workers": _worker_counts,
-    "amp": _amp_values,
-    "compile": _compile_values,
-    "ddp": _ddp_values,
-    "hogwild": _hogwild_values,
-}
-
-
-def toggle_name(spec: str) -> str:
-    return spec.partition("=")[0].strip()
-
-
 def candidates(env: Env, stack: Iterable[str] = ()) -> list[str]:
-    """Toggle specs worth trying on top of `stack` here: applicable, not in the stack already, not in
-    conflict with it, each useful value of a toggle once; in PRIOR order."""
-    from optimizations.base import REGISTRY, load_all, parse_stack
-    from study.config import ConfigError
-
-    load_all()
-    stack = list(stack)
-    have = {toggle_name(s) for s in stack}
-    names = [n for n in PRIOR if n in REGISTRY] + sorted(n for n in REGISTRY if n not in PRIOR)
-    out = []
-    for name in names:
-        if name in have:
-            continue
-        for value in USEFUL_VALUES.get(name, lambda env: [None])(env):
-            spec = name if value is None else f"{name}={value}"
-            try:
-                (toggle,) = parse_stack([spec])
-                if not toggle.applicable(env)[0]:
-                    continue
-                parse_stack(stack + [spec])  # conflicts and requirements
-            except ConfigError:
-                continue
-            out.append(spec)
-    return out
+    """Toggle specs worth trying on top of `stack` here (the registry decides: applicable, useful values,
+    no conflicts, prior order)."""
+    return registry_candidates(env, list(stack))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from study.config import PROFILE_PASSES, ConfigError, RunConfig, field_docs, load_config_file
+from study.config import PROFILE_PASSES, SECTIONS, ConfigError, RunConfig, field_docs, flatten_sections, load_config_file
+from study.plan import PLAN_FIELDS
 
 COMMANDS = ("run", "list", "report", "predict", "clean")
 
@@ -21,8 +22,8 @@ examples:
   python -m study list                                       every toggle and whether it applies here
   python -m study report RUN [RUN2]                          rebuild (or compare) reports
   python -m study predict IMG... --checkpoint reports/RUN/checkpoints/STAGE.pt   top-5 + Grad-CAM, or the mask
-
   python -m study clean RUN                                  remove the run's checkpoints, keep results and traces
+
 Outputs: profiles/<run>/<stage>/ (tensorboard --logdir profiles/<run>) and reports/<run>/.
 Exit codes: 0 every stage ok or skipped (a toggle that does not apply here); 2 bad input, one line on
   stderr, found before any stage starts; 3 a stage failed (each printed with its error; the reports
@@ -33,13 +34,15 @@ Exit codes: 0 every stage ok or skipped (a toggle that does not apply here); 2 b
 # host and compute shares from them.
 AUTO_PROFILE = ("cprofile", "torch")
 
-# CLI flag → RunConfig field, for options that map one to one.
-_FIELDS = ("task", "model", "dataset", "data_root", "image_size", "subset", "val_subset", "weights",
-           "freeze_backbone", "batch_size", "epochs", "steps", "val_steps", "warmup", "lr", "momentum",
-           "weight_decay", "seed", "device", "threads", "checkpoint_every", "log_every", "run_name",
-           "repeats", "profile_steps", "trace_shapes", "trace_memory", "trace_stack", "trace_budget_mb", "ablate",
-           "no_pictures", "sanity", "keep_checkpoints", "budget_minutes", "profiles_root", "reports_root", "dry_run", "resume",
-           "nnodes", "node_rank", "rdzv_endpoint", "s3_endpoint", "s3_cache")
+# Options whose flag takes a list in its own syntax; every other RunConfig field maps one to one.
+LIST_OPTIONS = {
+    "stack": ("T1,T2,...", "toggles, applied cumulatively, one stage each (see `study list`), e.g. "
+              "workers=4,pin,amp=bf16; or auto: search the toggles that pay off here, measured side by side, "
+              "within --budget-minutes"),
+    "profile": ("PASSES", f"profiling passes after each timing pass: {','.join(PROFILE_PASSES)} or all "
+                "(dry runs default to all)"),
+}
+FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in LIST_OPTIONS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,42 +52,58 @@ class _Parser(argparse.ArgumentParser):
 
 def _run_parser() -> argparse.ArgumentParser:
     docs = field_docs()
-    types = {f.name: f for f in dataclasses.fields(RunConfig)}
     p = _Parser(prog="study", description="Train a base model, stack optimizations as a ladder of stages, "
                 "measure every stage the same honest way, profile it, and report which toggles paid off.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE", help="YAML or TOML file with the same options as keys (the CLI wins)")
-    p.add_argument("--stack", metavar="T1,T2,...", help="toggles, applied cumulatively, one stage each "
-                   "(see `study list`), e.g. workers=4,pin,amp=bf16; or auto: search the toggles that pay off "
-                   "here, measured side by side, within --budget-minutes")
-    p.add_argument("--profile", metavar="PASSES", help=f"profiling passes after each timing pass: "
-                   f"{','.join(PROFILE_PASSES)} or all (dry runs default to all)")
-    for name in _FIELDS:
-        f = types[name]
-        flag = "--" + name.replace("_", "-")
-        help_text = docs.get(name, "").replace("%", "%%")  # argparse formats help with %
-        if f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true", default=None, help=help_text)
-        else:
-            conv = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=conv, default=None, metavar=name.split("_")[-1].upper(),
-                           help=f"{help_text} (default: {f.default!r})" if f.default not in ("", None) else help_text)
+    p.add_argument("--config", metavar="FILE", help="YAML or TOML file with the same options as keys, flat or "
+                   "under their section's name (the CLI wins)")
+    for section, cls in SECTIONS.items():
+        group = p.add_argument_group(f"{section} options")
+        for f in dataclasses.fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            if f.name in LIST_OPTIONS:
+                metavar, help_text = LIST_OPTIONS[f.name]
+                group.add_argument(flag, metavar=metavar, help=help_text.replace("%", "%%"))
+                continue
+            help_text = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
+            if f.type in ("bool", bool):
+                group.add_argument(flag, action="store_true", default=None, help=help_text)
+            else:
+                conv = {"int": int, "float": float}.get(str(f.type), str)
+                group.add_argument(flag, type=conv, default=None, metavar=f.name.split("_")[-1].upper(),
+                                   help=f"{help_text} (default: {f.default!r})" if f.default not in ("", None)
+                                   else help_text)
     return p
+
+
+def refuse_plan_fields(values: dict[str, Any]) -> None:
+    """A config file that sets what a toggle decides (num_workers: 4) would silently change the baseline:
+    refuse it, naming the toggle that sets it."""
+    from optimizations.base import setter_of
+
+    for key in flatten_sections(values):
+        if key in PLAN_FIELDS:
+            toggle = setter_of(key)
+            how = f"the {toggle} toggle sets it (--stack {toggle}{'=N' if key in ('num_workers', 'world_size') else ''})" \
+                if toggle else "the stage's toggles set it"
+            raise ConfigError(f"config key {key} is not an option: {how}, so the baseline stays the plain loop; "
+                              f"remove it from the config file")
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
     values: dict[str, Any] = {}
     if args.config:
         values.update(load_config_file(args.config))
-    for name in _FIELDS:
+        refuse_plan_fields(values)
+        values = flatten_sections(values)
+    for name in FIELDS:
         v = getattr(args, name)
         if v is not None:
             values[name] = v
-    if args.stack is not None:
-        values["stack"] = args.stack
-    if args.profile is not None:
-        values["profile"] = args.profile
-    for key in ("stack", "profile"):
+    for key in LIST_OPTIONS:
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    for key in LIST_OPTIONS:
         v = values.get(key)
         if isinstance(v, str):
             values[key] = [s.strip() for s in v.split(",")] if v.strip() else []
@@ -119,7 +138,8 @@ def cmd_list(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from rich.table import Table
 
-    from optimizations.base import Env, load_all
+    from optimizations.base import conflicts_of, load_all
+    from study.env import Env
     from study.report import make_console
 
     env = Env.detect(args.device)
@@ -129,7 +149,7 @@ def cmd_list(argv: list[str]) -> int:
     for name, cls in sorted(load_all().items()):
         ok, reason = cls(None).applicable(env)  # every toggle has a default value
         table.add_row(name, cls.value_help or "–", "yes" if ok else f"no: {reason}",
-                      ", ".join(cls.conflicts) or "–", cls.description)
+                      ", ".join(conflicts_of(name)) or "–", cls.description)
     make_console().print(table)
     return 0
 
@@ -169,6 +189,20 @@ def cmd_predict(argv: list[str]) -> int:
     return 0
 
 
+def cmd_clean(argv: list[str]) -> int:
+    p = _Parser(prog="study clean", description="Remove the checkpoints of runs (the bulk of what a run leaves) and "
+                "keep results.jsonl, the reports and the traces.")
+    p.add_argument("runs", nargs="+", help="run names (under --reports-root) or paths to reports/<run>")
+    p.add_argument("--reports-root", default="reports")
+    args = p.parse_args(argv)
+    from study.clean import clean, run_dir
+
+    dirs = [run_dir(r, args.reports_root) for r in args.runs]  # every name checked before anything is removed
+    for d in dirs:
+        print(f"study clean: {clean(d)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = "run"
@@ -187,17 +221,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-def cmd_clean(argv: list[str]) -> int:
-    p = _Parser(prog="study clean", description="Remove the checkpoints of runs (the bulk of what a run leaves) and "
-                "keep results.jsonl, the reports and the traces.")
-    p.add_argument("runs", nargs="+", help="run names (under --reports-root) or paths to reports/<run>")
-    p.add_argument("--reports-root", default="reports")
-    args = p.parse_args(argv)
-    from study.clean import clean, run_dir
-
-    dirs = [run_dir(r, args.reports_root) for r in args.runs]  # every name checked before anything is removed
-    for d in dirs:
-        print(f"study clean: {clean(d)}")
-    return 0
-
-

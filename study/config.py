@@ -8,6 +8,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from study import catalog
+from study.plan import PLAN_FIELDS
+
 
 class ConfigError(ValueError):
     """Bad user input. The CLI turns it into one line on stderr and exit code 2."""
@@ -15,7 +18,7 @@ class ConfigError(ValueError):
 
 TASKS = ("classify", "segment")
 MODELS = ("resnet50", "resnet18", "deeplabv3_resnet101", "tiny")
-DATASETS = ("cifar10", "oxford-pets", "imagefolder")
+DATASETS = tuple(d.name for d in catalog.DATASETS)
 DEFAULT_MODEL = {"classify": "resnet50", "segment": "deeplabv3_resnet101"}
 DEFAULT_DATASET = {"classify": "cifar10", "segment": "oxford-pets"}
 MODEL_TASKS = {
@@ -24,7 +27,7 @@ MODEL_TASKS = {
     "deeplabv3_resnet101": ("segment",),
     "tiny": ("classify", "segment"),
 }
-DATASET_TASKS = {"cifar10": ("classify",), "imagefolder": ("classify",), "oxford-pets": ("segment",)}
+DATASET_TASKS = {d.name: (d.task,) for d in catalog.DATASETS}
 PROFILE_PASSES = ("cprofile", "torch", "pyspy", "lines")
 DRY_RUN_MAX_SIDE = 64
 DRY_RUN_SEGMENT_BATCH = 4
@@ -46,13 +49,32 @@ def check_s3_endpoint(endpoint: str) -> None:
                           "AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws)")
 
 
+def option(default: Any, *, measured: bool = True) -> Any:
+    """A config field; `measured=False` keeps it out of the hash that says whether two stages measured
+    the same thing (where outputs go, how long the search may take)."""
+    return field(default=default, metadata={"measured": measured})
+
+
+# --- the sections --------------------------------------------------------------------------------
+# Each section is a kw-only dataclass whose field docstrings become --help. RunConfig inherits them
+# all, so a field is read flat (cfg.batch_size, as the flat CLI and config files name it) and a name
+# means one thing across sections; SECTIONS says which section owns which field.
+
+
 @dataclass(frozen=True, kw_only=True)
-class RunConfig:
-    # --- what to train -------------------------------------------------------------------------
+class ModelOptions:
     task: str = "classify"
     """`classify` (top-1/top-5) or `segment` (per-class IoU, mIoU)."""
     model: str = ""
     """resnet50 | resnet18 | deeplabv3_resnet101 | tiny; empty picks the task's default."""
+    weights: str = ""
+    """Local state-dict file loaded into the model before the head is replaced (transfer learning)."""
+    freeze_backbone: bool = False
+    """Train only the new head."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataOptions:
     dataset: str = ""
     """cifar10 | oxford-pets | imagefolder; empty picks the task's default."""
     data_root: str = "data"
@@ -63,12 +85,14 @@ class RunConfig:
     """Use at most this many training samples (0: all)."""
     val_subset: int = 0
     """Use at most this many validation samples (0: all)."""
-    weights: str = ""
-    """Local state-dict file loaded into the model before the head is replaced (transfer learning)."""
-    freeze_backbone: bool = False
-    """Train only the new head."""
+    s3_endpoint: str = ""
+    """Endpoint URL for S3-compatible stores (else AWS_ENDPOINT_URL or AWS)."""
+    s3_cache: str = ""
+    """Download objects once into this folder; empty streams every sample from the store."""
 
-    # --- how long and how ----------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingOptions:
     batch_size: int = 32
     """Samples per step per process."""
     epochs: int = 1
@@ -77,8 +101,6 @@ class RunConfig:
     """Cap on training steps per epoch (0: whole epoch)."""
     val_steps: int = 0
     """Cap on validation steps per epoch (0: whole validation set)."""
-    warmup: int = 2
-    """Training steps at the start excluded from timing (allocator, cudnn autotune, lazy init)."""
     lr: float = 0.01
     """SGD learning rate."""
     momentum: float = 0.9
@@ -96,60 +118,62 @@ class RunConfig:
     log_every: int = 10
     """Write a TensorBoard scalar every N steps."""
 
-    # --- the study -----------------------------------------------------------------------------
-    run_name: str = ""
-    """Name of the study; outputs go to profiles/<run_name>/ and reports/<run_name>/."""
+
+@dataclass(frozen=True, kw_only=True)
+class MeasuringOptions:
     stack: tuple[str, ...] = ()
     """Toggles applied cumulatively, one stage each, e.g. ("workers=4", "pin", "amp")."""
+    warmup: int = 2
+    """Training steps at the start excluded from timing (allocator, cudnn autotune, lazy init)."""
     repeats: int = 1
     """Timed runs per stage; median and 95% CI are taken over them."""
-    profile: tuple[str, ...] = ()
+    ablate: bool = False
+    """Also run leave-one-out stages on the full stack."""
+    dry_run: bool = False
+    """Tiny study: few steps, small subset, one epoch, checkpoint save and reload."""
+    sanity: bool = option(False, measured=False)
+    """Before the ladder, check that the pipeline learns at all: the baseline model must overfit one fixed
+    small batch (every dry run does this)."""
+    budget_minutes: float = option(20.0, measured=False)
+    """--stack auto: wall time for the whole study, search and the chosen stack's ladder; the search stops
+    starting candidates in time for the ladder, and the search table marks what the budget cut."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfilingOptions:
+    profile: tuple[str, ...] = option((), measured=False)
     """Profiling passes run after each stage's timing pass: cprofile, torch, pyspy, lines."""
     profile_steps: int = 6
     """Steps in each profiling pass (torch.profiler: wait 1, warmup 1, active the rest)."""
-    trace_shapes: bool = False
+    trace_shapes: bool = option(False, measured=False)
     """torch.profiler: record input shapes per operator (bigger trace)."""
-    trace_memory: bool = False
+    trace_memory: bool = option(False, measured=False)
     """torch.profiler: record allocations (memory view)."""
-    trace_stack: bool = False
+    trace_stack: bool = option(False, measured=False)
     """torch.profiler: record Python stacks (much bigger trace)."""
-    trace_budget_mb: float = 20.0
+    trace_budget_mb: float = option(20.0, measured=False)
     """Warn when a torch.profiler trace is larger than this (TensorBoard loads it slowly)."""
-    ablate: bool = False
-    """Also run leave-one-out stages on the full stack."""
-    sanity: bool = False
-    """Before the ladder, check that the pipeline learns at all: the baseline model must overfit one fixed
-    small batch (every dry run does this)."""
-    no_pictures: bool = False
+    no_pictures: bool = option(False, measured=False)
     """Skip the pictures drawn after the ladder (confusion matrix and CAM grid, or the segmentation overlays)."""
-    budget_minutes: float = 20.0
-    """--stack auto: wall time for the whole study, search and the chosen stack's ladder; the search stops
-    starting candidates in time for the ladder, and the search table marks what the budget cut."""
-    profiles_root: str = "profiles"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputOptions:
+    run_name: str = option("", measured=False)
+    """Name of the study; outputs go to profiles/<run_name>/ and reports/<run_name>/."""
+    profiles_root: str = option("profiles", measured=False)
     """Root for traces and per-stage profiler output."""
-    reports_root: str = "reports"
+    reports_root: str = option("reports", measured=False)
     """Root for results.jsonl, records.csv, tables and plots."""
-    dry_run: bool = False
-    """Tiny study: few steps, small subset, one epoch, checkpoint save and reload."""
-    resume: bool = False
+    resume: bool = option(False, measured=False)
     """Skip stages already finished in reports/<run_name>/results.jsonl; resume from checkpoints."""
-    keep_checkpoints: bool = False
+    keep_checkpoints: bool = option(False, measured=False)
     """Keep every stage's full checkpoint (weights and optimizer state); by default a finished stage keeps
     only the weights that the pictures pass and `study predict` read, of the last stage."""
 
-    # --- loader and launch settings (toggles set these through configure()) -------------------
-    num_workers: int = 0
-    """DataLoader worker processes."""
-    pin_memory: bool = False
-    """Page-locked host batches and non-blocking host-to-device copies."""
-    persistent_workers: bool = False
-    """Keep DataLoader workers alive across epochs."""
-    prefetch_factor: int = 0
-    """Batches prefetched per worker (0: DataLoader default)."""
-    world_size: int = 1
-    """Processes per node for distributed launch (DDP) or hogwild."""
-    launcher: str = "local"
-    """local | torchrun | hogwild: how the stage process is started."""
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchOptions:
     nnodes: int = 1
     """Nodes taking part (passed through to torchrun)."""
     node_rank: int = 0
@@ -157,11 +181,18 @@ class RunConfig:
     rdzv_endpoint: str = ""
     """host:port of the rendezvous for multi-node torchrun; empty: standalone."""
 
-    # --- object storage ------------------------------------------------------------------------
-    s3_endpoint: str = ""
-    """Endpoint URL for S3-compatible stores (else AWS_ENDPOINT_URL or AWS)."""
-    s3_cache: str = ""
-    """Download objects once into this folder; empty streams every sample from the store."""
+
+# In --help order. Loader and launch settings that toggles decide are not here: they are the stage's
+# Plan (study.plan), written only by the toggles' configure().
+SECTIONS: dict[str, type] = {"model": ModelOptions, "data": DataOptions, "training": TrainingOptions,
+                             "measuring": MeasuringOptions, "profiling": ProfilingOptions,
+                             "outputs": OutputOptions, "launch": LaunchOptions}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig(LaunchOptions, OutputOptions, ProfilingOptions, MeasuringOptions, TrainingOptions, DataOptions,
+                ModelOptions):
+    """What the user chose, validated on construction, frozen, JSON-serializable."""
 
     def __post_init__(self) -> None:
         def fix(name: str, value: Any) -> None:
@@ -185,17 +216,15 @@ class RunConfig:
             fit = [d for d in DATASETS if self.task in DATASET_TASKS[d]]
             raise ConfigError(f"dataset {self.dataset!r} has no labels for task {self.task!r}; datasets for it: "
                               f"{', '.join(fit)}")
-        for name in ("batch_size", "epochs", "repeats", "world_size", "nnodes", "log_every", "profile_steps"):
+        for name in ("batch_size", "epochs", "repeats", "nnodes", "log_every", "profile_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("image_size", "subset", "val_subset", "steps", "val_steps", "warmup", "threads",
-                     "checkpoint_every", "num_workers", "prefetch_factor", "node_rank"):
+                     "checkpoint_every", "node_rank"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.launcher not in ("local", "torchrun", "hogwild"):
-            raise ConfigError(f"unknown launcher {self.launcher!r}")
         fix("stack", tuple(self.stack))
         if "auto" in self.stack and len(self.stack) > 1:
             raise ConfigError("--stack auto searches the toggles itself; give it alone, not with "
@@ -217,11 +246,9 @@ class RunConfig:
             # Tiny everything, but still the whole pipeline (validation, checkpoint, reload): 5 measured
             # steps after 2 warm-up steps, and inputs no larger than DRY_RUN_MAX_SIDE, so every task's dry
             # run takes minutes (DeepLabV3-ResNet101 at 256 px, batch 32, takes minutes per step on a CPU).
-            from study.data.catalog import DEFAULT_SIZE
-
             fix("epochs", 1)
             fix("steps", min(self.steps or 7, 7))
-            if (self.image_size or DEFAULT_SIZE[self.dataset]) > DRY_RUN_MAX_SIDE:
+            if (self.image_size or catalog.get(self.dataset).default_size) > DRY_RUN_MAX_SIDE:
                 fix("image_size", DRY_RUN_MAX_SIDE)
             if self.task == "segment":
                 fix("batch_size", min(self.batch_size, DRY_RUN_SEGMENT_BATCH))
@@ -266,22 +293,25 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """From flat keys (config.json, a stage spec) or a config file's sections ({"training": {...}})."""
+        flat = flatten_sections(d)
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(set(flat) - names)
+        planned = [k for k in unknown if k in PLAN_FIELDS]
+        if planned:
+            raise ConfigError(f"{planned[0]} is not an option: the stage's toggles decide it (see `study list`), "
+                              f"so the baseline stays the plain loop; remove it from the config")
         if unknown:
             raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; the keys are the long options of "
                               f"`study --help` (batch_size or batch-size for --batch-size)")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def hash(self) -> str:
-        """Hash of what changes a measurement (not where outputs go or resume flags)."""
-        d = self.to_dict()
-        for k in ("run_name", "profiles_root", "reports_root", "resume", "keep_checkpoints", "sanity", "profile", "budget_minutes",
-                  "no_pictures", "trace_shapes", "trace_memory", "trace_stack", "trace_budget_mb"):
-            d.pop(k, None)
+        """Hash of what changes a measurement (not where outputs go, resume flags or the search's budget)."""
+        d = {f.name: v for f, v in zip(fields(self), self.to_dict().values()) if f.metadata.get("measured", True)}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
@@ -297,18 +327,39 @@ class RunConfig:
         return self.data_root.startswith("s3://")
 
 
+def flatten_sections(d: dict[str, Any]) -> dict[str, Any]:
+    """A config file may group options by section (training: {batch_size: 8}); options are flat."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if k in SECTIONS and isinstance(v, dict):
+            own = {f.name for f in fields(SECTIONS[k])}
+            for name, value in v.items():
+                name = str(name).replace("-", "_")
+                if name not in own:
+                    where = next((s for s, c in SECTIONS.items() if name in {f.name for f in fields(c)}), "")
+                    raise ConfigError(f"{name} is not in the {k} section" + (f"; it belongs to {where}" if where else
+                                      "; see `study --help`"))
+                out[name] = value
+        else:
+            out[k] = v
+    return out
+
+
+def section_of(name: str) -> str:
+    return next((s for s, c in SECTIONS.items() if name in {f.name for f in fields(c)}), "")
+
+
 def field_docs() -> dict[str, str]:
-    """Field docstrings, for --help. Read from the source once; dataclasses keep no docstrings."""
+    """Field docstrings, for --help. Read from the sections' source; dataclasses keep no docstrings."""
     import ast
     import inspect
 
-    src = inspect.getsource(RunConfig)
-    tree = ast.parse(src)
     docs: dict[str, str] = {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    for a, b in zip(body, body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
-            docs[a.target.id] = str(b.value.value)  # type: ignore[union-attr]
+    for section in SECTIONS.values():
+        body = ast.parse(inspect.getsource(section)).body[0].body  # type: ignore[attr-defined]
+        for a, b in zip(body, body[1:]):
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                docs[a.target.id] = " ".join(str(b.value.value).split())  # type: ignore[union-attr]
     return docs
 
 

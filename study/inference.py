@@ -32,7 +32,7 @@ RESIZE = {"cifar10": "square", "oxford-pets": "square", "imagefolder": "crop"}
 
 def checkpoint_meta(cfg: RunConfig, num_classes: int, classes: list[str]) -> dict[str, Any]:
     """The ``meta`` dict of a checkpoint trained under ``cfg``; plain types only (weights_only loads)."""
-    from study.data import catalog
+    from study import catalog
     from study.data.bundle import reader
 
     mod = reader(cfg.dataset)  # the dataset's reader owns its normalisation constants

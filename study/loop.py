@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from optimizations.base import TrainContext
+from study.context import TrainContext
 from study.tasks import Task, logits_of
 
 PHASES = ("data", "h2d", "forward", "backward", "optimizer")
@@ -109,7 +109,7 @@ class TrainState:
 
     def to_device(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
-        non_blocking = self.ctx.cfg.pin_memory
+        non_blocking = self.ctx.plan.pin_memory
         x = x.to(self.ctx.device, non_blocking=non_blocking)
         if self.ctx.memory_format is not None:
             x = x.contiguous(memory_format=self.ctx.memory_format)

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from study.config import ConfigError, RunConfig
-from study.data import DataBundle, catalog
+from study import catalog
+from study.data import DataBundle
 
 # Items read per split: the first, the last and some between. Reading every image of ImageNet here
 # would take longer than the study; a bad file elsewhere fails its stage with the file's name.

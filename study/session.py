@@ -15,8 +15,11 @@ from typing import Any
 
 import torch
 
-from optimizations.base import Env, Optimization, TrainContext, canonical, parse_stack
+from optimizations.base import Optimization, canonical, parse_stack
 from study.config import RunConfig
+from study.context import TrainContext
+from study.env import Env
+from study.plan import Plan
 from study.loop import StepRecord, TrainState, train_epoch
 from study.spec import StageSpec
 
@@ -45,13 +48,14 @@ def build_loaders(cfg: RunConfig, bundle: Any, ctx: TrainContext) -> tuple[Any, 
     """Train and validation loaders; with world_size > 1 each rank reads its own shard."""
     from torch.utils.data import DataLoader, DistributedSampler
 
-    common: dict[str, Any] = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                                  pin_memory=cfg.pin_memory and ctx.device.type == "cuda",
+    plan = ctx.plan
+    common: dict[str, Any] = dict(batch_size=cfg.batch_size, num_workers=plan.num_workers,
+                                  pin_memory=plan.pin_memory and ctx.device.type == "cuda",
                                   worker_init_fn=seed_loader_worker)
-    if cfg.num_workers:
-        common["persistent_workers"] = cfg.persistent_workers
-        if cfg.prefetch_factor:
-            common["prefetch_factor"] = cfg.prefetch_factor
+    if plan.num_workers:
+        common["persistent_workers"] = plan.persistent_workers
+        if plan.prefetch_factor:
+            common["prefetch_factor"] = plan.prefetch_factor
     if ctx.world_size > 1:
         train_sampler = DistributedSampler(bundle.train, num_replicas=ctx.world_size, rank=ctx.rank,
                                            shuffle=True, seed=cfg.seed, drop_last=True)
@@ -93,6 +97,15 @@ class Session:
         return self.ctx.cfg
 
     @property
+    def plan(self) -> Plan:
+        return self.ctx.plan
+
+    @property
+    def warmup(self) -> int:
+        """Untimed steps at the start: the user's --warmup, or more where a toggle needs them (compile)."""
+        return max(self.cfg.warmup, self.plan.min_warmup)
+
+    @property
     def profile_dir(self) -> Path:
         return self.spec.profile_dir
 
@@ -118,15 +131,16 @@ class Session:
 
 
 def build_session(spec: StageSpec) -> Session:
-    cfg = spec.config
+    cfg, plan = spec.config, spec.plan
     toggles = parse_stack(list(spec.stack)) if spec.stack else []
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     env = Env.detect(cfg.device)
     device = resolve_device(cfg, env, local_rank)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    threads = plan.threads or cfg.threads
+    if threads:
+        torch.set_num_threads(threads)
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
@@ -136,7 +150,7 @@ def build_session(spec: StageSpec) -> Session:
         torch.distributed.init_process_group(backend=backend,
                                              timeout=datetime.timedelta(minutes=COLLECTIVE_TIMEOUT_MIN))
     seed_everything(cfg.seed + rank)
-    ctx = TrainContext(cfg=cfg, env=env, device=device, rank=rank, local_rank=local_rank, world_size=world)
+    ctx = TrainContext(cfg=cfg, env=env, device=device, plan=plan, rank=rank, local_rank=local_rank, world_size=world)
     ctx.scaler = torch.amp.GradScaler(device.type, enabled=False)
     for t in toggles:
         t.setup(ctx)

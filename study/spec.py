@@ -7,14 +7,16 @@ and the identity fields every result row carries, built in one place.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from study.config import RunConfig
+from study.plan import Plan
 from study.records import write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,20 +28,27 @@ PROGRESS_ENV = "STUDY_PROGRESS_FILE"
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage of the ladder: its place, its toggles (ladder order) and its configured RunConfig."""
+    """One stage of the ladder: its place, its toggles (ladder order), the user's RunConfig and the
+    plan its toggles wrote (loader and launch settings)."""
 
     index: int
     name: str
     stack: tuple[str, ...]
     config: RunConfig
+    plan: Plan = field(default_factory=Plan)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.name, "stack": list(self.stack), "config": self.config.to_dict()}
+        return {"index": self.index, "name": self.name, "stack": list(self.stack), "config": self.config.to_dict(),
+                "plan": self.plan.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StageSpec":
         return cls(index=int(d["index"]), name=str(d["name"]), stack=tuple(d["stack"]),
-                   config=RunConfig.from_dict(d["config"]))
+                   config=RunConfig.from_dict(d["config"]), plan=Plan.from_dict(d.get("plan") or {}))
+
+    def hash(self) -> str:
+        """What the stage measures: the measured options and the plan (not the sweep's own figures)."""
+        return hashlib.sha256(f"{self.config.hash()}|{self.plan.hash()}".encode()).hexdigest()[:12]
 
     def save(self, path: Path) -> None:
         write_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True))
@@ -66,8 +75,8 @@ class StageSpec:
         """The fields that say which stage a result row belongs to (ok, skipped or failed alike)."""
         cfg = self.config
         return dict(run=cfg.run_name, stage=self.index, name=self.name, stack=list(self.stack), task=cfg.task,
-                    model=cfg.model, dataset=cfg.dataset, world_size=cfg.world_size, batch_size=cfg.batch_size,
-                    config_hash=cfg.hash())
+                    model=cfg.model, dataset=cfg.dataset, world_size=self.plan.world_size, batch_size=cfg.batch_size,
+                    config_hash=self.hash())
 
 
 def write_progress(path: str | Path, done: int, total: int) -> None:
@@ -94,12 +103,12 @@ def child_env(progress_file: Path | None = None) -> dict[str, str]:
 
 def worker_command(spec: StageSpec, stage_file: Path, pass_name: str, repeat: int, out: Path) -> list[str]:
     """The command that runs one pass of a stage: `python -m study.worker`, through torchrun for DDP."""
-    cfg = spec.config
+    cfg, plan = spec.config, spec.plan
     args = ["-m", "study.worker", "--stage", str(stage_file), "--pass", pass_name,
             "--repeat", str(repeat), "--out", str(out)]
-    if cfg.launcher != "torchrun":
+    if plan.launcher != "torchrun":
         return [sys.executable, *args]
-    launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={cfg.world_size}",
+    launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={plan.world_size}",
               f"--nnodes={cfg.nnodes}"]
     if cfg.rdzv_endpoint:
         launch += [f"--node-rank={cfg.node_rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}"]

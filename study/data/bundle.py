@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Callable
 
 from study.config import ConfigError, RunConfig
-from study.data import catalog
+from study import catalog
 
 if TYPE_CHECKING:  # torch is imported where used, so importing this module stays light
     from torch.utils.data import Dataset

@@ -24,7 +24,8 @@ from torchvision import transforms as T
 from torchvision.datasets import CIFAR10
 
 from study.config import ConfigError, RunConfig
-from study.data import catalog, checksum
+from study import catalog
+from study.data import checksum
 from study.data.synthetic import is_synthetic
 
 MEAN = (0.4914, 0.4822, 0.4465)

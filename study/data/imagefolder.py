@@ -13,7 +13,7 @@ from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
 from study.config import ConfigError, RunConfig
-from study.data.catalog import IMAGEFOLDER
+from study.catalog import IMAGEFOLDER
 from study.data.samples import unreadable
 
 MEAN = (0.485, 0.456, 0.406)

@@ -32,7 +32,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
 from study.config import ConfigError, RunConfig
-from study.data.catalog import OXFORD_PETS
+from study.catalog import OXFORD_PETS
 from study.data.samples import unreadable
 
 MEAN = (0.485, 0.456, 0.406)

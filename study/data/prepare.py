@@ -25,8 +25,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from study.config import ConfigError
-from study.data import catalog, s3_package, synthetic
-from study.data.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
+from study import catalog
+from study.data import s3_package, synthetic
+from study.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
 from study.data.synthetic import is_synthetic
 
 

@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from study.data.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
+from study.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
 
 MARKER = "SYNTHETIC"
 GENERATOR = "study.data.synthetic"

@@ -23,5 +23,5 @@ def rank_path(sess: Any, name: str) -> Path:
 def warm_up(sess: Any) -> None:
     """Train the config's warm-up steps unprofiled, so first-call costs (lazy init, script/compile,
     allocator growth) do not swamp a profile of only a few steps."""
-    if sess.cfg.warmup:
-        sess.run_steps(sess.cfg.warmup)
+    if sess.warmup:
+        sess.run_steps(sess.warmup)

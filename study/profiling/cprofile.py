@@ -43,7 +43,7 @@ def run(sess: Any) -> dict[str, str]:
     n = max(len(records), 1)
     buf = io.StringIO()
     buf.write(f"cProfile of {len(records)} training steps of stage {sess.spec.name} (after "
-              f"{sess.cfg.warmup} unprofiled warm-up steps); times are totals over those steps\n\n")
+              f"{sess.warmup} unprofiled warm-up steps); times are totals over those steps\n\n")
     stats = pstats.Stats(prof, stream=buf)
     for key in ("cumulative", "tottime"):
         buf.write(f"=== top {TOP_N} by {key} ===\n")

@@ -51,7 +51,7 @@ def run(sess: Any) -> dict[str, str]:
         lp.disable_by_count()
     buf = io.StringIO()
     buf.write(f"line_profiler over {len(records)} training steps of stage {sess.spec.name} "
-              f"(after {sess.cfg.warmup} unprofiled warm-up steps)\n")
+              f"(after {sess.warmup} unprofiled warm-up steps)\n")
     lp.print_stats(stream=buf, output_unit=1e-3, stripzeros=True)
     text_path = rank_path(sess, "lines.txt")
     write_atomic(text_path, buf.getvalue())

@@ -10,7 +10,7 @@ import pandas as pd
 
 from study.profiling.trace_summary import CATEGORIES, top_kernels, top_ops
 from study.records import StageResult
-from study.report import fmt
+from study import fmt
 from study.report.ladder import is_ablation
 from study.report.reading import RunData
 

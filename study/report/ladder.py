@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from study.records import StageResult, read_results, write_atomic
-from study.report import fmt, tables
+from study import fmt
+from study.report import tables
 from study.report.reading import stage_rows
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 from study.profiling.trace_summary import CATEGORIES, diff_ops, headline
 from study.records import StageResult
-from study.report import fmt
+from study import fmt
 from study.report.doc import Doc, Part, rel
 from study.report.frames import (PHASE_FIELDS, UNREPRESENTATIVE, category_frame, cprofile_frame, diff_frames,
                                  diff_pairs, lines_frame, mfu_frame, phase_frame, profile_ratio, quality_frame,

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import pandas as pd
 
-from study.report import fmt
+from study import fmt
 
 Rows = Union[pd.DataFrame, Sequence[Mapping[str, Any]]]
 

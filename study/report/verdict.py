@@ -10,11 +10,12 @@ import math
 import re
 from typing import Any
 
-from optimizations.base import Env
+from optimizations.base import how_of
 from study.advice import (RULES, Advice, Finding, Measured, StageVerdict, evidence_of, figures, ladder_measurements,
                           refutations, stage_verdict)
+from study.env import Env
 from study.records import StageResult
-from study.report import fmt
+from study import fmt
 from study.report.doc import Part
 from study.report.ladder import is_ablation, speedup_of
 from study.report.reading import RunData
@@ -287,7 +288,7 @@ def bottlenecks(run: RunData) -> Part:
     part.heading("Rules", 3)
     part.table([{"bottleneck": r.bottleneck, "figure": r.figure, "source": r.source,
                  "fires at": f"≥ {pct(r.threshold)}", "toggles": ", ".join(r.fixes) or fmt.DASH,
-                 "why they help": "; ".join(f"{t}: {h}" for t, h in r.how.items()) or r.effect}
+                 "why they help": "; ".join(f"{t}: {how_of(t, r.bottleneck)}" for t in r.fixes) or r.effect}
                 for r in RULES])
     return part
 

@@ -1,7 +1,7 @@
 """`--stack auto` in the terminal: a progress line, one line per candidate, the chosen stack."""
 from __future__ import annotations
 
-from optimizations.base import Env
+from study.env import Env
 from study.advice import candidates
 from study.config import RunConfig
 from study.search.engine import AutoSearch
@@ -10,7 +10,7 @@ from study.search.rules import Outcome
 
 def outcome_line(o: Outcome) -> str:
     """One console line per candidate of a round."""
-    from study.report import fmt
+    from study import fmt
 
     shown = fmt.speedup(o.speedup, o.low, o.high) if o.ratios else fmt.DASH
     detail = f" ({o.detail})" if o.detail else ""
@@ -23,7 +23,7 @@ def search_stack(cfg: RunConfig, env: Env, console) -> RunConfig:
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from study.report import fmt
+    from study import fmt
 
     console.print(f"[bold]--stack auto[/]: greedy search over {', '.join(candidates(env)) or 'nothing'} "
                   f"({cfg.repeats} runs each per round, budget {cfg.budget_minutes:g} min)")

@@ -6,8 +6,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from optimizations.base import Env, parse_stack
-from study.advice import candidates, diagnose, evidence_of, order_candidates, toggle_name
+from optimizations.base import first_run_cost, parse_stack
+from study.advice import candidates, diagnose, evidence_of, order_candidates
+from study.env import Env
 from study.config import RunConfig
 from study.records import StageResult, aggregate, append_jsonl, read_results
 from study.search.rules import (CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW, Outcome,
@@ -15,10 +16,6 @@ from study.search.rules import (CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRI
                                 speedup_interval)
 
 DEFAULT_RUN_S = 30.0  # a child run's wall time before any was measured
-# What a candidate's first run costs beyond the incumbent's before it was measured: Inductor
-# compiles the training and the evaluation graphs (later runs hit its on-disk cache).
-COLD_EXTRA_S = {"compile": {"cpu": 150.0, "cuda": 90.0}}
-WARM_EXTRA_S = {"compile": 20.0, "ddp": 10.0, "hogwild": 5.0, "script": 5.0}
 PICTURES_S = 20.0
 PROFILE_PASS_SHARE = 0.5  # a profiling pass (a few steps) against a timing run, both with process start-up
 
@@ -96,9 +93,8 @@ class AutoSearch:
             return self.costs[stack][-1]
         known = self.costs.get(stack[:-1]) if stack else None
         base = known[-1] if known else (self.costs[()][-1] if self.costs.get(()) else DEFAULT_RUN_S)
-        name = toggle_name(stack[-1]) if stack else ""
-        cold = COLD_EXTRA_S.get(name, {}).get(self.env.device_type, 0.0) if first else 0.0
-        return base + (cold or WARM_EXTRA_S.get(name, 0.0))
+        # what the toggle itself says its run adds before it was measured (a cold compile, say)
+        return base + (first_run_cost(stack[-1], self.env.device_type, first) if stack else 0.0)
 
     def reserve(self, stack: tuple[str, ...], more: int = 1) -> float:
         """Seconds kept for after the search: the final check (the baseline beside the best stack) and
@@ -321,7 +317,7 @@ class AutoSearch:
 
 def measure_child(sspec, pass_index: int, tag: str) -> tuple[StageResult, float]:
     """One timing pass of a search candidate in its own process, as a ladder stage's."""
-    from study.stages import run_child
+    from study.child import run_child
     from study.spec import worker_command
 
     rep_dir = sspec.report_dir

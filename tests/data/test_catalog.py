@@ -9,7 +9,8 @@ import pytest
 
 from study import config
 from study.config import RunConfig
-from study.data import catalog, open_datasets, synthetic
+from study import catalog
+from study.data import open_datasets, synthetic
 from study.data.bundle import reader
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def test_everything_keyed_by_dataset_covers_the_catalog() -> None:
     assert len({d.folder for d in catalog.DATASETS}) == len(names)  # one folder per dataset under a root
 
 
-MODULES = ["study.data", "study.data.catalog", "study.data.bundle", "study.data.checksum", "study.data.synthetic",
+MODULES = ["study.data", "study.catalog", "study.data.bundle", "study.data.checksum", "study.data.synthetic",
            "study.data.prepare", "study.data.cifar", "study.data.pets", "study.data.imagefolder", "study.data.s3",
            "study.data.s3.urls", "study.data.s3.errors", "study.data.s3.client", "study.data.s3.datasets",
            "study.data.s3.cache", "study.data.s3.upload"]
@@ -64,5 +65,5 @@ def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     assert set(rows) == set(MODULES)
     for m, row in rows.items():
         assert row.startswith("0 "), (m, row)
-    light = ["study.data", "study.data.catalog", "study.data.bundle", "study.data.checksum", "study.data.prepare"]
+    light = ["study.data", "study.catalog", "study.data.bundle", "study.data.checksum", "study.data.prepare"]
     assert all(rows[m].startswith("0 False False") for m in light), {m: rows[m] for m in light}

@@ -22,8 +22,9 @@ def make_session(cfg: RunConfig, stack: str | list[str] = ()):
 
     toggles = parse_stack(stack) if stack else []
     stack_specs = tuple(t.spec for t in toggles)
-    cfg = configure_all(cfg.replace(stack=stack_specs), toggles, Env.detect(cfg.device))
-    return build_session(StageSpec(index=1, name="01-test", stack=stack_specs, config=cfg))
+    cfg = cfg.replace(stack=stack_specs)
+    plan = configure_all(cfg, toggles, Env.detect(cfg.device))
+    return build_session(StageSpec(index=1, name="01-test", stack=stack_specs, config=cfg, plan=plan))
 
 
 def losses_on_one_batch(sess, steps: int) -> list[float]:

@@ -5,7 +5,9 @@ import torch
 
 from optimizations.base import parse_stack
 from optimizations.compile import MIN_WARMUP, compile_model
+from study.plan import Plan
 from study.config import ConfigError, RunConfig
+from study.stages import plan
 from tests.optimizations.helpers import cpu_env
 
 
@@ -18,9 +20,10 @@ def test_modes():
 
 def test_configure_keeps_compile_time_out_of_measured_steps():
     (toggle,) = parse_stack("compile")
-    assert toggle.configure(RunConfig(warmup=0), cpu_env()).warmup == MIN_WARMUP
-    assert toggle.configure(RunConfig(warmup=5), cpu_env()).warmup == 5
-    assert toggle.configure(RunConfig(warmup=0, dry_run=True), cpu_env()).warmup == MIN_WARMUP
+    assert toggle.configure(Plan(), RunConfig(warmup=0), cpu_env()).min_warmup == MIN_WARMUP
+    cfg = RunConfig(model="tiny", warmup=5)
+    stage = plan(cfg, [toggle], cpu_env())[1]
+    assert stage.spec.config.warmup == 5 and stage.spec.plan.min_warmup == MIN_WARMUP  # the user's value stays
 
 
 def test_compile_model_wraps_lazily():

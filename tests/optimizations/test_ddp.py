@@ -4,19 +4,20 @@ import os
 import pytest
 
 from optimizations.base import parse_stack
-from optimizations.ddp import ddp_config
+from optimizations.ddp import ddp_plan
+from study.plan import Plan
 from study.config import ConfigError, RunConfig
 from study.spec import StageSpec, worker_command
 from tests.optimizations.helpers import cpu_env, cuda_env
 
 
 def test_configure_launches_torchrun_and_splits_cores():
-    cfg = parse_stack("ddp")[0].configure(RunConfig(device="cpu"), cpu_env())
+    cfg = parse_stack("ddp")[0].configure(Plan(), RunConfig(device="cpu"), cpu_env())
     assert cfg.launcher == "torchrun" and cfg.world_size == 2
-    assert parse_stack("ddp=3")[0].configure(RunConfig(device="cpu"), cpu_env()).world_size == 3
+    assert parse_stack("ddp=3")[0].configure(Plan(), RunConfig(device="cpu"), cpu_env()).world_size == 3
     with pytest.raises(ConfigError, match="single process"):
-        ddp_config(RunConfig(device="cpu"), cpu_env(), 1)
-    assert ddp_config(RunConfig(device="cpu", nnodes=2), cpu_env(), 1).world_size == 1  # one rank on each of 2 nodes
+        ddp_plan(Plan(), RunConfig(device="cpu"), cpu_env(), 1)
+    assert ddp_plan(Plan(), RunConfig(device="cpu", nnodes=2), cpu_env(), 1).world_size == 1  # one rank on each of 2 nodes
 
 
 @pytest.mark.parametrize("spec, cores, asked, threads", [
@@ -28,13 +29,14 @@ def test_configure_launches_torchrun_and_splits_cores():
     ("ddp", 8, 16, 4),    # --threads 16 is capped at the rank's share
 ])
 def test_cpu_ranks_share_the_cores(spec, cores, asked, threads):
-    cfg = parse_stack(spec)[0].configure(RunConfig(device="cpu", threads=asked), cpu_env(cores))
+    cfg = parse_stack(spec)[0].configure(Plan(), RunConfig(device="cpu", threads=asked), cpu_env(cores))
     assert cfg.threads == threads
 
 
 def test_worker_command_goes_through_torchrun(tmp_path):
-    cfg = ddp_config(RunConfig(device="cpu"), cpu_env(), 2)
-    cmd = worker_command(StageSpec(1, "01-ddp", ("ddp",), cfg), tmp_path / "s.json", "timing", 0, tmp_path / "o.json")
+    plan = ddp_plan(Plan(), RunConfig(device="cpu"), cpu_env(), 2)
+    cmd = worker_command(StageSpec(1, "01-ddp", ("ddp",), RunConfig(device="cpu"), plan), tmp_path / "s.json", "timing", 0,
+                         tmp_path / "o.json")
     assert "torch.distributed.run" in cmd and "--nproc-per-node=2" in cmd and "--standalone" in cmd
 
 

@@ -6,14 +6,15 @@ import torch
 
 from optimizations.base import parse_stack
 from optimizations.hogwild import adopt_shared, run_trainers, shared_tensors
+from study.plan import Plan
 from study.config import RunConfig
 from tests.optimizations.helpers import cpu_env, cuda_env, make_session
 
 
 def test_configure_and_applicability():
-    cfg = parse_stack("hogwild")[0].configure(RunConfig(), cpu_env())
+    cfg = parse_stack("hogwild")[0].configure(Plan(), RunConfig(), cpu_env())
     assert cfg.launcher == "hogwild" and cfg.world_size == 2
-    assert parse_stack("hogwild=3")[0].configure(RunConfig(), cpu_env()).world_size == 3
+    assert parse_stack("hogwild=3")[0].configure(Plan(), RunConfig(), cpu_env()).world_size == 3
     ok, reason = parse_stack("hogwild")[0].applicable(cuda_env())
     assert not ok and "ddp" in reason
 
@@ -26,7 +27,7 @@ def test_configure_and_applicability():
     ("hogwild", 8, 1, 1),    # what was asked for is never raised
 ])
 def test_trainers_share_the_cores(spec, cores, asked, threads):
-    assert parse_stack(spec)[0].configure(RunConfig(threads=asked), cpu_env(cores)).threads == threads
+    assert parse_stack(spec)[0].configure(Plan(), RunConfig(threads=asked), cpu_env(cores)).threads == threads
 
 
 def test_adopt_shared_keeps_parameter_objects():
@@ -45,7 +46,9 @@ def test_trainers_update_the_parent_model(tiny_cfg):
     sess = make_session(tiny_cfg, "hogwild")
     model = sess.state.base_model
     before = [p.detach().clone() for p in model.parameters()]
-    reports = run_trainers(sess.spec, model, 2)
+    from study.timing import kit
+
+    reports = run_trainers(sess.spec, kit(), model, 2)
     assert [r["rank"] for r in reports] == [0, 1]
     pids = {r["pid"] for r in reports}
     assert len(pids) == 2 and os.getpid() not in pids
@@ -74,4 +77,6 @@ def test_a_failing_trainer_fails_the_stage_without_hanging(tiny_cfg, tmp_path):
     sess = make_session(tiny_cfg, "hogwild")
     broken = dataclasses.replace(sess.spec, config=sess.spec.config.replace(data_root=str(tmp_path / "gone")))
     with pytest.raises(RuntimeError, match="trainer [01] failed"):
-        run_trainers(broken, sess.state.base_model, 2)
+        from study.timing import kit
+
+        run_trainers(broken, kit(), sess.state.base_model, 2)

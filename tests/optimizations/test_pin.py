@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from optimizations.base import parse_stack
-from optimizations.pin import pin_config
+from optimizations.pin import pin_plan
+from study.plan import Plan
 from study.config import RunConfig
 from tests.optimizations.helpers import cpu_env, cuda_env, make_session
 
@@ -14,7 +15,7 @@ def test_not_applicable_without_an_accelerator():
 
 
 def test_configure_turns_pinning_on():
-    assert pin_config(RunConfig()).pin_memory is True
+    assert pin_plan(Plan()).pin_memory is True
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a CUDA device")

@@ -4,6 +4,7 @@ import pytest
 
 from optimizations import workers as w
 from optimizations.base import parse_stack
+from study.plan import Plan
 from study.config import ConfigError
 from tests.optimizations.helpers import cpu_env, make_session
 
@@ -18,12 +19,10 @@ def test_fixed_count_gives_persistent_prefetching_workers(tiny_cfg):
     assert x.shape[0] == tiny_cfg.batch_size
 
 
-def test_make_workers_config():
-    from study.config import RunConfig
-
-    cfg = w.make_workers_config(RunConfig(), 3)
+def test_workers_plan():
+    cfg = w.workers_plan(Plan(), 3)
     assert (cfg.num_workers, cfg.persistent_workers, cfg.prefetch_factor) == (3, True, 2)
-    cfg0 = w.make_workers_config(cfg, 0)
+    cfg0 = w.workers_plan(cfg, 0)
     assert (cfg0.num_workers, cfg0.persistent_workers, cfg0.prefetch_factor) == (0, False, 0)
 
 
@@ -92,21 +91,21 @@ def test_auto_sweeps_once_records_the_table_and_reuses_it_on_resume(tiny_cfg, mo
 
     monkeypatch.setattr(w, "sweep_in_child", sweep)
     (toggle,) = parse_stack("workers=auto")
-    assert toggle.configure(tiny_cfg, cpu_env()).num_workers == 1
-    assert toggle.configure(tiny_cfg.replace(lr=0.1), cpu_env()).num_workers == 1  # a later stage: no new sweep
+    assert toggle.configure(Plan(), tiny_cfg, cpu_env()).num_workers == 1
+    assert toggle.configure(Plan(), tiny_cfg.replace(lr=0.1), cpu_env()).num_workers == 1  # a later stage: no new sweep
     assert len(calls) == 1
     saved = json.loads((tiny_cfg.report_dir / w.SWEEP_FILE).read_text())
     assert saved["chosen"] == 1 and len(saved["table"]) == 2
 
     (again,) = parse_stack("workers=auto")  # a resumed study: same settings, no new measurement
-    assert again.configure(tiny_cfg.replace(resume=True), cpu_env()).num_workers == 1
+    assert again.configure(Plan(), tiny_cfg.replace(resume=True), cpu_env()).num_workers == 1
     assert len(calls) == 1
 
-    sess = make_session(tiny_cfg.replace(num_workers=1, persistent_workers=True, prefetch_factor=2,
-                                         stack=("workers=auto",)), [])
-    from optimizations.base import TrainContext
+    # the table travels to the stage in its plan (the stage spec), not through a side file
+    (tiny_cfg.report_dir / w.SWEEP_FILE).unlink()
+    from study.context import TrainContext
 
-    ctx = TrainContext(cfg=sess.cfg, env=sess.ctx.env, device=sess.ctx.device)
+    ctx = TrainContext(cfg=tiny_cfg, env=cpu_env(), device="cpu", plan=toggle.configure(Plan(), tiny_cfg, cpu_env()))
     toggle.setup(ctx)
     assert ctx.notes["worker_sweep"] == [{"workers": 0, "samples_per_s": 10.0}, {"workers": 1, "samples_per_s": 40.0}]
     assert ctx.notes["workers"].startswith("auto → 1 workers")

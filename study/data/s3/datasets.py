@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from study.config import ConfigError
-from study.data.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
+from study.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
 from study.data.s3.client import client_for, list_objects, read_object
 from study.data.s3.errors import S3ReadError, s3_errors
 from study.data.s3.urls import Location

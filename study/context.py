@@ -1,0 +1,29 @@
+"""TrainContext: the per-process training state that toggles' hooks read and set before the loop.
+
+A core type: the loop, the session and every toggle share it, so it lives here, below all of them.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager
+
+from study.config import RunConfig
+from study.env import Env
+from study.plan import Plan
+
+
+@dataclass
+class TrainContext:
+    cfg: RunConfig
+    env: Env
+    device: Any  # torch.device
+    plan: Plan = field(default_factory=Plan)  # loader and launch settings the stage's toggles planned
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext
+    scaler: Any = None  # torch.amp.GradScaler; disabled one by default
+    optimizer_kwargs: dict = field(default_factory=dict)
+    memory_format: Any = None  # torch.memory_format for inputs, None keeps contiguous
+    notes: dict = field(default_factory=dict)  # what toggles want recorded (e.g. "script: traced")
