@@ -18,6 +18,7 @@ from typing import Any
 
 from optimizations.base import ORDER_GRAPH, Cost, Env, Optimization, Plan, TrainContext, register
 from study.config import ConfigError, RunConfig
+from study.faults import first_line
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MIN_WARMUP = 2
@@ -32,11 +33,6 @@ def compile_model(model: Any, mode: str = "default") -> Any:
     # A compile error must fail the stage, not fall back to eager and be measured as "compiled".
     torch._dynamo.config.suppress_errors = False
     return torch.compile(model, mode=mode)
-
-
-def first_line(text: str, limit: int = 200) -> str:
-    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
-    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 class _Collect(logging.Handler):
@@ -65,7 +61,7 @@ def recompile_reason(message: str) -> str:
     if sep and "/" in compile_id and " " not in compile_id:  # "0/0: ..." names the cache entry: noise here
         reason = rest
     place = f"{func} ({os.path.basename(path)})" if path else func
-    return first_line(f"{place}: {reason}" if reason else place)
+    return first_line(f"{place}: {reason}" if reason else place, 200)
 
 
 def graph_break_reason(message: str) -> str:
@@ -75,7 +71,7 @@ def graph_break_reason(message: str) -> str:
     head = lines[0] if lines else message
     where = os.path.basename(head.rpartition(" at ")[2]) if " at " in head else ""
     reason = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Graph Break Reason:")), "")
-    return first_line(f"{where}: {reason}" if where else reason or head)
+    return first_line(f"{where}: {reason}" if where else reason or head, 200)
 
 
 class CompileWatch:

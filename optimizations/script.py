@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimizations.base import ORDER_GRAPH, Cost, Optimization, TrainContext, register
 from study.config import RunConfig
+from study.faults import first_line
 from study.catalog import DEFAULT_SIZE
 
 if TYPE_CHECKING:
@@ -65,8 +66,7 @@ def __getattr__(name: str) -> Any:
 
 
 def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+    return first_line(f"{type(e).__name__}: {e}")
 
 
 def trace_model(model: nn.Module, example: torch.Tensor) -> nn.Module:

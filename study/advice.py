@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 from optimizations.base import candidates as registry_candidates
 from optimizations.base import fixes_for, how_of, toggle_name
 from study.env import Env
+from study.stats import crosswise
 
 # --- evidence ------------------------------------------------------------------------------------
 
@@ -239,17 +240,6 @@ def order_candidates(specs: list[str], findings: list[Finding]) -> list[str]:
 
 
 # --- refutations ---------------------------------------------------------------------------------
-
-
-def crosswise(cur: Any, ref: Any) -> tuple[float, float, float]:
-    """Throughput ratio of two stage rows with the ladder's conservative interval: the ends of the
-    two 95 % CIs divided crosswise."""
-    if not ref.throughput:
-        return math.nan, math.nan, math.nan
-    ratio = cur.throughput / ref.throughput
-    lo = cur.throughput_ci_low / ref.throughput_ci_high if ref.throughput_ci_high else ratio
-    hi = cur.throughput_ci_high / ref.throughput_ci_low if ref.throughput_ci_low else ratio
-    return ratio, lo, hi
 
 
 def ladder_measurements(stages: list[Any]) -> list[Measured]:

@@ -165,6 +165,12 @@ def describe_exit(returncode: int, log: str, lines: int = 5) -> str:
 
 
 def one_line(error: str, limit: int = 300) -> str:
-    """An error as the console shows it: one line, cut at ``limit`` characters."""
-    text = " ".join(error.split())
+    """An error as the console shows it: one line, cut at ``limit`` characters. The one shortener of the
+    study: every message that must fit a line (a stage's error, a compile reason) goes through it."""
+    text = " ".join(str(error).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    """The first non-empty line of a message (its summary: the rest is context), shortened as one_line."""
+    return one_line(next((ln for ln in str(text).splitlines() if ln.strip()), ""), limit)

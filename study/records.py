@@ -9,13 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import statistics
 import subprocess
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
+
+from study.stats import mean_ci, percentile
 
 SEED_COLUMNS = ("type", "epoch", "start", "loading", "duration", "value1", "value2")
 # Seed record types
@@ -30,7 +31,8 @@ class StageResult:
     stage: int
     name: str
     # "repeat" rows are the raw timed runs; "stage" rows aggregate them; --stack auto adds "search-repeat"
-    # (one run of the search), "search" (a round's table row) and "search-result" (study/search/)
+    # (one run of the search), "search" (a round's table row) and "search-result" (study/search/); the
+    # sanity check before the ladder adds "sanity" (study/sanity.py)
     kind: str = "stage"
     stack: list[str] = field(default_factory=list)  # toggles in effect (specs, ladder order)
     status: str = "ok"  # ok | skipped | failed
@@ -75,6 +77,7 @@ class StageResult:
     metric: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     final_loss: float = 0.0
+    first_loss: float = 0.0  # the first training step's loss (0: not recorded, rows before it existed)
     steps_total: int = 0
     epochs: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
@@ -161,42 +164,10 @@ def seed_rows_to_csv(rows: Iterable[tuple], extra_header: tuple[str, ...] = ()) 
     return buf.getvalue()
 
 
-# --- statistics -------------------------------------------------------------------------------
-
-# Two-sided 95% Student t quantiles for df = 1..30 (beyond: normal 1.96).
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042]
-
-
 def load_seed_rows(loads: Iterable[Any]) -> list[tuple]:
     """Seed records 10/11: time to fetch/open the train/validation split, value1 = items."""
     return [(TYPE_DOWNLOAD_TRAIN if ld.split == "train" else TYPE_DOWNLOAD_VAL, 0, f"{ld.start:.6f}",
              f"{ld.seconds:.6f}", f"{ld.seconds:.6f}", ld.count, "") for ld in loads]
-
-
-def t95(df: int) -> float:
-    return _T95[df - 1] if 1 <= df <= len(_T95) else 1.96
-
-
-def mean_ci(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval; with fewer than two values the interval is the value itself."""
-    if not values:
-        return 0.0, 0.0, 0.0
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return m, m, m
-    half = t95(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return m, m - half, m + half
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    v = sorted(values)
-    k = (len(v) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
 def aggregate(repeats: list[StageResult]) -> StageResult:

@@ -18,9 +18,10 @@ from typing import Any, Callable
 import torch
 
 from study.loop import PHASES, LoopResult, StepHook, StepRecord, fit, keep_weights_only, load_checkpoint
-from study.records import (TYPE_BATCH, TYPE_TRAIN, TYPE_VAL, StageResult, load_seed_rows, percentile,
+from study.records import (TYPE_BATCH, TYPE_TRAIN, TYPE_VAL, StageResult, load_seed_rows,
                            seed_rows_to_csv, versions, write_atomic)
 from study.session import Session
+from study.stats import median_ci, percentile
 from study.spec import PROGRESS_ENV, write_progress
 
 PROGRESS_EVERY_S = 1.0
@@ -205,17 +206,6 @@ def median_throughput(ranks: list[dict]) -> float:
         if med > 0:
             total += r["samples"] / len(times) / med
     return total
-
-
-def median_ci(values: list[float], z: float = 1.96) -> tuple[float, float]:
-    """Distribution-free ~95% interval of the median from order statistics (the binomial rank
-    interval, normal approximation): no negative times, no zero width for a noisy stage. With fewer
-    than six values it is the full range."""
-    if not values:
-        return 0.0, 0.0
-    v = sorted(values)
-    k = max(int((len(v) - z * len(v) ** 0.5) / 2), 0)
-    return v[k], v[len(v) - 1 - k]
 
 
 def device_name(device: torch.device) -> str:

@@ -56,7 +56,8 @@ def test_the_parent_sleeps_while_it_waits():
 
 
 def test_throughput_comes_from_the_median_step_not_from_a_stall():
-    from study.timing import median_ci, median_throughput
+    from study.stats import median_ci
+    from study.timing import median_throughput
 
     steady = {"samples": 10 * 32, "step_times": [0.1] * 10}
     stalled = {"samples": 10 * 32, "step_times": [0.1] * 9 + [5.0]}  # one step held up by another tenant

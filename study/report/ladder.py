@@ -5,6 +5,7 @@ across stages (stages.md, the console, summary.md).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ from study.records import StageResult, read_results, write_atomic
 from study import fmt
 from study.report import tables
 from study.report.reading import stage_rows
+from study.stats import crosswise
 
 
 def speedup_of(cur: StageResult, ref: StageResult | None) -> tuple[float, float, float]:
@@ -21,16 +23,17 @@ def speedup_of(cur: StageResult, ref: StageResult | None) -> tuple[float, float,
         return 1.0, 1.0, 1.0
     if ref is None or cur.status != "ok" or ref.status != "ok" or not ref.throughput:
         return float("nan"), float("nan"), float("nan")
-    ratio = cur.throughput / ref.throughput
-    lo = cur.throughput_ci_low / ref.throughput_ci_high if ref.throughput_ci_high else ratio
-    hi = cur.throughput_ci_high / ref.throughput_ci_low if ref.throughput_ci_low else ratio
-    return ratio, lo, hi
+    return crosswise(cur, ref)
 
 
 # When a stage's figures deserve a second look (torch.utils.benchmark.Compare flags noisy rows the
 # same way): fewer measured steps than this, or step times whose coefficient of variation is above it.
 MIN_MEASURED_STEPS = 5
 NOISY_CV = 0.10
+# A stage whose last training loss is this many times its first went the wrong way: diverging (--lr) or a
+# bug in the loss, labels or transform; a few steps of a large model from scratch can do it too (the dry
+# run's ResNet-50 rises before it falls). The sanity check (study/sanity.py) tells these apart.
+LOSS_RISE = 2.0
 
 
 def checks(r: StageResult) -> str:
@@ -42,6 +45,10 @@ def checks(r: StageResult) -> str:
         found.append(f"few steps ({r.steps_measured} measured)")
     if r.step_time_cv > NOISY_CV:
         found.append(f"noisy (step time CV {r.step_time_cv * 100:.0f}%)")
+    if not math.isfinite(r.final_loss):
+        found.append(f"loss {r.final_loss} at the end")
+    elif r.first_loss > 0 and r.final_loss > LOSS_RISE * r.first_loss:
+        found.append(f"loss rose {r.first_loss:.2f} → {r.final_loss:.2f}")
     return "; ".join(found)
 
 

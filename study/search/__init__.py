@@ -26,12 +26,12 @@ final check (the best stack beside the baseline, side by side, for its speed-up)
 the chosen stack, which the CLI then runs as a normal study so reports and pictures work on it.
 """
 from study.search.console import outcome_line, search_stack
-from study.search.engine import AutoSearch, Run, SearchResult, crosswise_interval, measure_child
+from study.search.engine import AutoSearch, Run, SearchResult, measure_child
 from study.search.rules import (CUT, DROPPED, FAILED, FASTER, INCUMBENT_EVERY, KEPT, NO_GAIN, NOT_RETRIED, OUTLIER,
                                 RACE_DROP, RETRY_BELOW, SLOWER, Outcome, decide, fit_round, judge, not_retried,
                                 paired_ratios, pass_sequence, round_cost, speedup_interval)
 
 __all__ = ["AutoSearch", "CUT", "DROPPED", "FAILED", "FASTER", "INCUMBENT_EVERY", "KEPT", "NO_GAIN", "NOT_RETRIED",
-           "OUTLIER", "Outcome", "RACE_DROP", "RETRY_BELOW", "Run", "SLOWER", "SearchResult", "crosswise_interval",
+           "OUTLIER", "Outcome", "RACE_DROP", "RETRY_BELOW", "Run", "SLOWER", "SearchResult",
            "decide", "fit_round", "judge", "measure_child", "not_retried", "outcome_line", "paired_ratios",
            "pass_sequence", "round_cost", "search_stack", "speedup_interval"]

@@ -10,7 +10,9 @@ from optimizations.base import first_run_cost, parse_stack
 from study.advice import candidates, diagnose, evidence_of, order_candidates
 from study.env import Env
 from study.config import RunConfig
+from study.faults import one_line
 from study.records import StageResult, aggregate, append_jsonl, read_results
+from study.stats import crosswise
 from study.search.rules import (CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW, Outcome,
                                 decide, fit_round, not_retried, paired_ratios, pass_sequence, round_cost,
                                 speedup_interval)
@@ -288,7 +290,7 @@ class AutoSearch:
                 ref = next((r for r in runs if r.role == "incumbent" and r.ok and r.pass_index == mine[0].pass_index),
                            None) if mine else None
                 one = len(o.ratios) == 1 and ref is not None
-                single = crosswise_interval(o.ratios[0], mine[0].row, ref.row) if one else None
+                single = crosswise(mine[0].row, ref.row, o.ratios[0])[1:] if one else None
                 o.speedup, o.low, o.high = speedup_interval(o.ratios, single)
             if stop == CUT and o.decision not in (FAILED, DROPPED) and o.runs < self.passes:
                 o.detail = f"{CUT} after {o.runs} of {self.passes} runs"
@@ -308,7 +310,7 @@ class AutoSearch:
                 ratios.append(s.row.throughput / b.row.throughput)
                 base_tp.append(b.row.throughput)
                 best_tp.append(s.row.throughput)
-                single = single or crosswise_interval(ratios[-1], s.row, b.row)
+                single = single or crosswise(s.row, b.row, ratios[-1])[1:]
         self.check_pairs = len(ratios)
         self.check_base_tp = statistics.median(base_tp) if base_tp else 0.0
         self.check_best_tp = statistics.median(best_tp) if best_tp else 0.0
@@ -333,18 +335,3 @@ def measure_child(sspec, pass_index: int, tag: str) -> tuple[StageResult, float]
     if payload is None:
         return StageResult(status="failed", error=err, kind="repeat", **sspec.identity()), seconds
     return StageResult.from_dict(payload), seconds
-
-
-def one_line(text: str) -> str:
-    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else "?")[:300]
-
-
-def crosswise_interval(ratio: float, cur: StageResult, ref: StageResult) -> tuple[float, float]:
-    """The interval of a ratio measured once: its two runs' own 95 % intervals (over their steps),
-    as fractions of their medians, divided crosswise."""
-    if not (cur.throughput and ref.throughput and ref.throughput_ci_low and ref.throughput_ci_high):
-        return ratio, ratio
-    lo = ratio * (cur.throughput_ci_low / cur.throughput) / (ref.throughput_ci_high / ref.throughput)
-    hi = ratio * (cur.throughput_ci_high / cur.throughput) / (ref.throughput_ci_low / ref.throughput)
-    return lo, hi

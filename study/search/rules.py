@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
-from study.records import t95
+from study.stats import geometric_interval as speedup_interval  # noqa: F401 (the search's name for it)
 
 INCUMBENT_EVERY = 4  # candidates measured between two runs of the incumbent within a pass
 # A candidate below this ratio in its first run is not measured again that round. Low enough that one
@@ -25,21 +25,6 @@ DROPPED, FAILED, CUT, NOT_RETRIED = "dropped", "failed", "cut by budget", "not r
 
 
 # --- the arithmetic of a round (pure, tested on hand-made numbers) -------------------------------
-
-
-def speedup_interval(ratios: list[float], single: tuple[float, float] | None = None) -> tuple[float, float, float]:
-    """Geometric mean of paired ratios and its 95 % t-interval on log ratios. With one pair the
-    interval is `single` (the two runs' own intervals divided crosswise), else the ratio itself."""
-    ratios = [r for r in ratios if r > 0 and math.isfinite(r)]
-    if not ratios:
-        return math.nan, math.nan, math.nan
-    logs = [math.log(r) for r in ratios]
-    m = statistics.fmean(logs)
-    if len(logs) < 2:
-        lo, hi = single if single is not None else (ratios[0], ratios[0])
-        return ratios[0], lo, hi
-    half = t95(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
-    return math.exp(m), math.exp(m - half), math.exp(m + half)
 
 
 def pass_sequence(specs: list[str], pass_index: int, every: int = INCUMBENT_EVERY) -> list[tuple[str, str, int]]:
