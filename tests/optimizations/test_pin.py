@@ -18,11 +18,46 @@ def test_configure_turns_pinning_on():
     assert pin_plan(Plan()).pin_memory is True
 
 
+class CopySpy:
+    """Stands in for a batch tensor: records how the loop asks for its copy to the device."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, dict]] = []
+
+    def to(self, device, **kwargs):
+        self.calls.append((device, kwargs))
+        return self
+
+
+@pytest.mark.parametrize("stack, pinned", [("pin", True), ((), False)], ids=["pin", "baseline"])
+def test_the_copy_to_the_device_is_non_blocking_exactly_when_the_plan_pins(tiny_cfg, stack, pinned):
+    sess = make_session(tiny_cfg, stack)
+    assert sess.ctx.plan.pin_memory is pinned
+    x, y = CopySpy(), CopySpy()
+    sess.state.to_device((x, y))
+    assert x.calls == [(sess.ctx.device, {"non_blocking": pinned})] and y.calls == x.calls
+
+
+@pytest.mark.parametrize("stack, pinned", [("pin", True), ((), False)], ids=["pin", "baseline"])
+def test_the_loaders_pin_on_an_accelerator_when_the_plan_says_so(tiny_cfg, stack, pinned):
+    """The loaders are built as they would be for a CUDA device (built, not iterated: no device here);
+    on the CPU itself nothing is pinned, since no copy follows."""
+    from types import SimpleNamespace
+
+    from study.session import build_loaders
+
+    sess = make_session(tiny_cfg, stack)
+    on_cuda = SimpleNamespace(**{**vars(sess.ctx), "device": torch.device("cuda")})
+    assert [loader.pin_memory for loader in build_loaders(sess.cfg, sess.bundle, on_cuda)] == [pinned, pinned]
+    assert not sess.train_loader.pin_memory and not sess.val_loader.pin_memory  # this session is on the CPU
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a CUDA device")
-def test_batches_are_pinned_and_copied_non_blocking(tiny_cfg):
+def test_batches_are_pinned_and_reach_the_device(tiny_cfg):
     sess = make_session(tiny_cfg.replace(device="cuda"), "pin")
     assert sess.train_loader.pin_memory
     x, y = next(iter(sess.train_loader))
-    assert x.is_pinned()
-    xd, _ = sess.state.to_device((x, y))
-    assert xd.is_cuda
+    assert x.is_pinned() and y.is_pinned()
+    xd, yd = sess.state.to_device((x, y))
+    torch.cuda.synchronize()
+    assert xd.is_cuda and yd.is_cuda and torch.equal(xd.cpu(), x) and torch.equal(yd.cpu(), y)
