@@ -51,9 +51,27 @@ def test_summed_states_equal_one_metric_over_all_ranks_data(make, classes, targe
     assert rank0.compute()[make().name] == 1.0 and merged.compute()[make().name] < 1.0
 
 
-def test_segmentation_loss_reads_dict_output():
+def test_segmentation_loss_reads_dict_output_and_skips_ignored_pixels():
+    """The loss of DeepLabV3's {"out": logits} is the mean cross-entropy over the labelled pixels only:
+    trimap borders (IGNORE_INDEX) change neither the loss, whatever the logits there, nor the gradient."""
     task = build_task("segment", 2)
-    out = {"out": torch.randn(2, 2, 4, 4, requires_grad=True)}
-    loss = task.loss(out, torch.full((2, 4, 4), IGNORE_INDEX).index_fill_(1, torch.tensor([0]), 1))
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 4, 4, generator=g)
+    target = torch.randint(0, 2, (2, 4, 4), generator=g)
+    border = torch.zeros(2, 4, 4, dtype=torch.bool)
+    border[:, 0, :] = border[:, :, -1] = True  # a border band on every image
+    with_border = target.masked_fill(border, IGNORE_INDEX)
+
+    # by hand: -log softmax of the true class, averaged over the pixels that are not border
+    picked = torch.log_softmax(logits, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
+    expected = -picked[~border].mean()
+    out = {"out": logits.clone().requires_grad_(True)}
+    loss = task.loss(out, with_border)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss.item() != pytest.approx(task.loss({"out": logits}, target).item(), rel=1e-3)  # the border counted
+
+    wild = logits.clone()
+    wild[:, :, border[0]] = torch.tensor([[50.0], [-50.0]]).expand(2, int(border[0].sum()))  # class 0, 50 logits ahead
+    assert task.loss({"out": wild}, with_border).item() == pytest.approx(loss.item(), rel=1e-6)
     loss.backward()
-    assert torch.isfinite(loss)
+    assert torch.all(out["out"].grad.movedim(1, -1)[border] == 0)  # ignored pixels get no gradient
