@@ -71,7 +71,7 @@ def test_segmentation_loss_reads_dict_output_and_skips_ignored_pixels():
     assert loss.item() != pytest.approx(task.loss({"out": logits}, target).item(), rel=1e-3)  # the border counted
 
     wild = logits.clone()
-    wild[:, :, border[0]] = torch.tensor([[50.0], [-50.0]]).expand(2, int(border[0].sum()))  # class 0, 50 logits ahead
+    wild[:, :, border[0]] = torch.tensor([[50.0], [-50.0]]).expand(2, int(border[0].sum()))  # class 0 far ahead there
     assert task.loss({"out": wild}, with_border).item() == pytest.approx(loss.item(), rel=1e-6)
     loss.backward()
     assert torch.all(out["out"].grad.movedim(1, -1)[border] == 0)  # ignored pixels get no gradient
