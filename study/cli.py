@@ -81,7 +81,8 @@ def refuse_plan_fields(values: dict[str, Any]) -> None:
     refuse it, naming the toggle that sets it."""
     from optimizations.base import setter_of
 
-    for key in flatten_sections(values):
+    nested = [str(k).replace("-", "_") for v in values.values() if isinstance(v, dict) for k in v]
+    for key in [*values, *nested]:
         if key in PLAN_FIELDS:
             toggle = setter_of(key)
             how = f"the {toggle} toggle sets it (--stack {toggle}{'=N' if key in ('num_workers', 'world_size') else ''})" \

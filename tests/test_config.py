@@ -72,3 +72,34 @@ def test_config_files(tmp_path):
         load_config_file(str(bad))
     with pytest.raises(ConfigError, match="not found"):
         load_config_file(str(tmp_path / "none.yaml"))
+
+
+def test_sections_own_every_option_once_and_a_config_file_may_use_them(tmp_path):
+    from dataclasses import fields
+
+    from study.cli import build_config, _run_parser
+    from study.config import SECTIONS
+
+    owned = [f.name for cls in SECTIONS.values() for f in fields(cls)]
+    assert sorted(owned) == sorted(f.name for f in fields(RunConfig)) and len(owned) == len(set(owned))
+    nested, flat = tmp_path / "nested.yaml", tmp_path / "flat.yaml"
+    nested.write_text("model:\n  model: tiny\ntraining:\n  batch-size: 8\n  lr: 0.05\nmeasuring:\n  repeats: 2\n")
+    flat.write_text("model: tiny\nbatch_size: 8\nlr: 0.05\nrepeats: 2\n")
+    a = build_config(_run_parser().parse_args(["--config", str(nested)]))
+    b = build_config(_run_parser().parse_args(["--config", str(flat)]))
+    assert a == b and (a.model, a.batch_size, a.lr, a.repeats) == ("tiny", 8, 0.05, 2)
+
+
+def test_the_hash_follows_what_is_measured():
+    cfg = RunConfig(model="tiny")
+    for unmeasured in (dict(budget_minutes=3.0), dict(sanity=True), dict(keep_checkpoints=True),
+                       dict(profile=("torch",)), dict(no_pictures=True), dict(resume=True)):
+        assert cfg.replace(**unmeasured).hash() == cfg.hash(), unmeasured
+    for measured in (dict(warmup=3), dict(lr=0.02), dict(stack=("amp",)), dict(nnodes=2), dict(image_size=48)):
+        assert cfg.replace(**measured).hash() != cfg.hash(), measured
+
+
+def test_a_planning_field_is_not_an_option():
+    with pytest.raises(ConfigError, match="not an option"):
+        RunConfig.from_dict({"num_workers": 4})
+    assert not hasattr(RunConfig(), "num_workers")
