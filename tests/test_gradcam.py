@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from study.gradcam import GradCAM, target_layer
+from study.gradcam import GradCAM
 from study.models import TinyNet
 
 SIZE, PATCH = 32, 8
@@ -71,15 +71,43 @@ def test_default_class_is_the_top_class_and_the_model_is_left_as_it_was(patch_mo
     assert not patch_model.backbone._forward_hooks  # the hook is gone after the call
 
 
-def test_target_layer_is_the_last_conv_block():
-    import torchvision
+def hand_cam(head: nn.Module, tail: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM written out for a model that is head then tail, on the output of head."""
+    act = head(x).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(tail(act).gather(1, classes.view(-1, 1)).sum(), act)
+    cam = torch.relu((grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True))
+    cam = nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return cam / cam.flatten(1).max(1).values.clamp(min=1e-12).view(-1, 1, 1)
 
-    tiny = TinyNet(3)
-    assert target_layer(tiny) is tiny.backbone
-    resnet = torchvision.models.resnet18(weights=None)
-    assert target_layer(resnet) is resnet.layer4
-    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    assert target_layer(plain) is plain[2]
+
+def test_the_pictures_pass_takes_the_map_of_the_block_it_names():
+    """What the pictures pass calls, GradCAM(model) with no layer given, and the layer_name its title
+    shows: the tiny model's backbone, DeepLabV3's backbone.layer4, else the last convolution; the
+    map is the one a hand computation on that very block gives."""
+    from torchvision.models.segmentation import deeplabv3_resnet50
+
+    torch.manual_seed(0)
+    tiny = TinyNet(3).eval()
+    x, classes = torch.randn(2, 3, SIZE, SIZE), torch.tensor([2, 0])
+    cam = GradCAM(tiny)
+    heat, _ = cam(x, classes)
+    assert cam.layer_name == "backbone"
+    assert torch.allclose(heat, hand_cam(tiny.backbone, tiny.classifier, x, classes), atol=1e-5)
+
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten())
+    cam = GradCAM(plain)
+    heat, _ = cam(x, torch.tensor([1, 3]))
+    assert cam.layer_name == "2"
+    assert torch.allclose(heat, hand_cam(plain[:3], plain[3:], x, torch.tensor([1, 3])), atol=1e-5)
+
+    deeplab = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=2, aux_loss=False).eval()
+    cam = GradCAM(deeplab)
+    heat, logits = cam(torch.randn(1, 3, 64, 64))
+    assert cam.layer_name == "backbone.layer4" and heat.shape == (1, 64, 64) and logits.shape == (1, 2)
+
+    with pytest.raises(ValueError, match="no convolution"):
+        GradCAM(nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 2)))
 
 
 @pytest.mark.parametrize("side, layer", [(224, "layer4"), (64, "layer3"), (32, "layer2")])
