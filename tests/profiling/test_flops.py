@@ -31,6 +31,17 @@ def test_tiny_model_flops_match_a_hand_count():
     assert got == TINY_TRAIN_FLOPS == 15_929_088
 
 
+def test_flops_follow_the_input_size_and_what_trains():
+    """The count follows the graph autograd really runs: 64 px inputs give every conv 4x the work;
+    a frozen backbone computes no gradient before the head (forward, plus the head's weight gradient)."""
+    task = build_task("classify", 10)
+    big = count_flops_per_sample(RunConfig(model="tiny", batch_size=2), (torch.zeros(3, 64, 64), 0), 10, task)
+    assert big == 3 * 4 * (CONV1 + CONV2 + CONV3) - 4 * CONV1 + 3 * FC
+    frozen = count_flops_per_sample(RunConfig(model="tiny", batch_size=2, freeze_backbone=True),
+                                    (torch.zeros(3, 32, 32), 0), 10, task)
+    assert frozen == CONV1 + CONV2 + CONV3 + 2 * FC
+
+
 def test_gpu_peaks_come_from_the_table():
     assert gpu_peak("NVIDIA H100 80GB HBM3", "bf16", tf32=True)[0] == pytest.approx(989.5e12)
     assert gpu_peak("NVIDIA H100 PCIe", "fp32", tf32=True)[0] == pytest.approx(378e12)
@@ -87,23 +98,44 @@ def test_cpu_peak_here_bounds_what_a_matmul_reaches():
     assert (peak == 0.0 and "unknown" in source) or best <= peak, (best, peak, source)
 
 
-def _session():
-    """What fill_mfu reads from a stage session: a tiny model on CPU, one 32 px CIFAR sample."""
+def _session(device: str = "cpu", model=None, **ctx):
+    """What fill_mfu reads from a stage session: a tiny model, one 32 px CIFAR sample."""
     cfg = RunConfig(model="tiny", batch_size=4, device="cpu")
-    ctx = TrainContext(cfg=cfg, env=Env(device_type="cpu", cuda_count=0, cpu_count=2), device=torch.device("cpu"))
+    ctx = TrainContext(cfg=cfg, env=Env(device_type="cpu", cuda_count=0, cpu_count=2), device=torch.device(device),
+                       **ctx)
     task = build_task("classify", 10)
     return SimpleNamespace(cfg=cfg, ctx=ctx, bundle=SimpleNamespace(train=[(torch.zeros(3, 32, 32), 3)], num_classes=10),
-                           state=SimpleNamespace(task=task, model=TinyNet(10)))
+                           state=SimpleNamespace(task=task, model=model if model is not None else TinyNet(10)))
 
 
-def test_mfu_is_model_flops_times_throughput_over_the_peak(monkeypatch):
+def at_peak(devices: int, peak: float) -> StageResult:
+    """A stage whose samples/s carry the model's FLOPs at exactly `devices` × `peak` FLOP/s."""
+    return StageResult(run="r", stage=0, name="00-x", throughput=devices * peak / TINY_TRAIN_FLOPS)
+
+
+def test_mfu_is_one_for_a_stage_at_its_devices_peak(monkeypatch):
+    """Stages planted to run exactly at the peak of what they use read 100 %: one CPU; two DDP ranks
+    sharing one CPU node (its peak counted once); two GPUs under DDP or under DataParallel (each GPU's
+    datasheet peak, TF32 for fp32 on an H100); the peak comes from the table, not from the test."""
     monkeypatch.setattr(flops, "cpu_peak", lambda dtype="fp32": (1e12, "test peak"))
-    row = StageResult(run="r", stage=0, name="00-base", throughput=500.0)
+    row = at_peak(1, 1e12)
     fill_mfu(row, _session())
-    assert row.flops_per_sample == TINY_TRAIN_FLOPS
-    assert row.peak_flops == 1e12 and row.peak_flops_source == "test peak"
-    assert row.mfu == pytest.approx(TINY_TRAIN_FLOPS * 500.0 / 1e12)  # 0.80 %
-    assert 0 < row.mfu <= 1
+    assert row.flops_per_sample == TINY_TRAIN_FLOPS and row.peak_flops_source == "test peak"
+    assert row.mfu == pytest.approx(1.0)
+    half = StageResult(run="r", stage=0, name="00-x", throughput=row.throughput / 2)
+    fill_mfu(half, _session(world_size=2))  # two ranks on one node, together at half its peak
+    assert half.peak_flops == 1e12 and half.mfu == pytest.approx(0.5)
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    h100_tf32 = 494.5e12
+    ddp = at_peak(2, h100_tf32)
+    fill_mfu(ddp, _session("cuda", world_size=2))
+    assert ddp.peak_flops == pytest.approx(2 * h100_tf32) and ddp.mfu == pytest.approx(1.0)
+    assert ddp.peak_flops_source.startswith("2 × ")
+    dp = at_peak(2, h100_tf32)
+    fill_mfu(dp, _session("cuda", model=SimpleNamespace(device_ids=[0, 1])))
+    assert dp.peak_flops == pytest.approx(2 * h100_tf32) and dp.mfu == pytest.approx(1.0)
 
 
 def test_mfu_is_absent_when_the_peak_is_unknown(monkeypatch):
