@@ -94,7 +94,7 @@ def test_the_runner_draws_the_last_ok_ladder_stage_in_one_plain_process(tmp_path
     from optimizations.base import parse_stack
     from study import stages
     from study.plan import Plan
-from study.config import RunConfig
+    from study.config import RunConfig
     from study.records import StageResult
     from tests.optimizations.helpers import cpu_env
 
