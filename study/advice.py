@@ -10,7 +10,7 @@ Torch-free and report-free: the search (in the parent process) ranks its candida
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable, Mapping
 
 from optimizations.base import candidates as registry_candidates
@@ -202,6 +202,11 @@ class Advice:
     toggle: str  # the spec to add to the stack
     finding: Finding  # the evidence that points at it
     refuted: Measured | None = None  # where this toggle was measured without gain
+    why: str = ""  # why it helps here, as the toggle said when the advice was given
+
+    @property
+    def reason(self) -> str:
+        return self.why or self.finding.rule.effect_of(self.toggle)
 
 
 def advise(ev: Evidence, findings: list[Finding], env: Env,
@@ -218,7 +223,7 @@ def advise(ev: Evidence, findings: list[Finding], env: Env,
             for spec in specs:
                 if toggle_name(spec) == name and spec not in seen:
                     seen.add(spec)
-                    fresh.append(Advice(spec, f, refuted_by(spec, refuted or {})))
+                    fresh.append(Advice(spec, f, refuted_by(spec, refuted or {}), f.rule.effect_of(spec)))
     return [a for a in fresh if a.refuted is None] + [a for a in fresh if a.refuted is not None]
 
 
@@ -278,3 +283,37 @@ class StageVerdict:
 def stage_verdict(ev: Evidence, env: Env, refuted: Mapping[str, Measured] | None = None) -> StageVerdict:
     found = diagnose(ev)
     return StageVerdict(ev, found, advise(ev, found, env, refuted))
+
+
+# --- the verdict as recorded ---------------------------------------------------------------------
+# A run records each stage's verdict in results.jsonl when it ends (kind "verdict"), so its report says
+# what was decided on that machine with that registry, not what today's code would decide.
+
+
+def verdict_record(v: StageVerdict) -> dict[str, Any]:
+    ev = {k: (list(x) if isinstance(x, tuple) else x) for k, x in asdict(v.evidence).items()}
+    findings = [{"bottleneck": f.rule.bottleneck, "figure": f.rule.figure, "source": f.rule.source,
+                 "threshold": f.rule.threshold, "effect": f.rule.effect, "removable": f.rule.removable,
+                 "value": f.value} for f in v.findings]
+    advice = [{"toggle": a.toggle, "why": a.reason, "finding": v.findings.index(a.finding),
+               "refuted": asdict(a.refuted) if a.refuted else None} for a in v.advice]
+    return {"evidence": ev, "findings": findings, "advice": advice}
+
+
+def verdict_from_record(d: Mapping[str, Any]) -> StageVerdict:
+    """The StageVerdict a run recorded; a rule the code no longer has keeps its recorded wording."""
+    known = {(r.bottleneck, r.figure): r for r in RULES}
+    names = {f.name for f in fields(Evidence)}
+    ev = d.get("evidence") or {}
+    evidence = Evidence(**{k: (tuple(x) if isinstance(x, list) else x) for k, x in ev.items() if k in names})
+    findings = []
+    for f in d.get("findings") or []:
+        rule = known.get((f["bottleneck"], f["figure"])) or Rule(
+            f["bottleneck"], f["figure"], f.get("source", ""), float(f["threshold"]), lambda e: None,
+            f.get("effect", ""), bool(f.get("removable", True)))
+        findings.append(Finding(rule, float(f["value"])))
+    advice = []
+    for a in d.get("advice") or []:
+        refuted = Measured(**a["refuted"]) if a.get("refuted") else None
+        advice.append(Advice(a["toggle"], findings[int(a["finding"])], refuted, a.get("why", "")))
+    return StageVerdict(evidence, findings, advice)

@@ -40,9 +40,30 @@ def check_measured_steps(cfg: RunConfig, train_samples: int) -> None:
                           f"raise --subset/--epochs or lower --warmup")
 
 
+def record_verdicts(report_dir: Path) -> None:
+    """Each ok stage's findings and advice, decided now that the ladder (and the search) ended, on the
+    machine that measured them, into results.jsonl: the report shows what was decided here and then."""
+    import time
+
+    from study.advice import verdict_record
+    from study.records import StageResult, append_jsonl
+    from study.report.reading import RunData
+    from study.report.verdict import decide_verdicts
+
+    run = RunData(report_dir)
+    rows = {r.name: r for r in run.ok}
+    for name, v in decide_verdicts(run).items():
+        r = rows[name]
+        append_jsonl(report_dir / "results.jsonl", StageResult(
+            run=r.run, stage=r.stage, name=name, kind="verdict", stack=list(r.stack), status="ok",
+            config_hash=r.config_hash, notes={"verdict": verdict_record(v)}, started=time.time(), finished=time.time()))
+
+
 def run_study(cfg: RunConfig) -> int:
-    """Preflight, the ladder, the reports; 0 when every stage is ok or skipped, 3 when one failed."""
-    from optimizations.base import Env, parse_stack
+    """Preflight, the sanity check, the ladder, the reports; 0 when every stage is ok or skipped, 3 when
+    one failed or the pipeline did not learn one batch."""
+    from optimizations.base import parse_stack
+    from study.env import Env
 
     auto = cfg.stack == ("auto",)  # the search picks the stack; its ladder then runs like any other
     toggles = parse_stack(list(cfg.stack)) if cfg.stack and not auto else []
@@ -64,6 +85,13 @@ def run_study(cfg: RunConfig) -> int:
     from study import preflight
 
     preflight.run(cfg, bundle)  # samples, model/task/dataset fit, weights, --resume checkpoints
+    from study import sanity
+
+    checked = None  # does the pipeline learn at all? Seconds on one batch, before the long part
+    if cfg.sanity or cfg.dry_run:
+        with console.status("sanity check: the baseline's model on one fixed batch"):
+            checked = sanity.before_ladder(cfg, env)
+        console.print(sanity.line(checked), markup=False, highlight=False)
     if auto:
         from study.search import search_stack
 
@@ -113,17 +141,21 @@ def run_study(cfg: RunConfig) -> int:
         runner.on_pass = on_pass
         runner.on_warning = lambda text: console.print(f"[yellow]warning:[/] {text}")
         results = runner.run()
+    record_verdicts(cfg.report_dir)
     write_ladder(cfg.report_dir)
     build_report([cfg.report_dir])
     console.print(f"reports: {cfg.report_dir}/  traces: tensorboard --logdir {cfg.profile_dir}")
+    from study.clean import disk_line
+
+    console.print(disk_line(cfg.report_dir, cfg.profile_dir), markup=False, highlight=False)
     failed = [r for r in results if r.status == "failed"]
-    if not failed:
+    learns = sanity.passed(checked) is not False
+    if not failed and learns:
         return 0
+    if not learns:
+        print(f"study: {sanity.line(checked)}", file=sys.stderr)
     for r in failed:  # plain lines: a script reading stderr gets one line per failed stage
         print(f"study: stage {r.name} failed: {one_line(r.error)}", file=sys.stderr)
     if any(r.stage == 0 for r in failed):
         print("study: the baseline failed, so no stage can be compared with it", file=sys.stderr)
     return 3
-    from study.clean import disk_line
-
-    console.print(disk_line(cfg.report_dir, cfg.profile_dir), markup=False, highlight=False)

@@ -18,6 +18,10 @@ from typing import Any, Iterable
 
 from study.stats import mean_ci, percentile
 
+# Version of the row format: 2 adds "run" rows (the machine and the options), "verdict" rows (each
+# stage's findings and advice as decided when the run ended) and this field; rows without it are 1.
+SCHEMA_VERSION = 2
+
 SEED_COLUMNS = ("type", "epoch", "start", "loading", "duration", "value1", "value2")
 # Seed record types
 TYPE_TRAIN, TYPE_VAL, TYPE_BATCH, TYPE_DOWNLOAD_TRAIN, TYPE_DOWNLOAD_VAL = 0, 1, 2, 10, 11
@@ -87,6 +91,7 @@ class StageResult:
     git_sha: str = ""
     started: float = 0.0
     finished: float = 0.0
+    schema: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
@@ -94,7 +99,7 @@ class StageResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StageResult":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**({"schema": 1} | {k: v for k, v in d.items() if k in names}))
 
 
 def append_jsonl(path: Path, row: StageResult | dict) -> None:

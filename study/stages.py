@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from optimizations.base import Env, Optimization, configure_all
+from optimizations.base import Optimization, configure_all
+from study.env import Env
 from study.config import RunConfig
 from study.child import run_child
 from study.clean import prune_checkpoints
@@ -118,6 +119,11 @@ class StageRunner:
         write_atomic(cfg.report_dir / "config.json", json.dumps(
             {"config": cfg.to_dict(), "stages": [s.spec.to_dict() for s in stages],
              "env": self.env.to_dict()}, indent=2, sort_keys=True, default=str))
+        # The machine and the options as this run saw them, in results.jsonl itself: the report reads
+        # them from here, never from the machine that renders it.
+        append_jsonl(self.results_path, StageResult(
+            run=cfg.run_name, stage=-1, name="run", kind="run", status="ok", versions=versions(), git_sha=git_sha(),
+            notes={"env": self.env.to_dict(), "config": cfg.to_dict()}, started=time.time(), finished=time.time()))
         done = self.finished() if cfg.resume else {}
         results = []
         for st in stages:

@@ -12,8 +12,9 @@ from typing import Any
 
 from optimizations.base import how_of
 from study.advice import (RULES, Advice, Finding, Measured, StageVerdict, evidence_of, figures, ladder_measurements,
-                          refutations, stage_verdict)
+                          refutations, stage_verdict, verdict_from_record)
 from study.env import Env
+from study import sanity
 from study.records import StageResult
 from study import fmt
 from study.report.doc import Part
@@ -29,8 +30,10 @@ def pct(v: float | None) -> str:
 
 
 def env_of(run: RunData) -> Env:
-    """The machine the run measured, as config.json records it (older runs: guessed from the rows)."""
-    saved = run.config.get("env") or {}
+    """The machine the run measured, as its "run" row records it (older runs: config.json, else guessed
+    from the rows)."""
+    saved = next((r.notes["env"] for r in reversed(run.results) if r.kind == "run" and isinstance(r.notes.get("env"), dict)),
+                 None) or run.config.get("env") or {}
     try:
         return Env(device_type=saved["device_type"], cuda_count=int(saved.get("cuda_count", 0)),
                    cpu_count=int(saved.get("cpu_count", 1)), bf16_native=bool(saved.get("bf16_native", False)))
@@ -83,14 +86,29 @@ def first_run_notes(run: RunData, round_no: int, spec: str) -> dict:
 
 
 def verdicts(run: RunData) -> dict[str, StageVerdict]:
-    """Findings and advice of every ok ladder stage, refuted advice marked from the ladder and search."""
-    env = env_of(run)
-    refuted = refutations([*ladder_measurements(run.stages), *search_measurements(run)])
+    """Findings and advice of every ok ladder stage, refuted advice marked from the ladder and search:
+    as the run recorded them when it ended (kind "verdict"), else (older runs) decided now."""
+    recorded = {r.name: r for r in run.results if r.kind == "verdict" and isinstance(r.notes.get("verdict"), dict)}
     out = {}
     for r in run.ok:
-        ev = evidence_of(r, run.trace_summary(r), run.cprofile(r))
-        out[r.name] = stage_verdict(ev, env, refuted)
-    return out
+        rec = recorded.get(r.name)
+        if rec is not None and rec.config_hash == r.config_hash:
+            out[r.name] = verdict_from_record(rec.notes["verdict"])
+    missing = [r for r in run.ok if r.name not in out]
+    if missing:
+        env = env_of(run)
+        refuted = refutations([*ladder_measurements(run.stages), *search_measurements(run)])
+        for r in missing:
+            out[r.name] = stage_verdict(evidence_of(r, run.trace_summary(r), run.cprofile(r)), env, refuted)
+    return {r.name: out[r.name] for r in run.ok}
+
+
+def decide_verdicts(run: RunData) -> dict[str, StageVerdict]:
+    """What a run records when it ends: every ok stage's verdict decided now, on this machine."""
+    env = env_of(run)
+    refuted = refutations([*ladder_measurements(run.stages), *search_measurements(run)])
+    return {r.name: stage_verdict(evidence_of(r, run.trace_summary(r), run.cprofile(r)), env, refuted)
+            for r in run.ok}
 
 
 def finding_text(f: Finding) -> str:
@@ -105,7 +123,7 @@ def refuted_text(m: Measured) -> str:
 def advice_text(a: Advice) -> str:
     f = a.finding
     ceiling = f" — up to {fmt.num(f.ceiling, '.2f')}× if that share vanished" if f.ceiling else ""
-    text = f"{a.toggle}: {f.rule.effect_of(a.toggle)} ({f.rule.bottleneck}, {f.rule.figure} {pct(f.value)}{ceiling})"
+    text = f"{a.toggle}: {a.reason} ({f.rule.bottleneck}, {f.rule.figure} {pct(f.value)}{ceiling})"
     return text + (f"; but {refuted_text(a.refuted)}" if a.refuted else "")
 
 
@@ -132,12 +150,19 @@ def best_ladder_stage(run: RunData) -> tuple[StageResult | None, tuple[float, fl
 
 
 def verdict(run: RunData) -> Part:
-    """At the top: the best stack and its speed-up, what limits it now, what to try next."""
+    """At the top: whether the pipeline learns (the sanity check), the best stack and its speed-up, what
+    limits it now, what to try next."""
     part = Part()
-    if not run.ok:
+    checked = sanity.line(sanity.latest(run.results))  # first: do the figures below come from a pipeline that learns?
+    if not run.ok and not checked:
         return part
     part.heading("Verdict")
-    lines: list[str] = []
+    lines: list[str] = [checked] if checked else []
+    if not run.ok:
+        for line in lines:
+            part.para(line)
+            part.show_closing(line)
+        return part
     found = search_result(run)
     ladder = [r for r in run.ok if not is_ablation(r)]
     if found is not None:
