@@ -246,20 +246,20 @@ E2E_CANDIDATES = ("channels_last",)
 
 
 def cap_candidates(monkeypatch, keep) -> None:
-    """study.advice.candidates, filtered to `keep`, wherever the search looks it up."""
+    """The candidates the search is offered, filtered to `keep`, in every module that defines or
+    imports `candidates` (the search may look it up in any of them)."""
     import importlib
 
-    import study.advice
+    def capped(real):
+        return lambda env, stack=(): [s for s in real(env, stack) if s in keep]
 
-    real = study.advice.candidates
-
-    def capped(env, stack=()):
-        return [s for s in real(env, stack) if s in keep]
-
-    for name in ("study.advice", "study.search.engine", "study.search.console"):
+    patched = 0
+    for name in ("optimizations.base", "study.advice", "study.search", "study.search.engine", "study.search.console"):
         module = importlib.import_module(name)
-        if getattr(module, "candidates", None) is real:
-            monkeypatch.setattr(module, "candidates", capped)
+        if callable(getattr(module, "candidates", None)):
+            monkeypatch.setattr(module, "candidates", capped(module.candidates))
+            patched += 1
+    assert patched, "no module holds the search's candidates any more"
 
 
 @pytest.mark.slow
