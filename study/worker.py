@@ -1,4 +1,5 @@
-"""The stage process: build the session once, run one pass (timing or a profiler), write its payload.
+"""The stage process: build the session once, run one pass (timing, a profiler, the pictures or the
+sanity check), write its payload.
 
 Started by the parent (study.stages) as `python -m study.worker --stage S.json --pass P --out R.json`,
 through torchrun for DDP stages. A fresh process per pass keeps global state (cudnn flags, threads,
@@ -20,6 +21,7 @@ from study.config import ConfigError, PROFILE_PASSES
 from study.faults import describe_exception, rank_error_path
 from study.pictures import PASS_NAME as PICTURES_PASS
 from study.records import write_atomic
+from study.sanity import PASS_NAME as SANITY_PASS
 from study.spec import StageSpec
 
 
@@ -29,6 +31,10 @@ def run_pass(spec: StageSpec, pass_name: str, repeat: int) -> tuple[dict, int]:
         from study.pictures.make import run
 
         return run(spec), 0
+    if pass_name == SANITY_PASS:  # the baseline's model on one fixed batch, before the ladder
+        from study.sanity_pass import run as check_learns
+
+        return check_learns(spec), 0
     from study.session import build_session
 
     sess = build_session(spec)
@@ -51,7 +57,7 @@ def write_error(out: Path, payload: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m study.worker", description=__doc__)
     ap.add_argument("--stage", required=True)
-    ap.add_argument("--pass", dest="pass_name", default="timing", choices=("timing", PICTURES_PASS) + PROFILE_PASSES)
+    ap.add_argument("--pass", dest="pass_name", default="timing", choices=("timing", PICTURES_PASS, SANITY_PASS) + PROFILE_PASSES)
     ap.add_argument("--repeat", type=int, default=0)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)

@@ -57,6 +57,7 @@ def quality_frame(rows: list[StageResult]) -> pd.DataFrame:
             continue
         extra = ", ".join(f"{k} {v:.3f}" for k, v in sorted(r.metrics.items()) if isinstance(v, (int, float)))
         out.append({"stage": r.name, r.metric_name or "metric": fmt.num(r.metric, ".3f"),
+                    "first loss": fmt.num(r.first_loss or None, ".4f"),  # 0: a row from before it was recorded
                     "final loss": fmt.num(r.final_loss, ".4f"), "steps": r.steps_total,
                     "all metrics": extra or fmt.DASH,
                     "peak mem MB": fmt.num(r.peak_memory_mb, ".0f"), "memory": r.memory_kind})

@@ -18,6 +18,7 @@ from study.report.frames import (PHASE_FIELDS, UNREPRESENTATIVE, category_frame,
                                  diff_pairs, lines_frame, mfu_frame, phase_frame, profile_ratio, quality_frame,
                                  top_ops_frame)
 from study.report.ladder import display_frame, ladder_frame, ladder_text
+from study.report import learning
 from study.report.reading import RunData
 from study.report.verdict import bottlenecks, compile_stats, search_table, verdict
 
@@ -91,6 +92,8 @@ def quality(run: RunData) -> Part:
     part = Part()
     part.heading("Quality")
     part.table(quality_frame(run.stages))
+    for text in learning.notes(run):  # what these figures can and cannot say (a dry run's 7 steps)
+        part.para(text)
     part.image(plots.curves({r.name: run.losses(r) for r in run.ok}, run.dir / "curves.png",
                             f"{run.name}: training loss (repeat 0)"),
                "training loss per step")

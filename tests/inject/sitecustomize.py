@@ -8,6 +8,8 @@ this file at start-up. Nothing happens unless STUDY_TEST_FAULTS names faults, as
   rank1-raise         rank 1 raises at its second training step (DDP stages)
   kill-loader-worker  a DataLoader worker kills itself with SIGKILL at its third sample
   slow                every training step sleeps 0.2 s (to catch a stage mid-run)
+  blank-inputs        the training set's transform multiplies every image by 0 (trains, learns nothing;
+                      the sanity check must say so)
 
 The faults wrap what study.session.build_session returns, as soon as that module is imported; the
 study's code is untouched.
@@ -77,6 +79,10 @@ def patch(module) -> None:
         fault = FAULTS.get(spec.name, "")
         if fault == "kill-loader-worker":
             kill_in_loader_worker(sess.train_loader.dataset)
+        elif fault == "blank-inputs":
+            data = getattr(sess.bundle.train, "dataset", sess.bundle.train)  # under the --subset
+            inner = data.transform
+            data.transform = lambda image: inner(image) * 0
         elif fault:
             sess.state.model = FaultyModel(sess.state.model, fault)
         return sess
