@@ -45,8 +45,11 @@ def test_profiled_dry_run_of_workers_script(tmp_path, synthetic_root):
         assert pstats.Stats(str(d / "cprofile.prof")).total_tt > 0  # type: ignore[attr-defined]
         (trace,) = find_traces(d)
         s = summarize(trace)
-        assert s["steps"] >= 1 and sum(s["categories_ms"].values()) == pytest.approx(s["step_ms_mean"])
-        assert json.loads((d / "trace_summary.json").read_text())["steps"] == s["steps"]
+        saved = json.loads((d / "trace_summary.json").read_text())  # what the report reads
+        assert s["steps"] >= 1 and saved["steps"] == s["steps"]
+        assert saved["categories_ms"] == pytest.approx(s["categories_ms"])  # of the trace kept, not a stale one
+        # the trace's step windows are the loop's steps, measured by the loop's own clock
+        assert s["step_ms_mean"] == pytest.approx(sum(saved["loop_step_ms"]) / len(saved["loop_step_ms"]), rel=0.10)
         if attach:  # the probe reached a process: the pass must have too
             assert "pyspy_error" not in prof, prof["pyspy_error"]
             ET.parse(d / "pyspy.svg")
