@@ -22,3 +22,19 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     synthetic.write_all(root, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dry_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path):
+    """One dry run as a user types it (the CLI in its own process): the tiny model with
+    ``--stack workers=auto``, so the baseline, a stage with the worker sweep, the pictures pass on
+    its last stage and every report. Run once per session for the tests that read a dry run's
+    outputs (``cwd``, ``run``, the finished process ``proc``): treat it as read-only."""
+    from types import SimpleNamespace
+
+    from tests.util import run_study
+
+    cwd = tmp_path_factory.mktemp("dry-run")
+    proc = run_study("--dry-run", "--model", "tiny", "--profile", "", "--stack", "workers=auto", "--data-root",
+                     str(synthetic_root), "--run-name", "dry", cwd=cwd)
+    return SimpleNamespace(cwd=cwd, run="dry", proc=proc)

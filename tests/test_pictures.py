@@ -177,15 +177,15 @@ def test_a_real_worker_sweep_shows_in_the_report(synthetic_root, tmp_path, monke
 
 
 @pytest.mark.slow
-def test_a_dry_run_ends_with_pictures_a_sweep_and_a_usable_checkpoint(synthetic_root, tmp_path):
-    """The whole way: the ladder, the pictures pass on its last stage, the report, then predict."""
+def test_a_dry_run_ends_with_pictures_a_sweep_and_a_usable_checkpoint(tiny_dry_run, tmp_path):
+    """The whole way (the session's dry run, tests/conftest.py): the ladder, the pictures pass on its
+    last stage, the report, then predict."""
     from tests.trained import synthetic_picture
     from tests.util import run_study
 
-    p = run_study("--dry-run", "--model", "tiny", "--profile", "", "--stack", "workers=auto", "--data-root",
-                  str(synthetic_root), "--run-name", "pics", cwd=tmp_path)
+    cwd, p = tiny_dry_run.cwd, tiny_dry_run.proc
     assert p.returncode == 0, p.stderr[-3000:]
-    run = tmp_path / "reports" / "pics"
+    run = cwd / "reports" / tiny_dry_run.run
     payload = json.loads((run / PICTURES_FILE).read_text())
     assert payload["stage"] == "01-workers_auto" and "error" not in payload
     for name in ("confusion_matrix.png", "cam_grid.png", "worker_sweep.png"):
@@ -194,10 +194,12 @@ def test_a_dry_run_ends_with_pictures_a_sweep_and_a_usable_checkpoint(synthetic_
     assert "## Predictions of the last stage (01-workers_auto)" in md and "## DataLoader worker sweep" in md
     html = (run / "summary.html").read_text()
     assert "<img src='data:image/png;base64," in html and not re.search(r"<img src='(?!data:)", html)
-    assert "pictures/cam_grid" in image_tags(tmp_path / "profiles" / "pics" / "01-workers_auto")
+    assert "pictures/cam_grid" in image_tags(cwd / "profiles" / tiny_dry_run.run / "01-workers_auto")
 
     img = synthetic_picture(tmp_path / "cat.png", 3)
-    p = run_study("predict", str(img), "--checkpoint", payload["checkpoint"], cwd=tmp_path)
+    checkpoint = cwd / payload["checkpoint"]  # as the pictures pass wrote it, from the study's folder
+    p = run_study("predict", str(img), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "predictions"),
+                  cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "cat.png: top-5" in p.stdout
     assert_picture(tmp_path / "predictions" / "cat.cam.png", min_side=300)

@@ -11,25 +11,27 @@ from tests.util import records, results, run_study, stage_rows
 SEED = ["type", "epoch", "start", "loading", "duration", "value1", "value2"]
 
 
-def test_dry_run_baseline_writes_every_output(tmp_path, synthetic_root):
-    p = run_study("--dry-run", "--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "d",
-                  "--profile", "", cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
-    rows = stage_rows(tmp_path, "d")
-    assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["name"] == "00-base"
-    r = rows[0]
-    assert r["throughput"] > 0 and r["step_time_p50"] > 0 and r["steps_measured"] >= 1
-    assert r["notes"]["checkpoint_verified"] is True
-    assert r["versions"]["torch"].startswith("2.") and r["config_hash"]
-    rep = tmp_path / "reports" / "d"
+def test_dry_run_writes_every_output(tiny_dry_run):
+    """The session's dry run (tests/conftest.py: the baseline and +workers=auto), read as files."""
+    cwd, run, p = tiny_dry_run.cwd, tiny_dry_run.run, tiny_dry_run.proc
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = stage_rows(cwd, run)
+    assert [(r["name"], r["status"]) for r in rows] == [("00-base", "ok"), ("01-workers_auto", "ok")]
+    for r in rows:
+        assert r["throughput"] > 0 and r["step_time_p50"] > 0 and r["steps_measured"] >= 1
+        assert r["notes"]["checkpoint_verified"] is True
+        assert r["versions"]["torch"].startswith("2.") and r["config_hash"]
+    assert rows[0]["config_hash"] != rows[1]["config_hash"]  # the stages differ by their toggle
+    rep = cwd / "reports" / run
     cfg = json.loads((rep / "config.json").read_text())
     assert cfg["config"]["model"] == "tiny"
-    recs = records(tmp_path, "d")
+    recs = records(cwd, run)
     assert list(recs[0].keys())[:7] == SEED
     types = {int(x["type"]) for x in recs}
     assert {0, 1, 2, 10, 11} <= types
     assert (rep / "stages.csv").is_file() and (rep / "stages.md").is_file()
-    assert list((tmp_path / "profiles" / "d" / "00-base").glob("events.out.tfevents.*"))
+    for r in rows:
+        assert list((cwd / "profiles" / run / r["name"]).glob("events.out.tfevents.*")), r["name"]
 
 
 @pytest.mark.slow
