@@ -204,14 +204,14 @@ def test_a_learning_rate_too_small_to_learn_fails_on_the_curve(synthetic_root, t
 
 # --- through the CLI -------------------------------------------------------------------------------
 
-def test_a_dry_run_checks_that_the_pipeline_learns(tmp_path, synthetic_root):
-    p = run_study("--dry-run", "--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "d",
-                  "--profile", "", "--no-pictures", cwd=tmp_path)
+def test_a_dry_run_checks_that_the_pipeline_learns(tiny_dry_run):
+    """The session's dry run (tests/conftest.py), as a user typed it."""
+    p, cwd, run = tiny_dry_run.proc, tiny_dry_run.cwd, tiny_dry_run.run
     assert p.returncode == 0, p.stderr
     assert "Sanity check: the pipeline learns (loss 2.3" in p.stderr
-    (row,) = [r for r in results(tmp_path, "d") if r["kind"] == "sanity"]
+    (row,) = [r for r in results(cwd, run) if r["kind"] == "sanity"]
     assert row["status"] == "ok" and row["notes"]["sanity"]["passed"] and row["name"] == "sanity"
-    summary = (tmp_path / "reports" / "d" / "summary.md").read_text()
+    summary = (cwd / "reports" / run / "summary.md").read_text()
     verdict = summary.split("## Verdict\n", 1)[1].lstrip()
     assert verdict.startswith("Sanity check: the pipeline learns (loss 2.3")
     quality = summary.split("## Quality\n", 1)[1]
