@@ -275,7 +275,10 @@ def test_auto_study_end_to_end_on_a_tiny_model(tmp_path, synthetic_root, monkeyp
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
-    args = ["--model", "tiny", "--dry-run", "--stack", "auto", "--repeats", "2", "--budget-minutes", "600",
+    # a few plain steps per run, not a dry run: its sanity check and checkpoint round trips are no part
+    # of the search, and every one of the search's child runs would pay for the round trips
+    args = ["--model", "tiny", "--steps", "5", "--warmup", "1", "--batch-size", "16", "--subset", "128",
+            "--val-subset", "16", "--val-steps", "1", "--stack", "auto", "--repeats", "1", "--budget-minutes", "600",
             "--profile", "", "--no-pictures", "--data-root", str(synthetic_root), "--run-name", "a"]
     code = main(args)
     err = capfd.readouterr().err
