@@ -20,6 +20,7 @@ from study import fmt
 from study.report.doc import Part
 from study.report.ladder import is_ablation, speedup_of
 from study.report.reading import RunData
+from study.search.notes import ResultNote, RoundNote, RunNote
 from study.search import CUT, DROPPED, FAILED, FASTER, KEPT, NO_GAIN, NOT_RETRIED, RACE_DROP, SLOWER
 
 TOP_ADVICE = 3
@@ -52,9 +53,9 @@ def search_rows(run: RunData) -> list[StageResult]:
     """Each round's table rows (kind "search"), the latest row of each (round, candidate)."""
     latest: dict[tuple[int, str, str], StageResult] = {}
     for r in run.results:
-        s = r.notes.get("search") if r.kind == "search" else None
-        if isinstance(s, dict):
-            latest[(int(s.get("round", 0)), s.get("role", ""), s.get("candidate", ""))] = r
+        s = RoundNote.of(r)
+        if s is not None:
+            latest[(int(s.round), s.role, s.candidate)] = r
     return sorted(latest.values(), key=lambda r: r.stage)
 
 
@@ -66,18 +67,18 @@ def search_result(run: RunData) -> StageResult | None:
 def search_measurements(run: RunData) -> list[Measured]:
     out = []
     for r in search_rows(run):
-        s = r.notes["search"]
-        if s.get("role") == "candidate" and s.get("pairs"):
-            where = f"search round {s['round']} (on {'+'.join(s.get('incumbent') or []) or 'the baseline'})"
-            out.append(Measured(s["candidate"], where, s["speedup"], s["speedup_low"], s["speedup_high"]))
+        s = RoundNote.of(r)
+        if s.role == "candidate" and s.pairs:
+            where = f"search round {s.round} (on {'+'.join(s.incumbent) or 'the baseline'})"
+            out.append(Measured(s.candidate, where, s.speedup, s.speedup_low, s.speedup_high))
     return out
 
 
 def first_run_notes(run: RunData, round_no: int, spec: str) -> dict:
     """Notes of a search candidate's first run (compile stages carry compile_stats there)."""
     for r in run.results:
-        s = r.notes.get("search") if r.kind == "search-repeat" else None
-        if isinstance(s, dict) and s.get("round") == round_no and s.get("candidate") == spec and r.status == "ok":
+        s = RunNote.of(r)
+        if s is not None and s.round == round_no and s.candidate == spec and r.status == "ok":
             return r.notes
     return {}
 
@@ -166,13 +167,13 @@ def verdict(run: RunData) -> Part:
     found = search_result(run)
     ladder = [r for r in run.ok if not is_ablation(r)]
     if found is not None:
-        s = found.notes["search"]
+        s = ResultNote.of(found) or ResultNote()
         best = "+".join(found.stack)
         if best:
-            gain = fmt.speedup(s["speedup"], s["speedup_low"], s["speedup_high"])
-            tps = f"{fmt.num(s.get('best_throughput'), '.1f')} vs {fmt.num(s.get('baseline_throughput'), '.1f')}"
+            gain = fmt.speedup(s.speedup, s.speedup_low, s.speedup_high)
+            tps = f"{fmt.num(s.best_throughput, '.1f')} vs {fmt.num(s.baseline_throughput, '.1f')}"
             lines.append(f"Best stack for this machine: {best}, {gain} the baseline's samples/s, measured side by side "
-                         f"({tps} samples/s, medians of {s.get('pairs', 0)} pairs; results.jsonl search-result).")
+                         f"({tps} samples/s, medians of {s.pairs} pairs; results.jsonl search-result).")
         else:
             closest = max((m for m in search_measurements(run) if math.isfinite(m.ratio)), key=lambda m: m.ratio,
                           default=None)
@@ -180,9 +181,8 @@ def verdict(run: RunData) -> Part:
                     f"{closest.where}" if closest is not None else "")
             lines.append("Best stack for this machine: the baseline; no toggle sped it up beyond noise (results.jsonl "
                          f"search-result{near}).")
-        lines.append(f"The search ran {s.get('rounds', 0)} round(s) in {fmt.num(s.get('seconds', 0) / 60, '.1f')} "
-                     f"min (budget {fmt.num(s.get('budget_s', 0) / 60, '.0f')} min) and stopped: "
-                     f"{s.get('stopped', '?')}.")
+        lines.append(f"The search ran {s.rounds} round(s) in {fmt.num(s.seconds / 60, '.1f')} "
+                     f"min (budget {fmt.num(s.budget_s / 60, '.0f')} min) and stopped: {s.stopped or '?'}.")
         target = ladder[-1] if ladder else None
     else:
         target, sp = best_ladder_stage(run)
@@ -228,43 +228,41 @@ DECISION_ORDER = (KEPT, FASTER, NO_GAIN, SLOWER, DROPPED, FAILED, CUT, NOT_RETRI
 
 
 def table_order(r: StageResult) -> tuple:
-    s = r.notes["search"]
-    if s.get("role") == "incumbent":
-        return (s.get("round", 0), -1, 0.0)
-    rank = DECISION_ORDER.index(s["decision"]) if s.get("decision") in DECISION_ORDER else len(DECISION_ORDER)
-    speedup = s.get("speedup")
-    return (s.get("round", 0), rank, -speedup if isinstance(speedup, float) and math.isfinite(speedup) else 0.0)
+    s = RoundNote.of(r)
+    if s.role == "incumbent":
+        return (s.round, -1, 0.0)
+    rank = DECISION_ORDER.index(s.decision) if s.decision in DECISION_ORDER else len(DECISION_ORDER)
+    speedup = s.speedup
+    return (s.round, rank, -speedup if isinstance(speedup, float) and math.isfinite(speedup) else 0.0)
 
 
 def search_table_rows(run: RunData) -> list[dict[str, Any]]:
     out = []
     for r in sorted(search_rows(run), key=table_order):
-        s = r.notes["search"]
-        if s.get("role") == "incumbent":
-            out.append({"round": s["round"], "candidate": "(incumbent)", "on top of": "+".join(r.stack) or "baseline",
+        s = RoundNote.of(r)
+        if s.role == "incumbent":
+            out.append({"round": s.round, "candidate": "(incumbent)", "on top of": "+".join(r.stack) or "baseline",
                         "samples/s": fmt.num(r.throughput or None, ".1f"), "vs incumbent": "1.00×",
-                        "runs": s.get("runs", 0), "decision": "" if r.status == "ok" else f"failed: {r.reason}",
+                        "runs": s.runs, "decision": "" if r.status == "ok" else f"failed: {r.reason}",
                         "compile": ""})
             continue
-        cs = first_run_notes(run, s["round"], s["candidate"]).get("compile_stats")
+        cs = first_run_notes(run, s.round, s.candidate).get("compile_stats")
         compile_cell = (f"{fmt.num(cs.get('seconds'), '.0f')} s, {cs.get('graph_breaks', 0)} graph break(s), "
                         f"{cs.get('recompiles', 0)} recompile(s)") if isinstance(cs, dict) else ""
-        decision = s.get("decision", "")
-        out.append({"round": s["round"], "candidate": s["candidate"],
-                    "on top of": "+".join(s.get("incumbent") or []) or "baseline",
+        out.append({"round": s.round, "candidate": s.candidate,
+                    "on top of": "+".join(s.incumbent) or "baseline",
                     "samples/s": fmt.num(r.throughput or None, ".1f"),
-                    "vs incumbent": fmt.speedup(s.get("speedup"), s.get("speedup_low"), s.get("speedup_high"))
-                    if s.get("pairs") else fmt.DASH,
-                    "runs": s.get("runs", 0),
-                    "decision": decision + (f": {s['detail']}" if s.get("detail") else ""),
+                    "vs incumbent": fmt.speedup(s.speedup, s.speedup_low, s.speedup_high) if s.pairs else fmt.DASH,
+                    "runs": s.runs,
+                    "decision": s.decision + (f": {s.detail}" if s.detail else ""),
                     "compile": compile_cell})
     found = search_result(run)
     if found is not None and found.stack:
-        s = found.notes["search"]
+        s = ResultNote.of(found) or ResultNote()
         out.append({"round": "final", "candidate": "+".join(found.stack), "on top of": "baseline",
-                    "samples/s": fmt.num(s.get("best_throughput"), ".1f"),
-                    "vs incumbent": fmt.speedup(s["speedup"], s["speedup_low"], s["speedup_high"]),
-                    "runs": s.get("pairs", 0), "decision": "the best stack beside the baseline", "compile": ""})
+                    "samples/s": fmt.num(s.best_throughput, ".1f"),
+                    "vs incumbent": fmt.speedup(s.speedup, s.speedup_low, s.speedup_high),
+                    "runs": s.pairs, "decision": "the best stack beside the baseline", "compile": ""})
     if out and not any(row["compile"] for row in out):
         for row in out:
             del row["compile"]
@@ -278,15 +276,15 @@ def search_table(run: RunData) -> Part:
     if not rows:
         return part
     part.heading("Search (--stack auto)")
-    s = found.notes["search"] if found is not None else {}
+    s = ResultNote.of(found) if found is not None else None
     part.para("Greedy forward selection. Each round measured the best stack so far (the incumbent) and every "
               "remaining candidate on top of it, interleaved; a candidate's speed-up is its samples/s ÷ the "
               "incumbent runs just before and after it, as a geometric mean over the runs with a 95 % t-interval. "
               "A round keeps the fastest candidate whose interval lies above 1.0; the search stops when none "
-              f"does. Candidates below {s.get('race_drop', RACE_DROP):.2f}× in their first run are not measured "
+              f"does. Candidates below {(s.race_drop if s else 0.0) or RACE_DROP:.2f}× in their first run are not measured "
               "again; failed or clearly slower ones are not retried. "
-              + (f"It took {fmt.num(s.get('seconds', 0) / 60, '.1f')} of {fmt.num(s.get('budget_s', 0) / 60, '.0f')} "
-                 f"budget minutes and stopped: {s.get('stopped', '?')}." if s else "It did not finish."))
+              + (f"It took {fmt.num(s.seconds / 60, '.1f')} of {fmt.num(s.budget_s / 60, '.0f')} "
+                 f"budget minutes and stopped: {s.stopped or '?'}." if s else "It did not finish."))
     part.table(rows)
     part.show_table(f"{run.name}: search", rows)
     return part

@@ -13,6 +13,7 @@ from study.config import RunConfig
 from study.faults import one_line
 from study.records import StageResult, aggregate, append_jsonl, read_results
 from study.stats import crosswise
+from study.search.notes import ResultNote, RoundNote, RunNote
 from study.search.rules import (CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW, Outcome,
                                 decide, fit_round, not_retried, paired_ratios, pass_sequence, round_cost,
                                 speedup_interval)
@@ -113,9 +114,9 @@ class AutoSearch:
     def previous_runs(self) -> dict[str, tuple[StageResult, float]]:
         out = {}
         for r in read_results(self.results_path):
-            s = r.notes.get("search") if r.kind == "search-repeat" else None
-            if isinstance(s, dict) and "key" in s:
-                out[s["key"]] = (r, float(s.get("seconds", 0.0)))
+            s = RunNote.of(r)
+            if s is not None and s.key:
+                out[s.key] = (r, float(s.seconds))
         return out
 
     def prepare(self, rnd: int, pass_index: int, role: str, spec: str, slot: int, stack: tuple[str, ...]):
@@ -139,8 +140,8 @@ class AutoSearch:
             row, seconds = self.measure(sspec, pass_index, f"p{pass_index}s{slot}")
             row.run, row.kind, row.name, row.stack, row.repeat = \
                 self.cfg.run_name, "search-repeat", sspec.name, list(stack), pass_index
-            row.notes = {**row.notes, "search": {"key": key, "round": rnd, "pass": pass_index, "role": role,
-                                                 "candidate": spec, "slot": slot, "seconds": round(seconds, 2)}}
+            row.notes = {**row.notes, **RunNote(key=key, round=rnd, pass_=pass_index, role=role, candidate=spec,
+                                                  slot=slot, seconds=round(seconds, 2)).as_notes()}
             append_jsonl(self.results_path, row)
         self.costs.setdefault(stack, []).append(seconds)
         self.fresh[key] = Run(rnd, pass_index, role, spec, slot, row, seconds)
@@ -157,23 +158,22 @@ class AutoSearch:
         return self.elapsed() + cost <= self.budget_s - self.reserve(incumbent)
 
     # -- records ---------------------------------------------------------------------------------
-    def record(self, kind: str, name: str, stack: tuple[str, ...], rnd: int, status: str, notes: dict,
+    def record(self, name: str, stack: tuple[str, ...], rnd: int, status: str, note: RoundNote | ResultNote,
                throughput: float = 0.0, reason: str = "") -> None:
         append_jsonl(self.results_path, StageResult(
-            run=self.cfg.run_name, stage=rnd, name=name, kind=kind, stack=list(stack), status=status, reason=reason,
-            task=self.cfg.task, model=self.cfg.model, dataset=self.cfg.dataset, batch_size=self.cfg.batch_size,
-            repeats=self.passes, throughput=throughput, notes={"search": notes}, started=time.time(),
-            finished=time.time()))
+            run=self.cfg.run_name, stage=rnd, name=name, kind=note.KIND, stack=list(stack), status=status,
+            reason=reason, task=self.cfg.task, model=self.cfg.model, dataset=self.cfg.dataset,
+            batch_size=self.cfg.batch_size, repeats=self.passes, throughput=throughput, notes=note.as_notes(),
+            started=time.time(), finished=time.time()))
 
     def record_outcome(self, o: Outcome, incumbent: tuple[str, ...], inc_tp: float) -> None:
         from study.stages import slug
 
         status = {FAILED: "failed", CUT: "skipped", NOT_RETRIED: "skipped"}.get(o.decision, "ok")
-        self.record("search", f"r{o.round}-{slug(o.spec)}", o.stack, o.round, status, {
-            "round": o.round, "role": "candidate", "candidate": o.spec, "incumbent": list(incumbent),
-            "incumbent_throughput": inc_tp, "speedup": o.speedup, "speedup_low": o.low, "speedup_high": o.high,
-            "pairs": len(o.ratios), "runs": o.runs, "seconds": round(o.seconds, 1), "decision": o.decision,
-            "detail": o.detail}, throughput=o.throughput, reason=o.detail)
+        self.record(f"r{o.round}-{slug(o.spec)}", o.stack, o.round, status, RoundNote(
+            round=o.round, role="candidate", candidate=o.spec, incumbent=list(incumbent), incumbent_throughput=inc_tp,
+            speedup=o.speedup, speedup_low=o.low, speedup_high=o.high, pairs=len(o.ratios), runs=o.runs,
+            seconds=round(o.seconds, 1), decision=o.decision, detail=o.detail), throughput=o.throughput, reason=o.detail)
         self.on_outcome(o)
 
     # -- rounds ----------------------------------------------------------------------------------
@@ -215,9 +215,9 @@ class AutoSearch:
             inc = [r for r in runs if r.role == "incumbent"]
             inc_ok = [r.row for r in inc if r.ok]
             inc_tp = statistics.median(r.throughput for r in inc_ok) if inc_ok else 0.0
-            self.record("search", f"r{rnd}-incumbent", stack, rnd, "ok" if inc_ok else "failed",
-                        {"round": rnd, "role": "incumbent", "candidate": "", "incumbent": list(stack),
-                         "runs": len(inc), "seconds": round(sum(r.seconds for r in inc), 1)},
+            self.record(f"r{rnd}-incumbent", stack, rnd, "ok" if inc_ok else "failed",
+                        RoundNote(round=rnd, role="incumbent", incumbent=list(stack), runs=len(inc),
+                                  seconds=round(sum(r.seconds for r in inc), 1)),
                         throughput=inc_tp, reason="" if inc_ok else (inc[0].row.error if inc else ""))
             for o in round_out:
                 self.record_outcome(o, stack, inc_tp)
@@ -235,12 +235,11 @@ class AutoSearch:
             stack = stack + (winner,)
         speedup, lo, hi = self.final_check(rnd + 1, stack) if stack else (1.0, 1.0, 1.0)
         result = SearchResult(list(stack), speedup, lo, hi, rnd, stopped, self.elapsed(), outcomes)
-        self.record("search-result", "search-result", stack, rnd, "ok", {
-            "rounds": rnd, "stopped": stopped, "seconds": round(result.seconds, 1), "budget_s": self.budget_s,
-            "speedup": speedup, "speedup_low": lo, "speedup_high": hi, "pairs": self.check_pairs,
-            "baseline_throughput": self.check_base_tp, "best_throughput": self.check_best_tp,
-            "race_drop": RACE_DROP, "retry_below": RETRY_BELOW, "incumbent_every": INCUMBENT_EVERY},
-            throughput=self.check_best_tp)
+        self.record("search-result", stack, rnd, "ok", ResultNote(
+            rounds=rnd, stopped=stopped, seconds=round(result.seconds, 1), budget_s=self.budget_s, speedup=speedup,
+            speedup_low=lo, speedup_high=hi, pairs=self.check_pairs, baseline_throughput=self.check_base_tp,
+            best_throughput=self.check_best_tp, race_drop=RACE_DROP, retry_below=RETRY_BELOW,
+            incumbent_every=INCUMBENT_EVERY), throughput=self.check_best_tp)
         return result
 
     def run_round(self, rnd: int, stack: tuple[str, ...], chosen: list[str]) -> tuple[list[Outcome], list[Run]]:

@@ -1,0 +1,85 @@
+"""The search's part of a results.jsonl row (its notes["search"]), typed: one class per kind of row the
+search writes. Written with `as_notes()`, read back with `of(row)`; a key an older file lacks takes
+the field's default and a key a newer one adds is ignored, so every file still reads."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T", bound="_Note")
+
+
+class _Note:
+    KIND = ""
+    FILE_NAMES: dict[str, str] = {}  # field -> the key files use, where the two differ
+
+    def as_notes(self) -> dict[str, Any]:
+        d = asdict(self)  # type: ignore[call-overload]
+        return {"search": {self.FILE_NAMES.get(k, k): v for k, v in d.items()}}
+
+    @classmethod
+    def of(cls: type[T], row: Any) -> T | None:
+        """This row's search note, or None when the row is of another kind or carries none."""
+        raw = row.notes.get("search") if getattr(row, "kind", "") == cls.KIND else None
+        if not isinstance(raw, dict):
+            return None
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        field_of = {v: k for k, v in cls.FILE_NAMES.items()}
+        got = {field_of.get(k, k): v for k, v in raw.items()}
+        return cls(**{k: v for k, v in got.items() if k in names})
+
+
+@dataclass
+class RunNote(_Note):
+    """One child run of the search (kind "search-repeat"): which run it was, for --resume."""
+
+    KIND = "search-repeat"
+    key: str = ""
+    round: int = 0
+    pass_: int = 0
+    role: str = ""  # incumbent | candidate | baseline | best
+    candidate: str = ""
+    slot: int = 0
+    seconds: float = 0.0
+    FILE_NAMES = {"pass_": "pass"}  # "pass" is a keyword
+
+
+@dataclass
+class RoundNote(_Note):
+    """A row of a round's table (kind "search"): the incumbent, or a candidate and what became of it."""
+
+    KIND = "search"
+    round: int = 0
+    role: str = ""  # incumbent | candidate
+    candidate: str = ""
+    incumbent: list[str] = field(default_factory=list)
+    incumbent_throughput: float = 0.0
+    speedup: float = math.nan
+    speedup_low: float = math.nan
+    speedup_high: float = math.nan
+    pairs: int = 0
+    runs: int = 0
+    seconds: float = 0.0
+    decision: str = ""
+    detail: str = ""
+
+
+@dataclass
+class ResultNote(_Note):
+    """The search's answer (kind "search-result"): the best stack beside the baseline, and why it stopped."""
+
+    KIND = "search-result"
+    rounds: int = 0
+    stopped: str = ""
+    seconds: float = 0.0
+    budget_s: float = 0.0
+    speedup: float = math.nan
+    speedup_low: float = math.nan
+    speedup_high: float = math.nan
+    pairs: int = 0
+    baseline_throughput: float = 0.0
+    best_throughput: float = 0.0
+    race_drop: float = 0.0  # the rule's constants this search ran with
+    retry_below: float = 0.0
+    incumbent_every: int = 0
