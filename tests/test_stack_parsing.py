@@ -3,7 +3,6 @@ import pytest
 
 from optimizations.base import REGISTRY, canonical, load_all, parse_stack
 from study.config import ConfigError
-from tests.util import run_study
 
 
 @pytest.mark.parametrize("stack, says", [
@@ -12,14 +11,17 @@ from tests.util import run_study
     ("script,compile", "conflict"),
     ("workers=-3", "must be at least 1"),
 ])
-def test_bad_stack_exits_2_with_one_line(tmp_path, synthetic_root, stack, says):
-    p = run_study("--stack", stack, "--data-root", str(synthetic_root), "--model", "tiny", "--dry-run",
-                  "--profile", "", cwd=tmp_path, timeout=120)
-    assert p.returncode == 2, (p.stdout, p.stderr)
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1, p.stderr
-    assert says in lines[0] and "Traceback" not in p.stderr
-    assert not (tmp_path / "reports" / "study" / "results.jsonl").exists()  # nothing ran
+def test_bad_stack_exits_2_with_one_line(tmp_path, synthetic_root, stack, says, capsys, monkeypatch):
+    from study.cli import main  # in this process: a real process refusing is test_bad_input's
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["--stack", stack, "--data-root", str(synthetic_root), "--model", "tiny", "--dry-run", "--profile", ""])
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert says in lines[0] and "Traceback" not in err
+    assert not list(tmp_path.rglob("*.json*"))  # nothing ran, nothing was written
 
 
 def test_order_is_canonical_whatever_the_typed_order():
