@@ -27,7 +27,8 @@ examples:
 Outputs: profiles/<run>/<stage>/ (tensorboard --logdir profiles/<run>) and reports/<run>/.
 Exit codes: 0 every stage ok or skipped (a toggle that does not apply here); 2 bad input, one line on
   stderr, found before any stage starts; 3 a stage failed (each printed with its error; the reports
-  are still written); 130 interrupted (finished stages are kept: add --resume to finish).
+  are still written), or the sanity check found the pipeline does not learn one batch; 130
+  interrupted (finished stages are kept: add --resume to finish).
 """
 
 # --stack auto profiles its chosen ladder with these unless --profile says otherwise: the verdict reads
