@@ -85,6 +85,10 @@ def run_study(cfg: RunConfig) -> int:
     from study import preflight
 
     preflight.run(cfg, bundle)  # samples, model/task/dataset fit, weights, --resume checkpoints
+    # The parent keeps only what it reports of the data: it waits idle beside every timed child, and
+    # an opened dataset (CIFAR-10's arrays, a file index) is memory the child could use.
+    sizes, loads = (len(bundle.train), len(bundle.val)), bundle.loads
+    del bundle
     from study import sanity
 
     checked = None  # does the pipeline learn at all? Seconds on one batch, before the long part
@@ -103,9 +107,9 @@ def run_study(cfg: RunConfig) -> int:
     from study.records import load_seed_rows, seed_rows_to_csv, write_atomic
 
     write_atomic(cfg.report_dir / "stages" / "_preflight" / "records-r0.csv",
-                 seed_rows_to_csv(load_seed_rows(bundle.loads)))
+                 seed_rows_to_csv(load_seed_rows(loads)))
     console.print(f"[bold]study[/] {cfg.run_name}: {cfg.task} {cfg.model} on {cfg.dataset} "
-                  f"({len(bundle.train)} train / {len(bundle.val)} val), device {env.device_type}, "
+                  f"({sizes[0]} train / {sizes[1]} val), device {env.device_type}, "
                   f"stack: {','.join(cfg.stack) or '(baseline only)'}")
 
     def show(r) -> None:

@@ -67,5 +67,5 @@ def test_rows_of_another_schema_version_still_read(tmp_path):
     path.write_text(json.dumps({"run": "r", "stage": 0, "name": "00-base", "throughput": 5.0}) + "\n"
                     + json.dumps({"run": "r", "stage": 1, "name": "01-x", "a_future_field": [1, 2]}) + "\n")
     old, new = read_results(path)
-    assert old == StageResult(run="r", stage=0, name="00-base", throughput=5.0)
-    assert new == StageResult(run="r", stage=1, name="01-x")
+    assert old == StageResult(run="r", stage=0, name="00-base", throughput=5.0, schema=1)  # no version: the first
+    assert new == StageResult(run="r", stage=1, name="01-x", schema=1)
