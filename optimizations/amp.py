@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
 from optimizations.base import ORDER_PRECISION, Env, Optimization, TrainContext, register
 from study.config import ConfigError
 
-# Names of torch dtypes, looked up when a stage sets up: the parent parses and plans without torch.
+# Names of torch dtypes, as the values of the toggle spell them.
 DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -25,8 +27,6 @@ def default_dtype(env: Env) -> str:
 
 def apply_amp(ctx: TrainContext, dtype: str) -> None:
     """Make `ctx.autocast()` enter autocast in `dtype` on ctx's device; fp16 on CUDA gets a scaler."""
-    import torch
-
     device_type = ctx.device.type
     ctx.autocast = functools.partial(torch.autocast, device_type=device_type, dtype=getattr(torch, DTYPES[dtype]))
     ctx.scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "fp16" and device_type == "cuda"))

@@ -92,7 +92,7 @@ class Optimization:
         return True, ""
 
     def configure(self, plan: Plan, cfg: RunConfig, env: Env) -> Plan:
-        """Plan-time (parent, torch-free): the loader and launch settings of the stages with this toggle."""
+        """Plan-time, in the parent: the loader and launch settings of the stages with this toggle."""
         return plan
 
     def setup(self, ctx: TrainContext) -> None:

@@ -6,12 +6,12 @@ built, and the loop converts each batch after the host→device copy.
 """
 from __future__ import annotations
 
+import torch
+
 from optimizations.base import ORDER_MEMORY_FORMAT, Optimization, TrainContext, register
 
 
 def apply_channels_last(ctx: TrainContext) -> None:
-    import torch  # here, not at module level: the parent plans stages without torch
-
     ctx.memory_format = torch.channels_last
 
 

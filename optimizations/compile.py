@@ -16,6 +16,8 @@ import logging
 import os
 from typing import Any
 
+import torch
+
 from optimizations.base import ORDER_GRAPH, Cost, Env, Optimization, Plan, TrainContext, register
 from study.config import ConfigError, RunConfig
 from study.faults import first_line
@@ -28,7 +30,6 @@ REASONS_KEPT = 3  # reasons recorded per kind (graph breaks, recompiles): the fi
 def compile_model(model: Any, mode: str = "default") -> Any:
     if mode not in MODES:
         raise ValueError(f"unknown torch.compile mode {mode!r}")
-    import torch  # here, not at module level: the parent plans stages without torch
 
     # A compile error must fail the stage, not fall back to eager and be measured as "compiled".
     torch._dynamo.config.suppress_errors = False
@@ -76,10 +77,7 @@ def graph_break_reason(message: str) -> str:
 
 class CompileWatch:
     """What torch.compile did in this process: installed before the first compile, read after the run."""
-
     def __init__(self) -> None:
-        import torch
-
         self.recompiles: list[str] = []
         self.graph_breaks: list[str] = []
         torch._logging.set_logs(recompiles=True, graph_breaks=True)

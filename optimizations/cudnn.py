@@ -6,13 +6,13 @@ process-wide flags, which is why every stage runs in a fresh process.
 """
 from __future__ import annotations
 
+import torch
+
 from optimizations.base import Env, Optimization, TrainContext, register
 
 
 def enable_cudnn_fast_paths() -> dict[str, str]:
     """Turn on cuDNN benchmark mode and TF32; returns what was set (for the stage's notes)."""
-    import torch  # here, not at module level: the parent plans stages without torch
-
     torch.backends.cudnn.benchmark = True
     matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
     if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):

@@ -9,13 +9,13 @@ buckets overlapped with the backward pass. On CPU the cores are split between th
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
 
 from optimizations.base import ORDER_PARALLEL, Cost, Env, Optimization, Plan, TrainContext, parse_int, register, split_cores
 from study.config import ConfigError, RunConfig
 
-if TYPE_CHECKING:
-    import torch
 
 CPU_DEFAULT_WORLD = 2
 
@@ -33,9 +33,7 @@ def ddp_plan(plan: Plan, cfg: RunConfig, env: Env, world_size: int | None = None
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
-    import torch
-
-    # Checked here, in the stage process, rather than in applicable(): the parent plans without torch.
+    # Checked in the stage process: a process group exists only there.
     if not torch.distributed.is_available():
         raise RuntimeError("ddp needs torch.distributed, and this torch build has none")
     if not torch.distributed.is_initialized():
@@ -75,8 +73,6 @@ class Ddp(Optimization):
         return ddp_plan(plan, cfg, env, self.value)
 
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
-        import torch
-
         wrapped = wrap_ddp(model, ctx.device)
         pids: list[Any] = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(pids, os.getpid())  # evidence of N real processes

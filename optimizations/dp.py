@@ -6,17 +6,15 @@ per step, GPU 0 imbalance).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
+from torch import nn
 
 from optimizations.base import ORDER_PARALLEL, Env, Optimization, TrainContext, register
 
-if TYPE_CHECKING:
-    from torch import nn
-
 
 def wrap_data_parallel(model: nn.Module, device_index: int | None = None) -> nn.DataParallel:
-    from torch import nn  # here, not at module level: the parent plans stages without torch
-
     return nn.DataParallel(model, output_device=device_index)
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
 from optimizations.base import Optimization, TrainContext, register
 
 
 @functools.lru_cache(maxsize=None)
 def fused_supported(device_type: str) -> bool:
     """Whether torch.optim.SGD(fused=True) builds and steps on this device type."""
-    import torch  # here, not at module level: the parent plans stages without torch
-
     try:
         p = torch.nn.Parameter(torch.zeros(2, device=device_type))
         p.grad = torch.ones_like(p)

@@ -22,13 +22,13 @@ import os
 import queue as queue_mod
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
 
 from optimizations.base import Cost, Env, Optimization, Plan, TrainContext, parse_int, register, split_cores
 from study.config import RunConfig
 
-if TYPE_CHECKING:
-    import torch  # annotations only: the parent plans stages without torch
 
 DEFAULT_PROCESSES = 2
 BARRIER_TIMEOUT_S = 900

@@ -12,57 +12,34 @@ share the original parameters, so the optimizer built before wrapping still upda
 """
 from __future__ import annotations
 
-import functools
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
+from torch import nn
 
 from optimizations.base import ORDER_GRAPH, Cost, Optimization, TrainContext, register
 from study.config import RunConfig
 from study.faults import first_line
 from study.catalog import DEFAULT_SIZE
 
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
 
 def example_input(cfg: RunConfig, device: Any = "cpu", memory_format: Any = None) -> torch.Tensor:
     """A batch shaped like the stage's inputs (2 samples: BatchNorm in train mode needs > 1)."""
-    import torch  # here, not at module level: the parent plans stages without torch
-
     size = cfg.image_size or DEFAULT_SIZE.get(cfg.dataset, 224)
     x = torch.randn(2, 3, size, size, device=device)
     return x.contiguous(memory_format=memory_format) if memory_format is not None else x
 
 
-@functools.lru_cache(maxsize=None)
-def _traced_model_class() -> type:
-    """TracedModel must subclass nn.Module, which needs torch; the class is built on first use (in a
-    stage process) and cached, so `optimizations.script.TracedModel` is one class for isinstance and
-    pickle, while importing this module (the parent, planning) stays torch-free."""
-    from torch import nn
+class TracedModel(nn.Module):
+    """Two traces of one model, train mode and eval mode, sharing its parameters."""
+    def __init__(self, train_graph: torch.jit.ScriptModule, eval_graph: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.train_graph = train_graph
+        self.eval_graph = eval_graph
 
-    class TracedModel(nn.Module):
-        """Two traces of one model, train mode and eval mode, sharing its parameters."""
-
-        def __init__(self, train_graph: torch.jit.ScriptModule, eval_graph: torch.jit.ScriptModule) -> None:
-            super().__init__()
-            self.train_graph = train_graph
-            self.eval_graph = eval_graph
-
-        def forward(self, x: torch.Tensor) -> Any:  # type: ignore[override]
-            return (self.train_graph if self.training else self.eval_graph)(x)
-
-    # pickle finds the class by module and name: through __getattr__ below, to this same class
-    TracedModel.__qualname__ = "TracedModel"
-    TracedModel.__module__ = __name__
-    return TracedModel
-
-
-def __getattr__(name: str) -> Any:
-    if name == "TracedModel":
-        return _traced_model_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def forward(self, x: torch.Tensor) -> Any:  # type: ignore[override]
+        return (self.train_graph if self.training else self.eval_graph)(x)
 
 
 def _first_line(e: BaseException) -> str:
@@ -72,7 +49,6 @@ def _first_line(e: BaseException) -> str:
 def trace_model(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """A TracedModel of `model`, traced in both modes without changing it: BatchNorm statistics
     touched by the example forward passes are restored afterwards."""
-    import torch
 
     was_training = model.training
     saved = {k: v.detach().clone() for k, v in model.named_buffers()}
@@ -85,15 +61,13 @@ def trace_model(model: nn.Module, example: torch.Tensor) -> nn.Module:
             for k, v in model.named_buffers():
                 v.copy_(saved[k])
         model.train(was_training)
-    traced = _traced_model_class()(train_graph, eval_graph)
+    traced = TracedModel(train_graph, eval_graph)
     traced.train(was_training)
     return traced
 
 
 def script_model(model: nn.Module, example: torch.Tensor | None = None) -> tuple[nn.Module, dict[str, str]]:
     """torch.jit.script(model), else a two-mode trace with `example`. Returns (model, notes)."""
-    import torch
-
     notes: dict[str, str] = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

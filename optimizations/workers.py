@@ -6,8 +6,8 @@ pass over the training loader for each candidate count (0, 1, 2, 4, ... up to th
 smallest count within KNEE_TOLERANCE of the best throughput wins (the knee: more workers past it
 cost memory and CPU that the training step needs).
 
-The sweep runs at plan time (configure), once per study, in a child process of its own: the parent
-stays torch-free and never opens the dataset a second time. Every stage that has the toggle gets the
+The sweep runs at plan time (configure), once per study, in a child process of its own, so its
+loader workers and memory are gone before the first stage is timed. Every stage that has the toggle gets the
 same count, so stages stay comparable. Its table travels in the stage plan to the stage's notes (so
 results.jsonl alone carries it) and is kept in reports/<run>/worker_sweep.json for --resume:
 a sweep of the same data/loader settings is reused rather than re-measured, keeping the
@@ -21,6 +21,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from optimizations.base import Env, Optimization, Plan, TrainContext, parse_int, register
 from study.config import RunConfig
@@ -55,7 +57,6 @@ def measure_loader(cfg: RunConfig, dataset: Any, workers: int, batches: int = SW
     workers × prefetch_factor + 1 batches are not timed; epochs are chained (persistent workers) when
     the (sub)set is short.
     """
-    import torch
     from torch.utils.data import DataLoader
 
     kwargs: dict[str, Any] = dict(batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,

@@ -1,7 +1,6 @@
-"""What the parent (planner) and the child (stage worker) share. Torch-free on purpose.
+"""What the parent (planner) and the child (stage worker) share.
 
-The parent plans a ladder and waits on children; it must never pay for importing torch-heavy code
-it does not run. Everything that crosses the process boundary lives here: the stage spec (a typed
+Everything that crosses the process boundary lives here: the stage spec (a typed
 object holding the stage's RunConfig), the progress protocol, the environment a child starts with,
 and the identity fields every result row carries, built in one place.
 """

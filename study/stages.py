@@ -142,7 +142,7 @@ class StageRunner:
 
     def run_pictures(self, results: list[StageResult]) -> None:
         """Pictures of the trained model of the last ladder stage that finished ok, drawn in a fresh
-        process (the parent stays torch-free); reports/<run>/pictures.json holds them or the error."""
+        process of its own, as every pass; reports/<run>/pictures.json holds them or the error."""
         from dataclasses import replace
 
         from study.pictures import PASS_NAME, PICTURES_FILE

@@ -214,30 +214,6 @@ def test_a_failing_baseline_stops_the_search_at_once(tmp_path):
     assert result.stack == [] and result.stopped.startswith("the incumbent failed") and len(m.runs) == 1
 
 
-def test_the_search_plans_its_runs_without_torch(tmp_path):
-    """The search runs in the parent, which stays torch-free while every child is timed."""
-    import subprocess
-    import sys
-    import textwrap
-
-    probe = textwrap.dedent(f"""
-        import sys
-        from optimizations.base import Env
-        from study.advice import candidates
-        from study.config import RunConfig
-        from study.search import AutoSearch
-        env = Env("cpu", 0, 2, True)
-        cfg = RunConfig(run_name="p", reports_root={str(tmp_path)!r}, stack=("auto",), repeats=2)
-        search = AutoSearch(cfg, env)
-        for spec in candidates(env):
-            search.prepare(1, 0, "candidate", spec, 0, (spec,))
-        leaked = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
-        assert not leaked, leaked[:5]
-    """)
-    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(__file__).parents[1])
-    assert p.returncode == 0, p.stderr
-
-
 # --- end to end ------------------------------------------------------------------------------------
 
 # What the end-to-end search may try: one cheap toggle, so the search does the same work on any
