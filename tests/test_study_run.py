@@ -36,12 +36,12 @@ def test_dry_run_writes_every_output(tiny_dry_run):
 
 @pytest.mark.slow
 def test_resnet18_beats_chance_on_synthetic_cifar(tmp_path, synthetic_root):
-    p = run_study("--model", "resnet18", "--data-root", str(synthetic_root), "--run-name", "c", "--no-pictures", "--steps", "60",
+    p = run_study("--model", "resnet18", "--data-root", str(synthetic_root), "--run-name", "c", "--no-pictures", "--steps", "30",
                   "--subset", "2000", "--val-subset", "300", "--batch-size", "32", "--profile", "", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     (row,) = stage_rows(tmp_path, "c")
     assert row["status"] == "ok", row["error"]
-    assert row["metrics"]["top1"] > 0.3, row["metrics"]  # chance: 0.1
+    assert row["metrics"]["top1"] > 0.3, row["metrics"]  # chance: 0.1; 30 steps reach about 0.65 here
 
 
 @pytest.mark.slow
