@@ -95,10 +95,14 @@ def pick_knee(table: list[dict[str, float]], tolerance: float = KNEE_TOLERANCE) 
 
 
 def sweep_key(cfg: RunConfig) -> str:
-    """What the sweep's result depends on: the data and the batch, not the toggles or the run name."""
+    """What the sweep's result depends on: the data section, the task, the batch and the seed; not the
+    toggles or the run name."""
+    import dataclasses
     import hashlib
 
-    keys = ("task", "dataset", "data_root", "image_size", "subset", "batch_size", "seed", "s3_endpoint", "s3_cache")
+    from study.config import DataOptions
+
+    keys = [f.name for f in dataclasses.fields(DataOptions)] + ["task", "batch_size", "seed"]
     d = {k: getattr(cfg, k) for k in keys} | {"cpu_count": os.cpu_count()}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
