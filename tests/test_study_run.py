@@ -65,6 +65,7 @@ def test_segmentation_beats_all_background_miou(tmp_path, synthetic_root):
     assert row["metrics"]["miou"] > all_background + 0.05, (row["metrics"], all_background)
 
 
+@pytest.mark.slow  # three studies, each with its stage process
 def test_resume_continues_the_step_count(tmp_path, synthetic_root):
     common = ["--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "r", "--steps", "4",
               "--subset", "256", "--val-steps", "1", "--profile", "", "--warmup", "1",

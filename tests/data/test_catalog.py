@@ -51,6 +51,7 @@ MODULES = ["study.data", "study.catalog", "study.data.bundle", "study.data.check
            "study.data.s3.cache", "study.data.s3.upload"]
 
 
+@pytest.mark.slow  # one fresh interpreter per module, sixteen in all
 def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     """An import loop shows as a module that fails when it is the first one imported; and the torch-free
     modules must stay torch-free (the parent process imports them)."""
