@@ -141,6 +141,7 @@ def test_a_real_worker_sweep_shows_in_the_report(synthetic_root, tmp_path, monke
     """workers=auto's own output (sweep_workers → load_or_sweep's file, setup's stage notes) through the report."""
     from optimizations import workers as w
     from optimizations.base import TrainContext, parse_stack
+    from study.plan import Plan
     from tests.optimizations.helpers import cpu_env, tiny_config
     from tests.report.helpers import read_rows, write_rows
 
@@ -148,7 +149,8 @@ def test_a_real_worker_sweep_shows_in_the_report(synthetic_root, tmp_path, monke
     cfg = tiny_config(synthetic_root, tmp_path, run_name="fx")
     monkeypatch.setattr(w, "sweep_in_child", lambda c: w.sweep_workers(c, counts=[0, 1], batches=2))
     (toggle,) = parse_stack("workers=auto")
-    chosen = toggle.configure(Plan(), cfg, cpu_env()).num_workers
+    plan = toggle.configure(Plan(), cfg, cpu_env())
+    chosen = plan.num_workers
     saved = json.loads((run / w.SWEEP_FILE).read_text())
     assert isinstance(saved, dict) and saved["chosen"] == chosen  # the shape the report has to read
 
@@ -161,7 +163,7 @@ def test_a_real_worker_sweep_shows_in_the_report(synthetic_root, tmp_path, monke
     assert_picture(run / "worker_sweep.png", min_side=300)
 
     # results.jsonl alone: the stage notes that setup() writes carry the same sweep
-    ctx = TrainContext(cfg=cfg.replace(stack=("workers=auto",)), env=cpu_env(), device=None)
+    ctx = TrainContext(cfg=cfg.replace(stack=("workers=auto",)), env=cpu_env(), device=None, plan=plan)
     toggle.setup(ctx)
     rows = read_rows(run)
     for r in rows:
