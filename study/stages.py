@@ -18,7 +18,7 @@ from optimizations.base import Optimization, configure_all
 from study.env import Env
 from study.config import RunConfig
 from study.child import run_child
-from study.clean import prune_checkpoints
+from study.clean import prune_checkpoints, weights_stage
 from study.records import StageResult, aggregate, append_jsonl, git_sha, read_results, versions, write_atomic
 from study.spec import StageSpec, worker_command
 
@@ -148,23 +148,22 @@ class StageRunner:
         from study.pictures import PASS_NAME, PICTURES_FILE
 
         target = self.cfg.report_dir / PICTURES_FILE
-        ok = {r.name for r in results if r.status == "ok"}
-        ladder = [st for st in self.stages if st.spec.index <= len(self.toggles)]  # not the ablation stages
-        st = None if self.cfg.no_pictures else next(
-            (st for st in reversed(ladder) if st.spec.name in ok and st.spec.checkpoint_path.is_file()), None)
-        if st is None:
+        # the stage whose weights the run keeps (study.clean): the last ok ladder stage, no ablation
+        spec = None if self.cfg.no_pictures else weights_stage([st.spec for st in self.stages], len(self.toggles),
+                                                               results)
+        if spec is None:
             target.unlink(missing_ok=True)  # never show an earlier run's pictures as this one's
             return
-        self.on_pass(f"{st.spec.name}: pictures")
-        rep_dir = st.spec.report_dir
+        self.on_pass(f"{spec.name}: pictures")
+        rep_dir = spec.report_dir
         stage_file, out = rep_dir / "stage.json", rep_dir / f"{PASS_NAME}.json"
-        st.spec.save(stage_file)
+        spec.save(stage_file)
         # One plain process even for a DDP stage: the pass only reads the checkpoint and the val set.
-        local = replace(st.spec, plan=st.spec.plan.replace(launcher="local"))
+        local = replace(spec, plan=spec.plan.replace(launcher="local"))
         payload, err = run_child(worker_command(local, stage_file, PASS_NAME, 0, out), rep_dir / f"{PASS_NAME}.log", out)
         if payload is None:
-            self.on_warning(f"pictures of {st.spec.name} failed: {err[:300]}")
-            payload = {"stage": st.spec.name, "error": err}
+            self.on_warning(f"pictures of {spec.name} failed: {err[:300]}")
+            payload = {"stage": spec.name, "error": err}
         write_atomic(target, json.dumps(payload, indent=2))
 
     def run_stage(self, st: PlannedStage) -> StageResult:
