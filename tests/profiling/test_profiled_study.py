@@ -32,10 +32,10 @@ def _tb_plugin_parses(trace: Path, tmp: Path) -> bool:
 def test_profiled_dry_run_of_workers_script(tmp_path, synthetic_root):
     attach, _ = pyspy_can_attach()
     p = run_study("--dry-run", "--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "pr", "--no-pictures",
-                  "--stack", "workers,script", "--profile", "all", cwd=tmp_path)
+                  "--stack", "workers=2,script", "--profile", "all", cwd=tmp_path)  # a fixed count: no sweep here
     assert p.returncode == 0, p.stderr
     rows = stage_rows(tmp_path, "pr")
-    assert [r["name"] for r in rows] == ["00-base", "01-workers", "02-script"]
+    assert [r["name"] for r in rows] == ["00-base", "01-workers_2", "02-script"]
     for r in rows:
         assert r["status"] == "ok", r["error"]
         assert r["flops_per_sample"] > 0 and r["mfu"] > 0 and r["peak_flops_source"], r
@@ -62,8 +62,8 @@ def test_profiled_dry_run_of_workers_script(tmp_path, synthetic_root):
 
     md = (tmp_path / "reports" / "pr" / "summary.md").read_text()
     assert "## Where a step's time goes (timing pass)" in md
-    for name in ("00-base", "01-workers", "02-script"):
+    for name in ("00-base", "01-workers_2", "02-script"):
         assert f"\n| {name} | " in md  # a phase/MFU/category row per stage
     assert "## Model FLOPs utilization" in md
-    assert "### 00-base → 01-workers" in md and "### 01-workers → 02-script" in md
+    assert "### 00-base → 01-workers_2" in md and "### 01-workers_2 → 02-script" in md
     assert (tmp_path / "reports" / "pr" / "summary.html").is_file()
