@@ -342,18 +342,48 @@ def test_unwritable_cache_is_one_line(server: Server, uploaded, tmp_path: Path) 
         open_datasets(s3_cfg(server, "cifar10", s3_cache=str(blocker / "cache")))
 
 
-@pytest.mark.slow
-def test_silent_endpoint_fails_within_a_minute(server: Server, tmp_path: Path) -> None:
-    """A loopback port that completes the TCP handshake (listen backlog) but never answers: the probe's
-    read timeout and retry cap, at their real values, end it with one line instead of a hang."""
+def test_silent_endpoint_fails_in_one_line_within_a_minute(server: Server, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loopback port that accepts connections but never answers: the probe's read timeout and retry
+    cap end it with one line instead of a hang. The read timeout is 1 s here rather than its real value:
+    the connections counted show the retry cap, the wait shows every attempt waited out its timeout,
+    so the real values' wait is attempts × (connect + read timeout), which must stay inside a minute."""
     import socket
+    import threading
 
+    from study.data.s3 import client
+
+    real_read_timeout = client.PROBE_READ_TIMEOUT
+    monkeypatch.setattr(client, "PROBE_READ_TIMEOUT", 1)
+    attempts = client.PROBE_RETRIES["total_max_attempts"]
+    assert attempts * (client.CONNECT_TIMEOUT + real_read_timeout) < 60
+    accepted: list[socket.socket] = []
+    done = threading.Event()
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
+        silent.settimeout(0.1)
+
+        def accept_and_say_nothing() -> None:
+            while not done.is_set():
+                try:
+                    accepted.append(silent.accept()[0])
+                except (TimeoutError, OSError):
+                    pass
+
+        listener = threading.Thread(target=accept_and_say_nothing, daemon=True)
+        listener.start()
         endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
         t0 = time.monotonic()
-        with pytest.raises(ConfigError, match="stopped answering") as e:
-            open_datasets(RunConfig(data_root=URL, s3_endpoint=endpoint))
-        elapsed = time.monotonic() - t0
-    assert elapsed < 60 and "\n" not in str(e.value) and SECRET not in str(e.value)
+        try:
+            with pytest.raises(ConfigError, match="stopped answering") as e:
+                open_datasets(RunConfig(data_root=URL, s3_endpoint=endpoint))
+            elapsed = time.monotonic() - t0
+        finally:
+            done.set()
+            listener.join()
+            for conn in accepted:
+                conn.close()
+    assert len(accepted) == attempts, accepted  # the retry cap: no attempt beyond it
+    assert attempts * 1.0 <= elapsed < 60  # each attempt waited its read timeout out
+    assert "\n" not in str(e.value) and SECRET not in str(e.value)
