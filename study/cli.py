@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from study.config import PROFILE_PASSES, SECTIONS, ConfigError, RunConfig, field_docs, flatten_sections, load_config_file
+from study.config import PROFILE_PASSES, SECTIONS, ConfigError, RunConfig, flatten_sections
+from study.config_files import field_docs, load_config_file
 from study.plan import PLAN_FIELDS
 
 COMMANDS = ("run", "list", "report", "predict", "clean")

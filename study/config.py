@@ -33,6 +33,24 @@ DRY_RUN_MAX_SIDE = 64
 DRY_RUN_SEGMENT_BATCH = 4
 
 
+# `--model torchvision:NAME` / `timm:NAME` name a library's own builders; any other `X:NAME` is the
+# user's code (FILE.py:NAME or package.module:NAME, see study.plugins), imported in the preflight.
+LIBRARIES = ("torchvision", "timm")
+
+
+def is_reference(text: str) -> bool:
+    """Whether `text` names user code (`x.py:f`, `pkg.mod:f`) rather than a built-in or a library's model."""
+    head, sep, name = text.partition(":")
+    return bool(sep and head and name) and head not in LIBRARIES
+
+
+def check_reference(text: str, option: str) -> None:
+    """ConfigError unless `text` has the form of a reference; what it names is imported later."""
+    head, sep, name = text.partition(":")
+    if not (sep and head and name and name.isidentifier()):
+        raise ConfigError(f"--{option} {text!r}: give a built-in name, FILE.py:NAME or package.module:NAME")
+
+
 def check_s3_endpoint(endpoint: str) -> None:
     """ConfigError unless `endpoint` is "" or an http(s)://host[:port] URL without credentials. The one
     rule for --s3-endpoint and AWS_ENDPOINT_URL alike; the message never echoes the URL, which may hold
@@ -199,20 +217,8 @@ class RunConfig(LaunchOptions, OutputOptions, ProfilingOptions, MeasuringOptions
             object.__setattr__(self, name, value)
 
         self.check_types()
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
-        if not self.model:
-            fix("model", DEFAULT_MODEL[self.task])
-        if not self.dataset:
-            fix("dataset", DEFAULT_DATASET[self.task])
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
-        if self.task not in MODEL_TASKS[self.model]:
-            fit = [m for m in MODELS if self.task in MODEL_TASKS[m]]
-            raise ConfigError(f"model {self.model!r} does not do task {self.task!r}; models for it: {', '.join(fit)}")
-        if self.task not in DATASET_TASKS[self.dataset]:
+        self.check_names()
+        if self.task in TASKS and self.dataset in DATASETS and self.task not in DATASET_TASKS[self.dataset]:
             fit = [d for d in DATASETS if self.task in DATASET_TASKS[d]]
             raise ConfigError(f"dataset {self.dataset!r} has no labels for task {self.task!r}; datasets for it: "
                               f"{', '.join(fit)}")
@@ -248,7 +254,8 @@ class RunConfig(LaunchOptions, OutputOptions, ProfilingOptions, MeasuringOptions
             # run takes minutes (DeepLabV3-ResNet101 at 256 px, batch 32, takes minutes per step on a CPU).
             fix("epochs", 1)
             fix("steps", min(self.steps or 7, 7))
-            if (self.image_size or catalog.get(self.dataset).default_size) > DRY_RUN_MAX_SIDE:
+            native = catalog.get(self.dataset).default_size if self.dataset in DATASETS else 0  # a plug-in's: its own
+            if (self.image_size or native) > DRY_RUN_MAX_SIDE:
                 fix("image_size", DRY_RUN_MAX_SIDE)
             if self.task == "segment":
                 fix("batch_size", min(self.batch_size, DRY_RUN_SEGMENT_BATCH))
@@ -262,6 +269,40 @@ class RunConfig(LaunchOptions, OutputOptions, ProfilingOptions, MeasuringOptions
         if self.steps and self.warmup >= self.steps * self.epochs:
             raise ConfigError(f"--warmup {self.warmup} with --steps {self.steps} x --epochs {self.epochs} leaves no "
                               f"measured step; raise --steps or lower --warmup (warm-up steps are never timed)")
+
+    def check_names(self) -> None:
+        """Task, model and dataset: built-in names (checked against each other) or references to a
+        library's model or the user's code (checked for their form here, imported in the preflight)."""
+        def fix(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if is_reference(self.task):
+            check_reference(self.task, "task")
+            if not self.model or not self.dataset:
+                raise ConfigError(f"--task {self.task} is a plug-in task: give its --model and --dataset too")
+        elif self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}, or give FILE.py:CLASS")
+        if not self.model:
+            fix("model", DEFAULT_MODEL[self.task])
+        if not self.dataset:
+            fix("dataset", DEFAULT_DATASET[self.task])
+        head, sep, name = self.model.partition(":")
+        if sep and head in LIBRARIES:
+            if not name:
+                raise ConfigError(f"--model {self.model}: name the model, e.g. {head}:{'mobilenet_v3_small' if head == 'torchvision' else 'resnet18'}")
+        elif sep:
+            check_reference(self.model, "model")
+        elif self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}, torchvision:NAME, "
+                              f"timm:NAME, or FILE.py:FUNCTION")
+        elif self.task in TASKS and self.task not in MODEL_TASKS[self.model]:
+            fit = [m for m in MODELS if self.task in MODEL_TASKS[m]]
+            raise ConfigError(f"model {self.model!r} does not do task {self.task!r}; models for it: {', '.join(fit)}")
+        if ":" in self.dataset:
+            check_reference(self.dataset, "dataset")
+        elif self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}, or give "
+                              f"FILE.py:FUNCTION")
 
     def check_types(self) -> None:
         """Values from a config file arrive typed by YAML/TOML, not by argparse: refuse a wrong kind by
@@ -347,46 +388,3 @@ def flatten_sections(d: dict[str, Any]) -> dict[str, Any]:
 
 def section_of(name: str) -> str:
     return next((s for s, c in SECTIONS.items() if name in {f.name for f in fields(c)}), "")
-
-
-def field_docs() -> dict[str, str]:
-    """Field docstrings, for --help. Read from the sections' source; dataclasses keep no docstrings."""
-    import ast
-    import inspect
-
-    docs: dict[str, str] = {}
-    for section in SECTIONS.values():
-        body = ast.parse(inspect.getsource(section)).body[0].body  # type: ignore[attr-defined]
-        for a, b in zip(body, body[1:]):
-            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
-                docs[a.target.id] = " ".join(str(b.value.value).split())  # type: ignore[union-attr]
-    return docs
-
-
-def load_config_file(path: str) -> dict[str, Any]:
-    """Read a YAML or TOML file whose keys are CLI options (dashes or underscores)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    text = p.read_text()
-    try:
-        if p.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            raise ConfigError(f"config file must end in .yaml, .yml or .toml: {path}")
-    except ConfigError:
-        raise
-    except Exception as e:  # parser errors carry line numbers; one line is enough
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)  # YAML's error position
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"cannot parse config file {path}{where}: {msg}; fix its syntax") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -1,6 +1,7 @@
 import pytest
 
-from study.config import ConfigError, RunConfig, field_docs, load_config_file
+from study.config import ConfigError, RunConfig
+from study.config_files import field_docs, load_config_file
 
 
 def test_defaults_follow_task():

@@ -1,0 +1,50 @@
+"""The outside of RunConfig: options read from a YAML/TOML file, and the field docstrings --help shows."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from study.config import SECTIONS, ConfigError
+
+
+def field_docs() -> dict[str, str]:
+    """Field docstrings, for --help. Read from the sections' source; dataclasses keep no docstrings."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    for section in SECTIONS.values():
+        body = ast.parse(inspect.getsource(section)).body[0].body  # type: ignore[attr-defined]
+        for a, b in zip(body, body[1:]):
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                docs[a.target.id] = " ".join(str(b.value.value).split())  # type: ignore[union-attr]
+    return docs
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a YAML or TOML file whose keys are CLI options (dashes or underscores)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = p.read_text()
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file must end in .yaml, .yml or .toml: {path}")
+    except ConfigError:
+        raise
+    except Exception as e:  # parser errors carry line numbers; one line is enough
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)  # YAML's error position
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"cannot parse config file {path}{where}: {msg}; fix its syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
