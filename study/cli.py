@@ -167,6 +167,11 @@ def cmd_report(argv: list[str]) -> int:
         d = Path(r) if Path(r).is_dir() else Path(args.reports_root) / r
         if not (d / "results.jsonl").is_file():
             raise ConfigError(f"no results.jsonl in {d}; run a study first or give the path to reports/<run>")
+        from study.records import read_results
+
+        if not any(r.kind == "stage" for r in read_results(d / "results.jsonl")):
+            raise ConfigError(f"{d / 'results.jsonl'} holds no finished stage; run the study (again) first, with "
+                              f"--resume to keep what it has")
         dirs.append(d)
     from study.report import build_report, write_ladder
 

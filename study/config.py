@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ MODEL_TASKS = {
 DATASET_TASKS = {d.name: (d.task,) for d in catalog.DATASETS}
 PROFILE_PASSES = ("cprofile", "torch", "pyspy", "lines")
 DRY_RUN_MAX_SIDE = 64
+# File systems take names of 255 bytes; a run's files add their own suffixes to its name.
+MAX_RUN_NAME = 200
 DRY_RUN_SEGMENT_BATCH = 4
 
 
@@ -229,8 +232,18 @@ class RunConfig(LaunchOptions, OutputOptions, ProfilingOptions, MeasuringOptions
                      "checkpoint_every", "node_rank"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a finite positive number, got {self.lr}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        device, _, index = self.device.partition(":")
+        if device not in ("auto", "cpu", "cuda", "mps") or (index and not (device == "cuda" and index.isdigit())):
+            raise ConfigError(f"--device {self.device!r}: use auto, cpu, cuda, cuda:N or mps, as torch spells them")
+        if len(self.run_name.encode()) > MAX_RUN_NAME:
+            raise ConfigError(f"--run-name is {len(self.run_name.encode())} bytes; at most {MAX_RUN_NAME} (it names "
+                              f"folders and files), pick a shorter one")
         fix("stack", tuple(self.stack))
         if "auto" in self.stack and len(self.stack) > 1:
             raise ConfigError("--stack auto searches the toggles itself; give it alone, not with "

@@ -131,19 +131,24 @@ def drop_torn_tail(fd: int) -> None:
         start = max(start - 65536, 0)
 
 
-def read_results(path: Path) -> list[StageResult]:
-    """Rows of a results.jsonl; a torn last line (killed mid-write elsewhere) is skipped."""
+def read_results(path: Path, skipped: list[str] | None = None) -> list[StageResult]:
+    """Rows of a results.jsonl. A line that is no row (torn by a kill, `null`, garbage, not an object)
+    is left out; `skipped`, when given, collects "line N: why" for each, so a report can say so."""
     rows: list[StageResult] = []
     if not path.exists():
         return rows
-    for line in path.read_text().splitlines():
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         try:
-            rows.append(StageResult.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
-            continue
+            raw = json.loads(line)
+            if not isinstance(raw, dict):
+                raise TypeError(f"a JSON {type(raw).__name__}, not an object")
+            rows.append(StageResult.from_dict(raw))
+        except (json.JSONDecodeError, TypeError, ValueError) as e:
+            if skipped is not None:
+                skipped.append(f"line {n}: {type(e).__name__}: {str(e)[:80]}")
     return rows
 
 

@@ -271,7 +271,7 @@ CASES = [
     Case("config-wrong-suffix", [*TINY, "--config", "{tmp}/c.json"], [".yaml, .yml or .toml"], _config("{}", "c.json")),
     Case("cli-not-a-number", [*TINY, "--steps", "many"], ["invalid int value"]),
     Case("batch-size-zero", [*TINY, "--batch-size", "0"], ["--batch-size must be at least 1"]),
-    Case("lr-negative", [*TINY, "--lr", "-1"], ["--lr must be positive"]),
+    Case("lr-negative", [*TINY, "--lr", "-1"], ["--lr must be a finite positive number"]),
     Case("warmup-eats-every-step", [*TINY, "--steps", "3", "--warmup", "5"], ["no measured step", "--warmup"]),
     Case("batch-larger-than-subset", [*TINY, "--subset", "16", "--batch-size", "32"], ["no full batch", "--subset"]),
     Case("unknown-model", ["--model", "vgg16"], ["unknown model 'vgg16'", "resnet50"]),

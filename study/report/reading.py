@@ -27,7 +27,8 @@ class RunData:
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir)
         self.name = self.dir.name
-        self.results = read_results(self.dir / "results.jsonl")
+        self.skipped: list[str] = []  # lines of results.jsonl that hold no row, "line N: why"
+        self.results = read_results(self.dir / "results.jsonl", self.skipped)
         self.stages = stage_rows(self.results)
         try:
             self.config = json.loads((self.dir / "config.json").read_text())

@@ -33,6 +33,9 @@ def header(run: RunData) -> Part:
                   f"device {first.device_name or first.device or '?'} · torch {first.versions.get('torch', '?')} · "
                   f"git {first.git_sha or '?'}. Every figure below comes from results.jsonl or a profile file "
                   f"of this run.")
+    if run.skipped:
+        part.para(f"results.jsonl has {len(run.skipped)} line(s) that hold no row, left out of every figure: "
+                  + "; ".join(run.skipped[:3]) + ("; …" if len(run.skipped) > 3 else ""))
     return part
 
 
@@ -126,6 +129,9 @@ def pictures(run: RunData) -> Part:
     part.heading(f"Predictions of the last stage ({stage})")
     if pics.get("error"):
         part.para(f"⚠ the pictures of {stage} could not be drawn: {pics['error']}")
+        return part
+    if pics.get("skipped"):
+        part.para(f"No pictures: {pics['skipped']}.")
         return part
     files = {k: run.dir / v for k, v in pics.get("files", {}).items() if (run.dir / v).is_file()}
     seen = (f"The checkpoint of {stage} ({pics.get('trained_steps', '?')} training steps) on "
