@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from study import catalog
+from study.errors import ConfigError  # noqa: F401 — the name every module imports from here
 from study.plan import PLAN_FIELDS
-
-
-class ConfigError(ValueError):
-    """Bad user input. The CLI turns it into one line on stderr and exit code 2."""
+from study.values import LIBRARIES, check_reference, check_s3_endpoint, is_reference
 
 
 TASKS = ("classify", "segment")
@@ -34,40 +32,6 @@ DRY_RUN_MAX_SIDE = 64
 # File systems take names of 255 bytes; a run's files add their own suffixes to its name.
 MAX_RUN_NAME = 200
 DRY_RUN_SEGMENT_BATCH = 4
-
-
-# `--model torchvision:NAME` / `timm:NAME` name a library's own builders; any other `X:NAME` is the
-# user's code (FILE.py:NAME or package.module:NAME, see study.plugins), imported in the preflight.
-LIBRARIES = ("torchvision", "timm")
-
-
-def is_reference(text: str) -> bool:
-    """Whether `text` names user code (`x.py:f`, `pkg.mod:f`) rather than a built-in or a library's model."""
-    head, sep, name = text.partition(":")
-    return bool(sep and head and name) and head not in LIBRARIES
-
-
-def check_reference(text: str, option: str) -> None:
-    """ConfigError unless `text` has the form of a reference; what it names is imported later."""
-    head, sep, name = text.partition(":")
-    if not (sep and head and name and name.isidentifier()):
-        raise ConfigError(f"--{option} {text!r}: give a built-in name, FILE.py:NAME or package.module:NAME")
-
-
-def check_s3_endpoint(endpoint: str) -> None:
-    """ConfigError unless `endpoint` is "" or an http(s)://host[:port] URL without credentials. The one
-    rule for --s3-endpoint and AWS_ENDPOINT_URL alike; the message never echoes the URL, which may hold
-    a secret."""
-    if not endpoint:
-        return
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError("the S3 endpoint (--s3-endpoint or AWS_ENDPOINT_URL) must be an http(s)://host[:port] URL")
-    if parts.username or parts.password:  # config.json would keep them: refuse
-        raise ConfigError("the S3 endpoint must not carry credentials (user:password@); use the standard "
-                          "AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws)")
 
 
 def option(default: Any, *, measured: bool = True) -> Any:

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from study.config import LIBRARIES, ConfigError, check_reference, is_reference  # noqa: F401 (re-exported)
+from study.errors import ConfigError
+from study.values import LIBRARIES, check_reference, is_reference  # noqa: F401 (re-exported)
 
 def _last_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
