@@ -1,4 +1,6 @@
-"""Model builders: torchvision architectures with the head replaced for the dataset's classes.
+"""Model builders: the built-ins register in study.model_registry as plug-ins do (torchvision:NAME,
+timm:NAME and the user's FILE.py:FUNC resolve there too); `build_model` builds any of them, the head
+sized for the dataset's classes.
 
 Weights never come from a hub at run time: `--weights PATH` loads a local state dict (for example the
 torchvision ImageNet/COCO checkpoint a user downloaded once) before the head is replaced, so
@@ -12,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from study.config import ConfigError, RunConfig
+from study.config import MODEL_TASKS, ConfigError, RunConfig, is_reference
+from study.model_registry import Builder, entry, head_keys, make, register
 
 
 class TinyNet(nn.Module):
@@ -109,12 +112,14 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
 
 
-def usable_weights(own: dict, state: dict, path: str, model_name: str) -> dict:
+def usable_weights(own: dict, state: dict, path: str, model_name: str, head: set[str] | None = None) -> dict:
     """The tensors of ``state`` that fit ``own`` (the model's state dict) by name and shape. ConfigError
-    when they cover less than MIN_BACKBONE_MATCH of the backbone: a file of another architecture."""
+    when they cover less than MIN_BACKBONE_MATCH of the backbone (``head``: the head's keys, not counted;
+    by default the built-in's HEADS): a file of another architecture."""
+    if head is None:
+        head = {k for k in own if k.split(".")[0] in HEADS.get(model_name, ())}
     usable = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
-    heads = HEADS.get(model_name, ())
-    backbone = [k for k in own if k.split(".")[0] not in heads and not k.endswith("num_batches_tracked")]
+    backbone = [k for k in own if k not in head and not k.endswith("num_batches_tracked")]
     matched = sum(k in usable for k in backbone)
     if backbone and matched < MIN_BACKBONE_MATCH * len(backbone):
         raise ConfigError(f"weights file {path} fits {matched} of the {len(backbone)} backbone tensors of "
@@ -133,33 +138,77 @@ def _load_weights(model: nn.Module, path: str, model_name: str) -> None:
     model.loaded_weights = (len(usable), len(own))  # type: ignore[attr-defined]
 
 
-def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
-    import torchvision
+@register("tiny", MODEL_TASKS["tiny"], HEADS["tiny"], loads_weights=True)
+def _tiny(num_classes: int, task: str, image_size: int, weights: str) -> nn.Module:
+    model = TinyNet(num_classes, segment=task == "segment")
+    if weights:
+        _load_weights(model, weights, "tiny")
+    return model
 
-    segment = cfg.task == "segment"
-    if cfg.model == "tiny":
-        model: nn.Module = TinyNet(num_classes, segment=segment)
-        if cfg.weights:
-            _load_weights(model, cfg.weights, cfg.model)
-    elif cfg.model in ("resnet50", "resnet18"):
-        model = getattr(torchvision.models, cfg.model)(weights=None)
-        if cfg.weights:
-            _load_weights(model, cfg.weights, cfg.model)
+
+def _resnet(name: str) -> Builder:
+    def build(num_classes: int, task: str, image_size: int, weights: str) -> nn.Module:
+        import torchvision
+
+        model = getattr(torchvision.models, name)(weights=None)
+        if weights:  # into the 1000-class model as saved, then a fresh head
+            _load_weights(model, weights, name)
         model.fc = nn.Linear(model.fc.in_features, num_classes)
-    elif cfg.model == "deeplabv3_resnet101":
-        from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+        return model
+    return build
 
-        model = torchvision.models.segmentation.deeplabv3_resnet101(
-            weights=None, weights_backbone=None, aux_loss=False)
-        if cfg.weights:
-            _load_weights(model, cfg.weights, cfg.model)
-        model.classifier = DeepLabHead(2048, num_classes)
-    else:  # config validation keeps us from here
-        raise ConfigError(f"unknown model {cfg.model!r}")
 
+for _name in ("resnet50", "resnet18"):
+    register(_name, MODEL_TASKS[_name], HEADS[_name], loads_weights=True)(_resnet(_name))
+
+
+@register("deeplabv3_resnet101", MODEL_TASKS["deeplabv3_resnet101"], HEADS["deeplabv3_resnet101"], loads_weights=True)
+def _deeplabv3(num_classes: int, task: str, image_size: int, weights: str) -> nn.Module:
+    import torchvision
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+    model = torchvision.models.segmentation.deeplabv3_resnet101(weights=None, weights_backbone=None, aux_loss=False)
+    if weights:
+        _load_weights(model, weights, "deeplabv3_resnet101")
+    model.classifier = DeepLabHead(2048, num_classes)
+    return model
+
+
+def input_size(cfg: RunConfig) -> int:
+    """The side of the pictures the model sees: --image-size, else the dataset's own (0: unknown)."""
+    from study import catalog
+
+    if cfg.image_size or is_reference(cfg.dataset):
+        return int(cfg.image_size)
+    return int(catalog.get(cfg.dataset).default_size)
+
+
+def model_heads(cfg: RunConfig, own: dict, num_classes: int) -> set[str]:
+    """The state-dict keys of the head of ``cfg``'s model (what --weights never fills)."""
+    return head_keys(entry(cfg.model), own, num_classes, cfg.task, input_size(cfg))
+
+
+def check_weights(cfg: RunConfig, own: dict, num_classes: int) -> dict:
+    """The tensors of --weights that fit the model whose state dict is ``own`` (ConfigError otherwise)."""
+    return usable_weights(own, read_weights(cfg.weights), cfg.weights, cfg.model,
+                          model_heads(cfg, own, num_classes))
+
+
+def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
+    """The model ``cfg.model`` names, through the registry, its head sized for ``num_classes``; --weights
+    loaded by name and shape (never the head), the backbone frozen with --freeze-backbone."""
+    model, e = make(cfg.model, num_classes, cfg.task, input_size(cfg), cfg.weights)
+    heads: set[str] | None = None
+    if cfg.weights and not e.loads_weights:
+        own = model.state_dict()
+        heads = model_heads(cfg, own, num_classes)
+        usable = usable_weights(own, read_weights(cfg.weights), cfg.weights, cfg.model, heads)
+        model.load_state_dict(usable, strict=False)
+        model.loaded_weights = (len(usable), len(own))  # type: ignore[attr-defined]
     if cfg.freeze_backbone:
+        heads = heads if heads is not None else model_heads(cfg, model.state_dict(), num_classes)
         for name, p in model.named_parameters():
-            p.requires_grad = name.split(".")[0] in HEADS[cfg.model]
+            p.requires_grad = name in heads
     return model
 
 
