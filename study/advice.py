@@ -188,10 +188,11 @@ class Measured:
     ratio: float
     low: float
     high: float
+    diverged: bool = False  # its loss went NaN/inf: however fast, it trained nothing
 
     @property
     def gained(self) -> bool:
-        return self.low > 1.0
+        return self.low > 1.0 and not self.diverged
 
 
 # --- advice --------------------------------------------------------------------------------------
@@ -255,7 +256,9 @@ def ladder_measurements(stages: list[Any]) -> list[Measured]:
         if r.status != "ok" or r.name.startswith("ablate"):
             continue
         if prev is not None and len(r.stack) == len(prev.stack) + 1 and list(r.stack[:-1]) == list(prev.stack):
-            out.append(Measured(r.stack[-1], f"stage {r.name}", *crosswise(r, prev)))
+            diverged = getattr(r, "diverged_step", -1) >= 0
+            out.append(Measured(r.stack[-1], f"stage {r.name}" + (" (its loss diverged)" if diverged else ""),
+                                *crosswise(r, prev), diverged=diverged))
         prev = r
     return out
 

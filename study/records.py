@@ -81,7 +81,10 @@ class StageResult:
     metric: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     final_loss: float = 0.0
-    first_loss: float = 0.0  # the first training step's loss (0: not recorded, rows before it existed)
+    first_loss: float = 0.0
+    # The first training step whose loss was NaN or infinite (-1: none). Such a stage's speed is kept
+    # but never a gain: the verdict and the search pass it over.
+    diverged_step: int = -1  # the first training step's loss (0: not recorded, rows before it existed)
     steps_total: int = 0
     epochs: int = 0
     notes: dict[str, Any] = field(default_factory=dict)

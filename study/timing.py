@@ -7,6 +7,7 @@ same for every stage, here once.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import resource
@@ -163,7 +164,8 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
     p50 = percentile(step_times, 0.5)
     throughput = median_throughput(ranks)
     identity = sess.spec.identity() | dict(world_size=ctx.world_size)
-    metric_name = sess.state.task.metric_name
+    # a plug-in task that names no metric_name: the first value its metric computes
+    metric_name = sess.state.task.metric_name or next(iter(result.metrics), "")
     row = StageResult(
         **identity, kind="repeat", repeat=repeat, repeats=cfg.repeats,
         device=str(ctx.device), device_name=device_name(ctx.device), threads=torch.get_num_threads(),
@@ -181,6 +183,7 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
         metric_name=metric_name, metric=result.metrics.get(metric_name, 0.0),
         metrics=result.metrics, final_loss=result.steps[-1].loss if result.steps else 0.0,
         first_loss=result.steps[0].loss if result.steps else 0.0,
+        diverged_step=next((r.step for r in result.steps if not math.isfinite(r.loss)), -1),
         steps_total=sess.state.step, epochs=cfg.epochs, notes=sess.notes,
         versions=versions(), started=started, finished=time.time(),
     )
@@ -244,8 +247,10 @@ def write_seed_records(sess: Session, result: LoopResult, repeat: int) -> None:
         t = TYPE_TRAIN if ep.split == "train" else TYPE_VAL
         if sess.cfg.task == "segment":
             v1, v2 = ep.metrics.get("miou", ""), ep.metrics.get("pixel_acc", "")
-        else:
+        elif sess.cfg.task == "classify":
             v1, v2 = ep.metrics.get("top1", ""), ep.metrics.get("top5", "")
+        else:  # a plug-in task: its own metric, the one column it names
+            v1, v2 = ep.metrics.get(sess.state.task.metric_name, ""), ""
         if ep.split == "train":
             v1, v2 = ep.loss, ""
         rows.append((t, ep.epoch, f"{ep.start:.6f}", f"{ep.data_wait:.6f}", f"{ep.seconds:.6f}", v1, v2))

@@ -64,3 +64,31 @@ def test_report_of_a_damaged_or_empty_run(tmp_path, monkeypatch, capsys):
                                                     throughput_ci_low=9.0, throughput_ci_high=11.0))
     assert main(["report", "r"]) == 0
     assert "1 line(s) that hold no row" in (run / "summary.md").read_text()
+
+
+def test_a_diverged_stage_is_flagged_and_never_a_gain():
+    from study.advice import ladder_measurements, refutations
+    from study.report.ladder import checks
+
+    base = StageResult(run="r", stage=0, name="00-base", status="ok", throughput=100.0, throughput_ci_low=98.0,
+                       throughput_ci_high=102.0, steps_measured=10, first_loss=2.3, final_loss=1.9)
+    fast = StageResult(run="r", stage=1, name="01-amp", stack=["amp"], status="ok", throughput=300.0,
+                       throughput_ci_low=290.0, throughput_ci_high=310.0, steps_measured=10, first_loss=2.3,
+                       final_loss=float("nan"), diverged_step=4)
+    assert "diverged: loss not finite from step 4" in checks(fast) and "lower --lr" in checks(fast)
+    (m,) = ladder_measurements([base, fast])
+    assert m.ratio > 2.9 and m.low > 1.0 and not m.gained and "diverged" in m.where
+    assert refutations([m])["amp"] is m  # the advice marks amp as measured without gain
+
+
+def test_a_study_whose_loss_explodes_records_the_step_and_flags_it(tmp_path, synthetic_root):
+    """A real stage at an lr that blows the loss up: its row says from which step, the ladder flags it."""
+    from tests.util import run_study, stage_rows
+
+    p = run_study("--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "nan", "--lr", "1e6",
+                  "--steps", "8", "--warmup", "1", "--subset", "64", "--val-subset", "16", "--batch-size", "8",
+                  "--val-steps", "1", "--threads", "1", "--profile", "", "--no-pictures", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (row,) = stage_rows(tmp_path, "nan")
+    assert row["status"] == "ok" and 0 <= row["diverged_step"] < 8, row["diverged_step"]
+    assert f"diverged: loss not finite from step {row['diverged_step']}" in (tmp_path / "reports" / "nan" / "stages.md").read_text()

@@ -45,7 +45,10 @@ def checks(r: StageResult) -> str:
         found.append(f"few steps ({r.steps_measured} measured)")
     if r.step_time_cv > NOISY_CV:
         found.append(f"noisy (step time CV {r.step_time_cv * 100:.0f}%)")
-    if not math.isfinite(r.final_loss):
+    if r.diverged_step >= 0:
+        found.append(f"diverged: loss not finite from step {r.diverged_step} (lower --lr; amp=fp16 needs its "
+                     f"scaler; clip gradients); its speed is no gain")
+    elif not math.isfinite(r.final_loss):
         found.append(f"loss {r.final_loss} at the end")
     elif r.first_loss > 0 and r.final_loss > LOSS_RISE * r.first_loss:
         found.append(f"loss rose {r.first_loss:.2f} → {r.final_loss:.2f}")

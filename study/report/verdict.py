@@ -142,7 +142,7 @@ def best_ladder_stage(run: RunData) -> tuple[StageResult | None, tuple[float, fl
     base = next((r for r in run.ok if r.stage == 0), None)
     best, best_s = None, (math.nan, math.nan, math.nan)
     for r in run.ok:
-        if r is base or is_ablation(r):
+        if r is base or is_ablation(r) or r.diverged_step >= 0:  # a stage that diverged trained nothing
             continue
         s = speedup_of(r, base)
         if s[1] > 1.0 and (best is None or r.throughput > best.throughput):

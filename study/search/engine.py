@@ -38,7 +38,8 @@ class Run:
 
     @property
     def ok(self) -> bool:
-        return self.row.status == "ok" and self.row.throughput > 0
+        """A run to compare: it finished, measured a speed, and its loss stayed finite."""
+        return self.row.status == "ok" and self.row.throughput > 0 and self.row.diverged_step < 0
 
 
 @dataclass
@@ -266,7 +267,9 @@ class AutoSearch:
                     o.runs += 1
                     o.seconds += run.seconds
                     if not run.ok:
-                        o.decision, o.detail = FAILED, one_line(run.row.error)
+                        why = (f"loss diverged at step {run.row.diverged_step}" if run.row.diverged_step >= 0
+                               else one_line(run.row.error))
+                        o.decision, o.detail = FAILED, why
                         active.remove(spec)
             for spec, ratios in paired_ratios(seq).items():
                 outcomes[spec].ratios += ratios
