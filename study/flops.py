@@ -65,7 +65,7 @@ def count_flops_per_sample(cfg: Any, sample: tuple[Any, Any], num_classes: int, 
     with counter:
         loss = task.loss(model(x), y)
         loss.backward()
-    return counter.get_total_flops() / batch
+    return counter.get_total_flops() / max(task.samples(y), 1)  # per what the task counts (a token for a language model)
 
 
 # --- peaks --------------------------------------------------------------------------------------

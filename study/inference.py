@@ -33,14 +33,20 @@ RESIZE = {"cifar10": "square", "oxford-pets": "square", "imagefolder": "crop"}
 def checkpoint_meta(cfg: RunConfig, num_classes: int, classes: list[str]) -> dict[str, Any]:
     """The ``meta`` dict of a checkpoint trained under ``cfg``; plain types only (weights_only loads)."""
     from study import catalog
+    from study.config import is_reference
     from study.data.bundle import reader
 
-    mod = reader(cfg.dataset)  # the dataset's reader owns its normalisation constants
     names = [str(c) for c in classes] if len(classes) == num_classes else [str(i) for i in range(num_classes)]
-    return {"format": META_FORMAT, "model": cfg.model, "task": cfg.task, "num_classes": int(num_classes),
-            "classes": names, "image_size": int(cfg.image_size or catalog.get(cfg.dataset).default_size),
-            "mean": [float(v) for v in mod.MEAN], "std": [float(v) for v in mod.STD], "dataset": cfg.dataset,
+    meta = {"format": META_FORMAT, "model": cfg.model, "task": cfg.task, "num_classes": int(num_classes),
+            "classes": names, "image_size": int(cfg.image_size), "mean": [], "std": [], "dataset": cfg.dataset,
             "resize": RESIZE.get(cfg.dataset, "square")}
+    if cfg.model.partition(":")[0].endswith(".py"):  # a user's model file: where it was, for predict elsewhere
+        meta["model_file"] = str(Path(cfg.model.partition(":")[0]).resolve())
+    if not is_reference(cfg.dataset):  # a plug-in dataset has no reader, sizes or normalisation of ours
+        mod = reader(cfg.dataset)  # the dataset's reader owns its normalisation constants
+        meta.update(image_size=int(cfg.image_size or catalog.get(cfg.dataset).default_size),
+                    mean=[float(v) for v in mod.MEAN], std=[float(v) for v in mod.STD])
+    return meta
 
 
 class _Inert:
@@ -104,7 +110,15 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
         raise ConfigError(f"checkpoint {path} has incomplete metadata (missing {', '.join(missing)})")
     if meta["format"] != META_FORMAT:
         raise ConfigError(f"checkpoint {path} has metadata format {meta['format']!r}; this version reads {META_FORMAT}")
-    if meta["task"] not in TASKS or meta["task"] not in MODEL_TASKS.get(meta["model"], ()):
+    from study.config import is_reference
+
+    plugin = [f"--{k} {meta[k]}" for k in ("task", "dataset") if is_reference(str(meta[k]))]
+    if plugin:
+        raise ConfigError(f"checkpoint {path} was trained with {' and '.join(plugin)}; predict and the pictures "
+                          f"know the built-in tasks and datasets only (its weights are under 'model': "
+                          f"torch.load(PATH)['model'] into your model)")
+    plugin_model = ":" in str(meta["model"])  # torchvision:/timm:/the user's builder: the registry rebuilds it
+    if meta["task"] not in TASKS or not (plugin_model or meta["task"] in MODEL_TASKS.get(meta["model"], ())):
         raise ConfigError(f"checkpoint {path} names model {meta['model']!r} for task {meta['task']!r}, which "
                           f"this version cannot build")
     if len(meta["classes"]) != meta["num_classes"] or len(meta["mean"]) != 3 or len(meta["std"]) != 3:
@@ -119,6 +133,16 @@ def device_for(name: str = "auto") -> "torch.device":
     return torch.device("cpu")
 
 
+def model_reference(meta: dict[str, Any]) -> str:
+    """The checkpoint's --model; a FILE.py:FUNC given relative to where the study ran is found from any
+    folder through the absolute path the checkpoint also records."""
+    ref, absolute = str(meta["model"]), str(meta.get("model_file") or "")
+    head, _, func = ref.partition(":")
+    if head.endswith(".py") and not Path(head).is_file() and absolute and Path(absolute).is_file():
+        return f"{absolute}:{func}"
+    return ref
+
+
 def load_model(path: str | Path, device: "torch.device | None" = None) -> tuple["torch.nn.Module", dict[str, Any]]:
     """(model in eval mode on `device`, meta + "trained_steps") from a study checkpoint."""
     import torch
@@ -126,7 +150,8 @@ def load_model(path: str | Path, device: "torch.device | None" = None) -> tuple[
     from study.models import build_model
 
     meta = read_meta(path)
-    cfg = RunConfig(task=meta["task"], model=meta["model"], dataset=meta["dataset"])
+    cfg = RunConfig(task=meta["task"], model=model_reference(meta), dataset=meta["dataset"],
+                    image_size=int(meta["image_size"]))
     model = build_model(cfg, meta["num_classes"])
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:

@@ -137,7 +137,7 @@ def train_step(s: TrainState, batches: Iterator, timer: PhaseTimer) -> tuple[tor
     # place would make backward accumulate into old buffers and handicap the baseline.
     s.optimizer.zero_grad()
     timer.mark("optimizer")
-    return loss, int(y.shape[0])
+    return loss, s.task.samples(y)  # what the task counts: images, or tokens for a language model
 
 
 StepHook = Callable[[StepRecord], None]

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from study.config import ConfigError, RunConfig
+from study.config import ConfigError, RunConfig, is_reference
 from study import catalog
 from study.data import DataBundle
 
@@ -36,6 +36,8 @@ def sample_indices(n: int, k: int = SAMPLES_PER_SPLIT) -> list[int]:
 
 
 def _where(cfg: RunConfig) -> str:
+    if is_reference(cfg.dataset):
+        return f"--dataset {cfg.dataset}"
     entry = catalog.get(cfg.dataset)
     return f"{entry.title} at {cfg.data_root.rstrip('/')}/{entry.folder}"
 
@@ -59,9 +61,16 @@ def all_targets(ds: Any) -> list[int] | None:
 
 def check_sample(cfg: RunConfig, split: str, index: int, item: Any, num_classes: int) -> None:
     where = f"{_where(cfg)}: {split} sample {index}"
+    plugin = is_reference(cfg.dataset)
     if not (isinstance(item, (tuple, list)) and len(item) == 2):
+        if plugin:
+            raise ConfigError(f"{where} is a {type(item).__name__}, not an (input, target) pair; its datasets' "
+                              f"items must be (input, target)")
         raise ConfigError(f"{where} is not an (image, target) pair; the reader of {cfg.dataset} is broken")
     x, y = item
+    if plugin and (is_reference(cfg.task) or cfg.task == "classify"):
+        check_plugin_sample(cfg, where, x, y, num_classes)
+        return
     if not (isinstance(x, torch.Tensor) and x.ndim == 3 and x.shape[0] == 3 and x.is_floating_point()):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ConfigError(f"{where} is not a 3-channel image (got {shape}); convert the dataset's images to RGB")
@@ -80,17 +89,33 @@ def check_sample(cfg: RunConfig, split: str, index: int, item: Any, num_classes:
                               f"make the dataset again with ./prepare.sh")
 
 
+def check_plugin_sample(cfg: RunConfig, where: str, x: Any, y: Any, num_classes: int) -> None:
+    """A user's dataset: the input a tensor (the loaders stack it); for the classify task the target an
+    integer class in range. A plug-in task's targets are its own to judge."""
+    if not isinstance(x, torch.Tensor):
+        raise ConfigError(f"{where}: its input is a {type(x).__name__}, not a tensor")
+    if cfg.task != "classify":
+        return
+    scalar = (isinstance(y, int) and not isinstance(y, bool)) or (
+        isinstance(y, torch.Tensor) and y.numel() == 1 and not y.is_floating_point())
+    if not scalar or not 0 <= int(y) < num_classes:
+        raise ConfigError(f"{where} has target {y!r}, not an integer class in 0..{num_classes - 1}; a classify "
+                          f"dataset's targets are class indices (return the classes, or give the train dataset "
+                          f"a num_classes attribute)")
+
+
 def check_samples(cfg: RunConfig, bundle: DataBundle) -> tuple[Any, Any]:
     """Read SAMPLES_PER_SPLIT items of each split; returns the first training item (image, target)."""
     hint = ("replace or delete that file, or make the dataset again with ./prepare.sh (it drops files that do "
-            "not decode)")
+            "not decode)") if not is_reference(cfg.dataset) else "fix the dataset's __getitem__"
     first = None
     for split, ds in (("train", bundle.train), ("val", bundle.val)):
         n = len(ds)
         if n == 0:
-            raise ConfigError(f"the {split} split of {_where(cfg)} is empty; make the dataset again with ./prepare.sh")
+            raise ConfigError(f"the {split} split of {_where(cfg)} is empty" +
+                              ("" if is_reference(cfg.dataset) else "; make the dataset again with ./prepare.sh"))
         targets = all_targets(ds)
-        if targets:
+        if targets and (cfg.task in ("classify", "segment")):
             lo, hi = min(targets), max(targets)
             if lo < 0 or hi >= bundle.num_classes:
                 raise ConfigError(f"{_where(cfg)}: the {split} labels run from {lo} to {hi}, outside the "
@@ -120,16 +145,22 @@ def check_model(cfg: RunConfig, bundle: DataBundle, sample: tuple[Any, Any]) -> 
         # The file is read here once, so a bad one is exit 2 and not a failed stage; the stages load it again.
         usable_weights(own, read_weights(cfg.weights), cfg.weights, cfg.model)
     x0, y0 = sample
+    task = build_task(cfg.task, bundle.num_classes)  # a plug-in task's class is imported and checked here
     x = torch.empty((cfg.batch_size, *x0.shape), dtype=x0.dtype, device="meta")
+    # built-in tasks take class indices; a plug-in task its targets' own dtype
+    dtype = y0.dtype if isinstance(y0, torch.Tensor) and is_reference(cfg.task) else torch.long
     if isinstance(y0, torch.Tensor) and y0.ndim > 0:
-        y = torch.empty((cfg.batch_size, *y0.shape), dtype=torch.long, device="meta")
+        y = torch.empty((cfg.batch_size, *y0.shape), dtype=dtype, device="meta")
     else:
-        y = torch.empty((cfg.batch_size,), dtype=torch.long, device="meta")
-    task = build_task(cfg.task, bundle.num_classes)
+        y = torch.empty((cfg.batch_size,), dtype=dtype, device="meta")
     model.train()
     try:
         task.loss(model(x), y)
     except Exception as e:  # noqa: BLE001 — a shape the model cannot take is bad input, not a stage failure
+        if is_reference(cfg.dataset):
+            raise ConfigError(f"model {cfg.model} cannot train on {_where(cfg)} (inputs {tuple(x0.shape)}) with "
+                              f"--task {cfg.task} and --batch-size {cfg.batch_size} ({_flat(e)[:200]}); make the "
+                              f"model, the task and the dataset agree") from None
         size = "x".join(str(s) for s in x0.shape[1:])
         raise ConfigError(f"model {cfg.model} cannot train on {catalog.get(cfg.dataset).title} at {size} px with "
                           f"--batch-size {cfg.batch_size} ({_flat(e)[:200]}); change --image-size or --batch-size, "

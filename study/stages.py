@@ -154,6 +154,13 @@ class StageRunner:
         if spec is None:
             target.unlink(missing_ok=True)  # never show an earlier run's pictures as this one's
             return
+        from study.config import is_reference
+
+        plugin = [f"--{k} {getattr(self.cfg, k)}" for k in ("task", "dataset") if is_reference(getattr(self.cfg, k))]
+        if plugin:  # confusion matrix, Grad-CAM and overlays read images of the built-in tasks' kinds
+            write_atomic(target, json.dumps({"stage": spec.name, "skipped": f"the pictures know the built-in tasks "
+                                             f"and datasets only, and this run has {' and '.join(plugin)}"}))
+            return
         self.on_pass(f"{spec.name}: pictures")
         rep_dir = spec.report_dir
         stage_file, out = rep_dir / "stage.json", rep_dir / f"{PASS_NAME}.json"

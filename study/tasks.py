@@ -138,5 +138,42 @@ class Segmentation(Task):
         return IoU(self.num_classes)
 
 
+# The task registry: the built-ins by name; anything else is a reference (FILE.py:CLASS or
+# package.module:CLASS) to a Task subclass of the user's, imported where it is built (every stage
+# process imports it again: a reference travels as a string).
+TASKS: dict[str, type[Task]] = {"classify": Classification, "segment": Segmentation}
+
+
+def task_class(name: str) -> type[Task]:
+    """The Task class `name` stands for: a built-in, or the user's class a reference names.
+    ConfigError (one line naming the reference) when it is missing or no Task subclass."""
+    if name in TASKS:
+        return TASKS[name]
+    from study.config import ConfigError
+    from study.plugins import resolve
+
+    cls = resolve(name)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        what = f"class {cls.__name__}" if isinstance(cls, type) else type(cls).__name__
+        raise ConfigError(f"--task {name}: it names a {what}, not a subclass of study.tasks.Task "
+                          f"(class NAME(Task) with loss, metric and samples)")
+    return cls
+
+
+def is_builtin(task: Task) -> bool:
+    """Whether `task` is one of the built-in tasks (their pictures, accuracy and seed-record columns)."""
+    return type(task) in TASKS.values()
+
+
 def build_task(name: str, num_classes: int) -> Task:
-    return {"classify": Classification, "segment": Segmentation}[name](num_classes)
+    cls = task_class(name)
+    if cls in TASKS.values():
+        return cls(num_classes)
+    from study.config import ConfigError
+
+    try:
+        task = cls(num_classes)
+    except Exception as e:  # noqa: BLE001 — whatever the user's constructor raises is bad input
+        raise ConfigError(f"--task {name}: {cls.__name__}({num_classes}) raised {type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:200]}") from None
+    return task

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from study.config import ConfigError, RunConfig
+from study.config import ConfigError, RunConfig, is_reference
 from study.data.bundle import DataBundle, LoadRecord, open_bundle, reader, take_subset, timed_load
 
 __all__ = ["LoadRecord", "DataBundle", "open_datasets", "s3_package", "take_subset", "timed_load"]
@@ -33,8 +33,12 @@ def open_datasets(cfg: RunConfig) -> DataBundle:
     """Train and validation datasets for ``cfg`` (local folder or s3:// prefix).
 
     Raises ConfigError (one line: what was expected where, and what to run) when the data is missing
-    or fails its integrity check.
+    or fails its integrity check. A reference (FILE.py:FUNC) is the user's own dataset function.
     """
+    if is_reference(cfg.dataset):  # the user's function (study.data.plugin); --data-root is its business
+        from study.data.plugin import open_plugin
+
+        return open_plugin(cfg)
     if cfg.is_s3:
         return s3_package(f"reading {cfg.data_root}").open_datasets(cfg)
     mod = reader(cfg.dataset)
