@@ -34,6 +34,15 @@ def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [convs[-1]]
 
 
+def why_no_cam(model: nn.Module) -> str:
+    """Why Grad-CAM cannot look at ``model`` (it has no convolution), or "" when it can."""
+    try:
+        candidate_layers(model)
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
 def target_layer(model: nn.Module) -> nn.Module:
     """The last conv block (layer4 for a ResNet)."""
     return candidate_layers(model)[0][1]

@@ -65,7 +65,7 @@ def predict(paths: list[Path], checkpoint: Path, out_dir: Path, device: str = "a
     import torch
     from PIL import Image
 
-    from study.gradcam import GradCAM
+    from study.gradcam import GradCAM, why_no_cam
     from study.inference import device_for, load_model, preprocess
     from study.pictures import draw
     from study.report.tables import make_console, print_table
@@ -97,13 +97,19 @@ def predict(paths: list[Path], checkpoint: Path, out_dir: Path, device: str = "a
                                   for s in shares], "")
             records.append({"image": str(path), "overlay": str(target), "pixel_shares": shares})
         else:
-            cam = GradCAM(model)
-            heat, logits = cam(x.to(dev))
+            no_cam = why_no_cam(model)  # a plug-in model without convolutions: the picture without a map
+            if no_cam:
+                with torch.no_grad():
+                    logits = logits_of(model(x.to(dev))).float().cpu()
+            else:
+                cam = GradCAM(model)
+                heat, logits = cam(x.to(dev))
             probs = logits.softmax(1)[0]
             p_top, i_top = probs.topk(min(TOP_K, len(classes)))
             top = [{"class": classes[i], "probability": float(p)} for p, i in zip(p_top.tolist(), i_top.tolist())]
-            fig = draw.prediction_figure(picture, draw.heat_overlay(picture, heat[0].numpy()),
+            fig = draw.prediction_figure(picture, picture if no_cam else draw.heat_overlay(picture, heat[0].numpy()),
                                          f"{path.name}: {top[0]['class']} {top[0]['probability']:.2f} ({about})",
+                                         f"no Grad-CAM: {no_cam}" if no_cam else
                                          f"Grad-CAM ({cam.layer_name}): {top[0]['class']}", target)
             console.print(f"[bold]{path.name}[/]: top-{len(top)}")
             print_table(console, [{"#": k + 1, "class": t["class"], "probability": probability(t["probability"])}

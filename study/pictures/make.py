@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from study.config import ConfigError
-from study.gradcam import GradCAM
+from study.gradcam import GradCAM, why_no_cam
 from study.inference import denormalize, device_for, load_model
 from study.pictures import CAM_PICTURES, SEGMENT_PICTURES, draw
 from study.spec import StageSpec
@@ -49,23 +49,23 @@ def classify(model: torch.nn.Module, meta: dict[str, Any], loader: Any, val_step
         raise ConfigError("the validation set gave no batch to draw")
     x = torch.cat(first_x)[:CAM_PICTURES]
     y = torch.cat(first_y)[:CAM_PICTURES]
-    cam = GradCAM(model)
-    heats, logits = cam(x.to(device))
-    probs = logits.softmax(1)
-    top_p, top = probs.max(1)
-    figs = {
-        "confusion_matrix": draw.confusion_figure(matrix, classes, out / "confusion_matrix.png",
-                                                  f"{title}: confusion matrix ({int(matrix.sum())} validation images)"),
-        "cam_grid": draw.cam_grid(as_pictures(x, meta), list(heats.numpy()), [classes[i] for i in y.tolist()],
-                                  [classes[i] for i in top.tolist()], top_p.tolist(), out / "cam_grid.png",
-                                  f"{title}: Grad-CAM of the predicted class ({cam.layer_name})"),
-    }
+    figs = {"confusion_matrix": draw.confusion_figure(matrix, classes, out / "confusion_matrix.png",
+                                                      f"{title}: confusion matrix ({int(matrix.sum())} validation images)")}
+    no_cam = why_no_cam(model)  # a plug-in model without convolutions: its CAM pictures are skipped, said why
+    if not no_cam:
+        cam = GradCAM(model)
+        heats, logits = cam(x.to(device))
+        top_p, top = logits.softmax(1).max(1)
+        figs["cam_grid"] = draw.cam_grid(as_pictures(x, meta), list(heats.numpy()), [classes[i] for i in y.tolist()],
+                                         [classes[i] for i in top.tolist()], top_p.tolist(), out / "cam_grid.png",
+                                         f"{title}: Grad-CAM of the predicted class ({cam.layer_name})")
     rows, cols = matrix.sum(1), matrix.sum(0)
     per_class = [{"class": name, "images": int(rows[i]), "predicted": int(cols[i]),
                   "recall": float(matrix[i, i] / rows[i]) if rows[i] else None,
                   "precision": float(matrix[i, i] / cols[i]) if cols[i] else None} for i, name in enumerate(classes)]
-    info = {"images": int(matrix.sum()), "top1": float(np.trace(matrix) / matrix.sum()), "cam_layer": cam.layer_name,
-            "confusion": matrix.tolist(), "per_class": per_class}
+    info = {"images": int(matrix.sum()), "top1": float(np.trace(matrix) / matrix.sum()),
+            "cam_layer": "" if no_cam else cam.layer_name, "confusion": matrix.tolist(), "per_class": per_class,
+            "cam_skipped": no_cam}
     return info, figs
 
 

@@ -147,9 +147,11 @@ def pictures(run: RunData) -> Part:
         part.image(files.get("segmentation_grid"), "validation images | ground-truth trimap | prediction")
         part.image(files.get("confusion_matrix"), "pixel confusion matrix")
     else:
-        part.para(f"{seen}: top-1 {fmt.num(pics.get('top1'), '.3f')}. Grad-CAM on {pics.get('cam_layer') or 'the'} "
-                  f"(the last conv block with maps of at least 4×4 at this input size) shows where the evidence "
-                  f"for the predicted class lies (red: most); a red label is a wrong prediction.")
+        cam = (f"Grad-CAM skipped: {pics['cam_skipped']}." if pics.get("cam_skipped") else
+               f"Grad-CAM on {pics.get('cam_layer') or 'the'} (the last conv block with maps of at least 4×4 at "
+               f"this input size) shows where the evidence for the predicted class lies (red: most); a red label "
+               f"is a wrong prediction.")
+        part.para(f"{seen}: top-1 {fmt.num(pics.get('top1'), '.3f')}. {cam}")
         part.image(files.get("confusion_matrix"), "confusion matrix")
         part.image(files.get("cam_grid"), "Grad-CAM of validation images")
         per_class = pics.get("per_class", [])
