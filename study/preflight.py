@@ -64,7 +64,7 @@ def check_sample(cfg: RunConfig, split: str, index: int, item: Any, num_classes:
     plugin = is_reference(cfg.dataset)
     if not (isinstance(item, (tuple, list)) and len(item) == 2):
         if plugin:
-            raise ConfigError(f"{where} is a {type(item).__name__}, not an (input, target) pair; its datasets' "
+            raise ConfigError(f"{where} is of type {type(item).__name__}, not an (input, target) pair; its datasets' "
                               f"items must be (input, target)")
         raise ConfigError(f"{where} is not an (image, target) pair; the reader of {cfg.dataset} is broken")
     x, y = item

@@ -212,6 +212,16 @@ TINY = ["--model", "tiny"]
 PETS = ["--task", "segment", "--model", "tiny", "--image-size", "32"]
 IMAGENET = ["--dataset", "imagefolder", "--model", "tiny", "--image-size", "32", "--batch-size", "8"]
 DAMAGED = "{tmp}/data"
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+HALVES = f"{PLUGINS / 'two_halves.py'}"
+
+
+def user_data(name: str, *more: str) -> list[str]:
+    return ["--model", "tiny", "--dataset", f"{HALVES}:{name}", *more]
+
+
+def user_task(name: str) -> list[str]:
+    return ["--task", f"{HALVES}:{name}", "--model", "tiny", "--dataset", f"{HALVES}:halves"]
 
 CASES = [
     # --- dataset files ---------------------------------------------------------------------------------
@@ -232,6 +242,25 @@ CASES = [
     Case("pets-image-does-not-decode", PETS, ["cannot be read", ".jpg", "prepare.sh"], _pets_image, data=DAMAGED),
     Case("pets-bad-split-file", PETS, ["split files"], _pets_split_file, data=DAMAGED),
     Case("pets-empty-val-split", PETS, ["val split", "is empty", "prepare.sh"], _pets_empty_val, data=DAMAGED),
+    # --- a user's dataset and task (plug-ins) ---------------------------------------------------------
+    Case("plugin-dataset-file-missing", ["--model", "tiny", "--dataset", "{tmp}/nowhere.py:data"],
+         ["nowhere.py:data", "not found"]),
+    Case("plugin-dataset-does-not-import", ["--model", "tiny", "--dataset", f"{PLUGINS / 'broken_import.py'}:data"],
+         ["broken_import.py:data", "importing", "a_package_nobody_installed"]),
+    Case("plugin-dataset-function-missing", user_data("nothing_here"), ["two_halves.py:nothing_here", "has no nothing_here"]),
+    Case("plugin-dataset-not-a-function", user_data("NOT_A_FUNCTION"), ["two_halves.py:NOT_A_FUNCTION", "not a function"]),
+    Case("plugin-dataset-raises", user_data("raises"), ["two_halves.py:raises", "raised runtimeerror", "no such table"]),
+    Case("plugin-dataset-returns-one-split", user_data("returns_one"),
+         ["two_halves.py:returns_one", "returned halves", "(train, val)"]),
+    Case("plugin-dataset-not-map-style", user_data("not_map_style"),
+         ["two_halves.py:not_map_style", "train split", "not a map-style dataset"]),
+    Case("plugin-dataset-items-not-pairs", user_data("bad_items"),
+         ["two_halves.py:bad_items", "train sample 0 is of type int", "not an (input, target) pair"]),
+    Case("plugin-dataset-label-out-of-range", user_data("label_out_of_range"),
+         ["two_halves.py:label_out_of_range", "not an integer class in 0..0"]),
+    Case("plugin-task-class-missing", user_task("NoSuchTask"), ["two_halves.py:NoSuchTask", "has no NoSuchTask"]),
+    Case("plugin-task-not-a-task", user_task("NotATask"), ["two_halves.py:NotATask", "not a subclass of study.tasks.Task"]),
+    Case("plugin-task-without-model", ["--task", f"{HALVES}:MyClassification"], ["plug-in task", "--model and --dataset"]),
     # --- weights ---------------------------------------------------------------------------------------
     Case("weights-not-found", [*TINY, "--weights", "{tmp}/none.pt"], ["weights file not found"]),
     Case("weights-garbled", [*TINY, "--weights", "{tmp}/w.pt"], ["cannot load weights", "damaged", "again"], _weights(garble)),

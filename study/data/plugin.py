@@ -85,7 +85,7 @@ def open_plugin(cfg: RunConfig) -> DataBundle:
     ref = cfg.dataset
     fn = resolve(ref)
     if not callable(fn):
-        raise ConfigError(f"--dataset {ref}: it is a {type(fn).__name__}, not a function returning (train, val)")
+        raise ConfigError(f"--dataset {ref}: it names {type(fn).__name__} {fn!r:.40}, not a function returning (train, val)")
     start, t0 = time.time(), time.perf_counter()
     out = _call(fn, cfg, ref)
     seconds = time.perf_counter() - t0

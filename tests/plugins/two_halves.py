@@ -56,11 +56,11 @@ def not_map_style():
 
 
 def bad_items():
-    return [1, 2, 3], [4, 5]
+    return list(range(512)), list(range(64))  # numbers, not (input, target) pairs
 
 
 def label_out_of_range():
-    return Halves(64, 0), Halves(16, 1), ["only-one-class"]
+    return Halves(512, 0), Halves(64, 1), ["only-one-class"]
 
 
 NOT_A_FUNCTION = 3
