@@ -160,11 +160,6 @@ def task_class(name: str) -> type[Task]:
     return cls
 
 
-def is_builtin(task: Task) -> bool:
-    """Whether `task` is one of the built-in tasks (their pictures, accuracy and seed-record columns)."""
-    return type(task) in TASKS.values()
-
-
 def build_task(name: str, num_classes: int) -> Task:
     cls = task_class(name)
     if cls in TASKS.values():
