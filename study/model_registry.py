@@ -63,9 +63,8 @@ def _torchvision_entry(ref: str, name: str) -> ModelEntry:
 
     classifiers, segmenters = tvm.list_models(module=tvm), tvm.list_models(module=tvm.segmentation)
     if name not in classifiers and name not in segmenters:
-        hint = "a classification or segmentation model of torchvision.models"
-        raise ConfigError(f"--model {ref}: torchvision has no {hint} named {name!r} (e.g. mobilenet_v3_small, "
-                          f"resnet18, deeplabv3_mobilenet_v3_large)")
+        raise ConfigError(f"--model {ref}: {name!r} is no classification or segmentation builder of "
+                          f"torchvision.models (e.g. mobilenet_v3_small, resnet18, deeplabv3_mobilenet_v3_large)")
     segment = name in segmenters
     extra: dict[str, Any] = {}
     if segment:

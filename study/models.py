@@ -194,6 +194,22 @@ def check_weights(cfg: RunConfig, own: dict, num_classes: int) -> dict:
                           model_heads(cfg, own, num_classes))
 
 
+def output_problem(task: str, out: object, shape: tuple[int, ...], num_classes: int) -> str:
+    """Why a model's output ``out`` for an input batch of ``shape`` does not fit a built-in task ("" when it
+    does, or for a plug-in task, which judges its own outputs)."""
+    if task not in ("classify", "segment"):
+        return ""
+    logits = out.get("out") if isinstance(out, dict) else out
+    if not isinstance(logits, torch.Tensor):
+        return f"its output is a {type(out).__name__}, not a tensor of logits (nor a dict with them under 'out')"
+    want = (shape[0], num_classes) if task == "classify" else (shape[0], num_classes, *shape[2:])
+    if tuple(logits.shape) != want:
+        need = "(batch, classes)" if task == "classify" else "(batch, classes, height, width) at the input's size"
+        return (f"its output has shape {tuple(logits.shape)}; --task {task} needs logits {need}, here {want} "
+                f"({num_classes} classes): size the last layer by the builder's num_classes")
+    return ""
+
+
 def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     """The model ``cfg.model`` names, through the registry, its head sized for ``num_classes``; --weights
     loaded by name and shape (never the head), the backbone frozen with --freeze-backbone."""

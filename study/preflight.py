@@ -135,7 +135,7 @@ def check_samples(cfg: RunConfig, bundle: DataBundle) -> tuple[Any, Any]:
 def check_model(cfg: RunConfig, bundle: DataBundle, sample: tuple[Any, Any]) -> dict[str, torch.Tensor]:
     """Build the model on meta, check the weights file against it, trace one training step's forward
     and loss at the real batch size. Returns the model's state dict (meta tensors: names and shapes)."""
-    from study.models import build_model, read_weights, usable_weights
+    from study.models import build_model, check_weights, output_problem
     from study.tasks import build_task
 
     with torch.device("meta"):
@@ -143,7 +143,7 @@ def check_model(cfg: RunConfig, bundle: DataBundle, sample: tuple[Any, Any]) -> 
     own = model.state_dict()
     if cfg.weights:
         # The file is read here once, so a bad one is exit 2 and not a failed stage; the stages load it again.
-        usable_weights(own, read_weights(cfg.weights), cfg.weights, cfg.model)
+        check_weights(cfg, own, bundle.num_classes)
     x0, y0 = sample
     task = build_task(cfg.task, bundle.num_classes)  # a plug-in task's class is imported and checked here
     x = torch.empty((cfg.batch_size, *x0.shape), dtype=x0.dtype, device="meta")
@@ -154,8 +154,12 @@ def check_model(cfg: RunConfig, bundle: DataBundle, sample: tuple[Any, Any]) -> 
     else:
         y = torch.empty((cfg.batch_size,), dtype=dtype, device="meta")
     model.train()
+    problem = ""
     try:
-        task.loss(model(x), y)
+        out = model(x)
+        problem = output_problem(cfg.task, out, tuple(x.shape), bundle.num_classes)
+        if not problem:
+            task.loss(out, y)
     except Exception as e:  # noqa: BLE001 — a shape the model cannot take is bad input, not a stage failure
         if is_reference(cfg.dataset):
             raise ConfigError(f"model {cfg.model} cannot train on {_where(cfg)} (inputs {tuple(x0.shape)}) with "
@@ -165,6 +169,8 @@ def check_model(cfg: RunConfig, bundle: DataBundle, sample: tuple[Any, Any]) -> 
         raise ConfigError(f"model {cfg.model} cannot train on {catalog.get(cfg.dataset).title} at {size} px with "
                           f"--batch-size {cfg.batch_size} ({_flat(e)[:200]}); change --image-size or --batch-size, "
                           f"or pick another --model") from None
+    if problem:  # a plug-in model whose output does not fit the task (a built-in's always does)
+        raise ConfigError(f"--model {cfg.model}: {problem}")
     return own
 
 

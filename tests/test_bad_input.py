@@ -220,6 +220,10 @@ def user_data(name: str, *more: str) -> list[str]:
     return ["--model", "tiny", "--dataset", f"{HALVES}:{name}", *more]
 
 
+def user_model(name: str) -> list[str]:
+    return ["--model", f"{PLUGINS / 'bad_models.py'}:{name}"]
+
+
 def user_task(name: str) -> list[str]:
     return ["--task", f"{HALVES}:{name}", "--model", "tiny", "--dataset", f"{HALVES}:halves"]
 
@@ -242,6 +246,30 @@ CASES = [
     Case("pets-image-does-not-decode", PETS, ["cannot be read", ".jpg", "prepare.sh"], _pets_image, data=DAMAGED),
     Case("pets-bad-split-file", PETS, ["split files"], _pets_split_file, data=DAMAGED),
     Case("pets-empty-val-split", PETS, ["val split", "is empty", "prepare.sh"], _pets_empty_val, data=DAMAGED),
+    # --- a user's model (plug-ins) ----------------------------------------------------------------------
+    Case("plugin-model-file-missing", ["--model", "{tmp}/nowhere.py:build"], ["nowhere.py:build", "not found"]),
+    Case("plugin-model-does-not-import", ["--model", f"{PLUGINS / 'model_broken_import.py'}:build"],
+         ["model_broken_import.py:build", "modulenotfounderror", "a_model_package_nobody_installed"]),
+    Case("plugin-model-module-does-not-import", ["--model", "no_such_package_here.models:build"],
+         ["no_such_package_here.models:build", "does not import", "pythonpath"]),
+    Case("plugin-model-function-missing", user_model("nothing_here"), ["bad_models.py:nothing_here", "has no nothing_here"]),
+    Case("plugin-model-not-a-function", user_model("NOT_A_FUNCTION"), ["bad_models.py:NOT_A_FUNCTION", "not a function"]),
+    Case("plugin-model-builder-raises", user_model("raises"),
+         ["bad_models.py:raises", "raised valueerror", "width must be a multiple of 8"]),
+    Case("plugin-model-returns-no-module", user_model("returns_a_number"),
+         ["bad_models.py:returns_a_number", "returned int", "not a torch.nn.module"]),
+    Case("plugin-model-output-wrong-classes", user_model("too_many_outputs"),
+         ["bad_models.py:too_many_outputs", "output has shape (32, 13)", "(32, 10)"]),
+    Case("plugin-model-output-not-logits", user_model("a_map_for_classify"),
+         ["bad_models.py:a_map_for_classify", "output has shape (32, 10, 32, 32)", "--task classify"]),
+    Case("torchvision-model-unknown", ["--model", "torchvision:resnet_nine"], ["torchvision:resnet_nine", "no classification"]),
+    Case("torchvision-model-of-another-task", ["--model", "torchvision:fcn_resnet50"],
+         ["torchvision:fcn_resnet50 is a segmentation model", "--task classify needs a classifier"]),
+    Case("torchvision-detection-model", ["--model", "torchvision:fasterrcnn_resnet50_fpn"],
+         ["fasterrcnn_resnet50_fpn", "no classification or segmentation builder"]),
+    Case("timm-model-unknown", ["--model", "timm:resnet_nine"], ["timm:resnet_nine", "timm has no model"]),
+    Case("timm-model-for-segment", ["--task", "segment", "--model", "timm:resnet10t", "--image-size", "32"],
+         ["timm:resnet10t is a classifier", "--task segment needs a segmentation model"]),
     # --- a user's dataset and task (plug-ins) ---------------------------------------------------------
     Case("plugin-dataset-file-missing", ["--model", "tiny", "--dataset", "{tmp}/nowhere.py:data"],
          ["nowhere.py:data", "not found"]),
