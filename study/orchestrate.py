@@ -59,9 +59,66 @@ def record_verdicts(report_dir: Path) -> None:
             config_hash=r.config_hash, notes={"verdict": verdict_record(v)}, started=time.time(), finished=time.time()))
 
 
+class RunFolderLock:
+    """One study writes a run folder at a time: an exclusive flock on reports/<run>/.lock, taken once the
+    preflight passed (a refused run leaves nothing behind) and held until the study ends. The kernel
+    drops it when the holder dies, however it dies, so a stale lock cannot outlive its process."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.fd: int | None = None
+        self.made: list[Path] = []  # folders this lock created, innermost first
+
+    def acquire(self) -> None:
+        import fcntl
+
+        folder = self.path.parent
+        while not folder.exists():
+            self.made.append(folder)
+            folder = folder.parent
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(f"another study (process {holder}) is writing {self.path.parent}; wait for it to end, "
+                              f"or give this one another --run-name") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self, refused: bool = False) -> None:
+        """Let go; a `refused` study (bad input found after the lock was taken) also takes back the lock
+        file and the folders it made, so it leaves nothing behind."""
+        if self.fd is None:
+            return
+        if refused:
+            self.path.unlink(missing_ok=True)
+            for folder in self.made:
+                try:
+                    folder.rmdir()  # only if empty: what another writer put there stays
+                except OSError:
+                    break
+        os.close(self.fd)  # closing the descriptor releases the flock
+        self.fd = None
+
+
 def run_study(cfg: RunConfig) -> int:
     """Preflight, the sanity check, the ladder, the reports; 0 when every stage is ok or skipped, 3 when
-    one failed or the pipeline did not learn one batch."""
+    one failed or the pipeline did not learn one batch. One study at a time per run folder."""
+    lock = RunFolderLock(cfg.report_dir)
+    try:
+        return _run_study(cfg, lock)
+    except ConfigError:
+        lock.release(refused=True)
+        raise
+    finally:
+        lock.release()
+
+
+def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     from optimizations.base import parse_stack
     from study.env import Env
 
@@ -89,6 +146,7 @@ def run_study(cfg: RunConfig) -> int:
     # an opened dataset (CIFAR-10's arrays, a file index) is memory the child could use.
     sizes, loads = (len(bundle.train), len(bundle.val)), bundle.loads
     del bundle
+    lock.acquire()  # from here on this study writes reports/<run>/
     from study import sanity
 
     checked = None  # does the pipeline learn at all? Seconds on one batch, before the long part

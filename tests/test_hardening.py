@@ -92,3 +92,34 @@ def test_a_study_whose_loss_explodes_records_the_step_and_flags_it(tmp_path, syn
     (row,) = stage_rows(tmp_path, "nan")
     assert row["status"] == "ok" and 0 <= row["diverged_step"] < 8, row["diverged_step"]
     assert f"diverged: loss not finite from step {row['diverged_step']}" in (tmp_path / "reports" / "nan" / "stages.md").read_text()
+
+
+def test_one_study_writes_a_run_folder_at_a_time(tmp_path, synthetic_root, capsys):
+    """A second study on a folder another one holds exits 2 naming the holder, before any stage."""
+    import os
+    import subprocess
+    import sys
+
+    from study.orchestrate import RunFolderLock
+
+    run = tmp_path / "reports" / "r"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from study.orchestrate import RunFolderLock; "
+        f"RunFolderLock(Path({str(run)!r})).acquire(); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        args = ["--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "r", "--steps", "3",
+                "--warmup", "1", "--subset", "64", "--batch-size", "8", "--profile", "", "--no-pictures",
+                "--reports-root", str(tmp_path / "reports"), "--profiles-root", str(tmp_path / "profiles")]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"another study (process {holder.pid}) is writing" in err and "--run-name" in err
+        assert not (run / "results.jsonl").exists()  # refused before anything was written
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = RunFolderLock(run)  # the holder died: its lock went with it
+    lock.acquire()
+    assert (run / ".lock").read_text().strip() == str(os.getpid())
+    lock.release()
