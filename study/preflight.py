@@ -13,6 +13,7 @@ The parent imports torch for this, once; the stages themselves run in their own 
 """
 from __future__ import annotations
 
+import numbers
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,9 @@ def check_sample(cfg: RunConfig, split: str, index: int, item: Any, num_classes:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ConfigError(f"{where} is not a 3-channel image (got {shape}); convert the dataset's images to RGB")
     if cfg.task == "classify":
-        scalar = isinstance(y, int) or (isinstance(y, torch.Tensor) and y.numel() == 1 and not y.is_floating_point())
+        # numbers.Integral: Python ints and numpy's (numpy-written label files hold np.int64)
+        scalar = (isinstance(y, numbers.Integral) and not isinstance(y, bool)) or (
+            isinstance(y, torch.Tensor) and y.numel() == 1 and not y.is_floating_point())
         if not scalar or not 0 <= int(y) < num_classes:
             raise ConfigError(f"{where} has label {y!r}, outside the {num_classes} classes of the dataset; the "
                               f"label files are damaged: make the dataset again with ./prepare.sh")

@@ -123,3 +123,17 @@ def test_one_study_writes_a_run_folder_at_a_time(tmp_path, synthetic_root, capsy
     lock.acquire()
     assert (run / ".lock").read_text().strip() == str(os.getpid())
     lock.release()
+
+
+def test_numpy_integer_labels_are_classes():
+    import numpy as np
+    import torch
+
+    from study.preflight import check_sample
+
+    cfg = RunConfig(model="tiny")
+    check_sample(cfg, "train", 0, (torch.zeros(3, 8, 8), np.int64(3)), 10)  # accepted
+    with pytest.raises(ConfigError, match="outside the 10 classes"):
+        check_sample(cfg, "train", 0, (torch.zeros(3, 8, 8), np.int64(10)), 10)
+    with pytest.raises(ConfigError, match="outside the 10 classes"):
+        check_sample(cfg, "train", 0, (torch.zeros(3, 8, 8), True), 10)
