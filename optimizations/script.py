@@ -43,7 +43,7 @@ class TracedModel(nn.Module):
 
 
 def _first_line(e: BaseException) -> str:
-    return first_line(f"{type(e).__name__}: {e}")
+    return first_line(f"{type(e).__name__}: {first_line(str(e))}")  # TorchScript's messages open with a blank line
 
 
 def trace_model(model: nn.Module, example: torch.Tensor) -> nn.Module:

@@ -135,10 +135,21 @@ def check_samples(cfg: RunConfig, bundle: DataBundle) -> tuple[Any, Any]:
     return first
 
 
+def _forward_and_loss(cfg: RunConfig, task: Any, model: Any, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> str:
+    """One training forward and loss; why the output does not fit the task ("" when it does)."""
+    from study.models import output_problem
+
+    out = model(x)
+    problem = output_problem(cfg.task, out, tuple(x.shape), num_classes)
+    if not problem:
+        task.loss(out, y)
+    return problem
+
+
 def check_model(cfg: RunConfig, bundle: DataBundle, sample: tuple[Any, Any]) -> dict[str, torch.Tensor]:
     """Build the model on meta, check the weights file against it, trace one training step's forward
     and loss at the real batch size. Returns the model's state dict (meta tensors: names and shapes)."""
-    from study.models import build_model, check_weights, output_problem
+    from study.models import build_model, check_weights
     from study.tasks import build_task
 
     with torch.device("meta"):
@@ -159,10 +170,17 @@ def check_model(cfg: RunConfig, bundle: DataBundle, sample: tuple[Any, Any]) -> 
     model.train()
     problem = ""
     try:
-        out = model(x)
-        problem = output_problem(cfg.task, out, tuple(x.shape), bundle.num_classes)
-        if not problem:
-            task.loss(out, y)
+        try:
+            problem = _forward_and_loss(cfg, task, model, x, y, bundle.num_classes)
+        except (RuntimeError, NotImplementedError) as e:
+            if "meta" not in str(e):
+                raise
+            # A forward that reads its data (data-dependent control flow: .item(), float(x)) cannot run on
+            # meta: it runs once on the CPU instead, with a batch of two (real values, little memory).
+            with torch.no_grad():
+                cpu_model = build_model(cfg.replace(weights=""), bundle.num_classes).train()
+                problem = _forward_and_loss(cfg, task, cpu_model, torch.randn((2, *x0.shape)).to(x0.dtype),
+                                            torch.zeros((2, *y.shape[1:]), dtype=y.dtype), bundle.num_classes)
     except Exception as e:  # noqa: BLE001 — a shape the model cannot take is bad input, not a stage failure
         if is_reference(cfg.dataset):
             raise ConfigError(f"model {cfg.model} cannot train on {_where(cfg)} (inputs {tuple(x0.shape)}) with "
