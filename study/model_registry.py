@@ -121,12 +121,8 @@ def _user_entry(ref: str) -> ModelEntry:
 
 def entry(ref: str) -> ModelEntry:
     """The ModelEntry `ref` names (a built-in or plug-in name, torchvision:NAME, timm:NAME, FILE.py:FUNC)."""
-    if ref in REGISTRY:
+    if ref in REGISTRY:  # the built-ins register when study.models is imported, which build_model is in
         return REGISTRY[ref]
-    if not REGISTRY:
-        import study.models  # noqa: F401 — registers the built-ins
-        if ref in REGISTRY:
-            return REGISTRY[ref]
     head, _, name = ref.partition(":")
     if head == "torchvision" and name:
         return _torchvision_entry(ref, name)

@@ -23,17 +23,8 @@ import torch
 from study.config import ConfigError, RunConfig, is_reference
 from study import catalog
 from study.data import DataBundle
+from study.data.bundle import SAMPLES_PER_SPLIT, all_targets, sample_indices  # noqa: F401
 
-# Items read per split: the first, the last and some between. Reading every image of ImageNet here
-# would take longer than the study; a bad file elsewhere fails its stage with the file's name.
-SAMPLES_PER_SPLIT = 8
-
-
-def sample_indices(n: int, k: int = SAMPLES_PER_SPLIT) -> list[int]:
-    """Up to ``k`` indices spread evenly over ``range(n)``, always the first and the last."""
-    if n <= k:
-        return list(range(n))
-    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
 
 
 def _where(cfg: RunConfig) -> str:
@@ -46,18 +37,6 @@ def _where(cfg: RunConfig) -> str:
 def _flat(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return text if type(e).__name__ == "SampleError" else f"{type(e).__name__}: {text}"
-
-
-def all_targets(ds: Any) -> list[int] | None:
-    """Every label a dataset holds in memory (CIFAR, ImageFolder), through any Subset; None if it
-    reads its labels per item."""
-    from torch.utils.data import Subset
-
-    if isinstance(ds, Subset):
-        inner = all_targets(ds.dataset)
-        return None if inner is None else [inner[i] for i in ds.indices]
-    targets = getattr(ds, "targets", None)
-    return list(targets) if targets is not None else None
 
 
 def check_sample(cfg: RunConfig, split: str, index: int, item: Any, num_classes: int) -> None:

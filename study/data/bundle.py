@@ -10,7 +10,7 @@ import importlib
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from study.config import ConfigError, RunConfig
 from study import catalog
@@ -86,3 +86,27 @@ def open_bundle(cfg: RunConfig, load: Callable[[bool], Dataset]) -> DataBundle:
                               f"missing ones, or make the dataset again with ./prepare.sh")
     return DataBundle(train=take_subset(train, cfg.subset, cfg.seed), val=take_subset(val, cfg.val_subset, cfg.seed),
                       num_classes=len(classes), loads=[rec_train, rec_val], classes=classes)
+
+
+# Items the preflight reads per split: the first, the last and some between. Reading every image of
+# ImageNet there would take longer than the study; a bad file elsewhere fails its stage with its name.
+SAMPLES_PER_SPLIT = 8
+
+
+def sample_indices(n: int, k: int = SAMPLES_PER_SPLIT) -> list[int]:
+    """Up to ``k`` indices spread evenly over ``range(n)``, always the first and the last."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def all_targets(ds: Any) -> list[int] | None:
+    """Every label a dataset holds in memory (CIFAR, ImageFolder), through any Subset; None if it
+    reads its labels per item."""
+    from torch.utils.data import Subset
+
+    if isinstance(ds, Subset):
+        inner = all_targets(ds.dataset)
+        return None if inner is None else [inner[i] for i in ds.indices]
+    targets = getattr(ds, "targets", None)
+    return list(targets) if targets is not None else None

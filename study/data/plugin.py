@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from study.config import ConfigError, RunConfig
-from study.data.bundle import DataBundle, LoadRecord, take_subset
+from study.data.bundle import DataBundle, LoadRecord, all_targets, sample_indices, take_subset
 
 NUM_CLASS_SCAN = 64  # items per split read to count the classes when nothing else says
 IGNORE_INDEX = 255  # segmentation's ignored label (study.tasks), never a class
@@ -45,7 +45,6 @@ def _map_style(ds: Any) -> bool:
 
 
 def _count_classes(train: Any, val: Any, task: str, ref: str) -> int:
-    from study.preflight import all_targets, sample_indices
 
     given = getattr(train, "num_classes", None)
     if isinstance(given, int) and not isinstance(given, bool) and given > 0:
