@@ -5,17 +5,6 @@ both return a Result (`.frame()`, `.verdict`). See study.api.
 """
 __version__ = "0.1.0"
 
+from study.api import Result, StudyFailed, load, run  # noqa: E402 — light: no torch until a study runs
 
-def run(**options):  # noqa: ANN201 — study.api.Result; imported on use so `import study` stays light
-    from study.api import run as _run
-
-    return _run(**options)
-
-
-def load(path):  # noqa: ANN001, ANN201
-    from study.api import load as _load
-
-    return _load(path)
-
-
-__all__ = ["run", "load", "__version__"]
+__all__ = ["Result", "StudyFailed", "load", "run", "__version__"]
