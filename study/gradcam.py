@@ -43,11 +43,6 @@ def why_no_cam(model: nn.Module) -> str:
     return ""
 
 
-def target_layer(model: nn.Module) -> nn.Module:
-    """The last conv block (layer4 for a ResNet)."""
-    return candidate_layers(model)[0][1]
-
-
 class GradCAM:
     """`cam(x, classes)` → (maps N×H×W in [0, 1], logits). `classes` None: each input's top class.
 
