@@ -16,7 +16,7 @@ from study.values import LIBRARIES, check_reference, check_s3_endpoint, is_refer
 
 
 TASKS = ("classify", "segment")
-MODELS = ("resnet50", "resnet18", "deeplabv3_resnet101", "tiny")
+MODELS = ("resnet50", "resnet18", "deeplabv3_resnet101", "vgg_attention", "tiny")
 DATASETS = tuple(d.name for d in catalog.DATASETS)
 DEFAULT_MODEL = {"classify": "resnet50", "segment": "deeplabv3_resnet101"}
 DEFAULT_DATASET = {"classify": "cifar10", "segment": "oxford-pets"}
@@ -24,6 +24,7 @@ MODEL_TASKS = {
     "resnet50": ("classify",),
     "resnet18": ("classify",),
     "deeplabv3_resnet101": ("segment",),
+    "vgg_attention": ("classify",),
     "tiny": ("classify", "segment"),
 }
 DATASET_TASKS = {d.name: (d.task,) for d in catalog.DATASETS}
@@ -51,7 +52,7 @@ class ModelOptions:
     task: str = "classify"
     """`classify` (top-1/top-5) or `segment` (per-class IoU, mIoU)."""
     model: str = ""
-    """resnet50 | resnet18 | deeplabv3_resnet101 | tiny; empty picks the task's default."""
+    """resnet50 | resnet18 | deeplabv3_resnet101 | vgg_attention | tiny; empty picks the task's default."""
     weights: str = ""
     """Local state-dict file loaded into the model before the head is replaced (transfer learning)."""
     freeze_backbone: bool = False

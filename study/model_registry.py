@@ -1,6 +1,6 @@
 """The model registry: every `--model` resolves here to one ModelEntry, built-ins and plug-ins alike.
 
-- built-ins (resnet50, resnet18, deeplabv3_resnet101, tiny) register themselves in study.models;
+- built-ins (resnet50, resnet18, deeplabv3_resnet101, vgg_attention, tiny) register themselves in study.models;
 - `torchvision:NAME`: a classification or segmentation builder of torchvision.models, built with
   weights=None (and weights_backbone=None): nothing is ever downloaded, weights come from --weights;
 - `timm:NAME`: timm.create_model(NAME, pretrained=False, num_classes=...), a classifier;

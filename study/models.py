@@ -54,7 +54,8 @@ class TinyNet(nn.Module):
 MIN_BACKBONE_MATCH = 0.9
 
 # The modules each builder replaces or creates for the dataset's classes.
-HEADS = {"tiny": ("classifier",), "resnet50": ("fc",), "resnet18": ("fc",), "deeplabv3_resnet101": ("classifier",)}
+HEADS = {"tiny": ("classifier",), "resnet50": ("fc",), "resnet18": ("fc",), "deeplabv3_resnet101": ("classifier",),
+         "vgg_attention": ("classifier",)}
 
 
 def read_weights(path: str) -> dict:
@@ -171,6 +172,17 @@ def _deeplabv3(num_classes: int, task: str, image_size: int, weights: str) -> nn
     if weights:
         _load_weights(model, weights, "deeplabv3_resnet101")
     model.classifier = DeepLabHead(2048, num_classes)
+    return model
+
+
+@register("vgg_attention", MODEL_TASKS["vgg_attention"], HEADS["vgg_attention"], loads_weights=True)
+def _vgg_attention(num_classes: int, task: str, image_size: int, weights: str) -> nn.Module:
+    from study.attention_net import VGGAttention
+
+    # The input side decides the early pooling (16×16 first attention map at 32 px, 56×56 at 224 px).
+    model = VGGAttention(num_classes, image_size or 32)
+    if weights:
+        _load_weights(model, weights, "vgg_attention")
     return model
 
 
