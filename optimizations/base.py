@@ -15,9 +15,10 @@ from typing import Any, Callable, ClassVar, Mapping
 from study.config import ConfigError, RunConfig
 from study.context import TrainContext
 from study.env import Env, cpu_has_bf16
+from study.model_facts import ModelFacts
 from study.plan import Plan
 
-__all__ = ["Env", "TrainContext", "Plan", "cpu_has_bf16", "Optimization", "Cost", "REGISTRY", "register",
+__all__ = ["Env", "TrainContext", "Plan", "ModelFacts", "DoesNotApply", "check_fits", "cpu_has_bf16", "Optimization", "Cost", "REGISTRY", "register",
            "load_all", "parse_stack", "parse_int", "canonical", "configure_all", "split_cores", "candidates",
            "conflicts_of", "fixes_for", "toggle_name", "setter_of"]
 
@@ -91,6 +92,12 @@ class Optimization:
     def applicable(self, env: Env) -> tuple[bool, str]:
         return True, ""
 
+    def fits(self, model: ModelFacts) -> tuple[bool, str]:
+        """Whether this toggle can change anything for this model and its inputs, and why not. Asked
+        in the parent before any stage starts (the stage is then skipped with the reason and the
+        toggle left out of later stages), and again in the stage process (DoesNotApply)."""
+        return True, ""
+
     def configure(self, plan: Plan, cfg: RunConfig, env: Env) -> Plan:
         """Plan-time, in the parent: the loader and launch settings of the stages with this toggle."""
         return plan
@@ -108,6 +115,17 @@ class Optimization:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec}>"
+
+
+class DoesNotApply(RuntimeError):
+    """A toggle's fits() said no inside a stage process: the stage fails with this reason."""
+
+
+def check_fits(toggles: list[Optimization], model: ModelFacts) -> None:
+    for t in toggles:
+        ok, reason = t.fits(model)
+        if not ok:
+            raise DoesNotApply(f"{t.spec} does not apply to this model: {reason}")
 
 
 REGISTRY: dict[str, type[Optimization]] = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from optimizations.base import ORDER_MEMORY_FORMAT, Optimization, TrainContext, register
+from optimizations.base import ORDER_MEMORY_FORMAT, ModelFacts, Optimization, TrainContext, register
 
 
 def apply_channels_last(ctx: TrainContext) -> None:
@@ -22,6 +22,15 @@ class ChannelsLast(Optimization):
     order = ORDER_MEMORY_FORMAT
     prior = 30
     addresses = {"compute-bound": "the channels-last (NHWC) layout is the one the fastest convolution kernels read"}
+
+    def fits(self, model: ModelFacts) -> tuple[bool, str]:
+        # The layout is defined for 4-D batches only (a token batch would fail in .contiguous()), and
+        # without a convolution no kernel reads the layout: the stage would measure nothing but noise.
+        if not model.image_batches:
+            return False, f"its inputs are {model.describe_input()}, not images: the channels-last layout needs (N, C, H, W) batches"
+        if not model.convolutions:
+            return False, "it has no 2-D convolution, the only layers whose kernels read the channels-last layout"
+        return True, ""
 
     def setup(self, ctx: TrainContext) -> None:
         apply_channels_last(ctx)

@@ -101,7 +101,9 @@ class Script(Optimization):
     addresses = {"host-bound": "TorchScript runs the model without one Python call per layer"}
 
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
-        example = example_input(ctx.cfg, ctx.device, ctx.memory_format)
+        # The stage's own inputs when the session has them: a plug-in's shape and dtype (token ids) are
+        # not the image batch the config implies.
+        example = ctx.example if ctx.example is not None else example_input(ctx.cfg, ctx.device, ctx.memory_format)
         wrapped, notes = script_model(model, example)
         ctx.notes.update(notes)
         return wrapped

@@ -26,4 +26,5 @@ class TrainContext:
     scaler: Any = None  # torch.amp.GradScaler; disabled one by default
     optimizer_kwargs: dict = field(default_factory=dict)
     memory_format: Any = None  # torch.memory_format for inputs, None keeps contiguous
+    example: Any = None  # two real input samples of the stage's data, batched and on the device (tracing)
     notes: dict = field(default_factory=dict)  # what toggles want recorded (e.g. "script: traced")

@@ -141,7 +141,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     check_measured_steps(cfg, len(bundle.train))
     from study import preflight
 
-    preflight.run(cfg, bundle)  # samples, model/task/dataset fit, weights, --resume checkpoints
+    facts = preflight.run(cfg, bundle)  # samples, model/task/dataset fit, weights, --resume checkpoints
     # The parent keeps only what it reports of the data: it waits idle beside every timed child, and
     # an opened dataset (CIFAR-10's arrays, a file index) is memory the child could use.
     sizes, loads = (len(bundle.train), len(bundle.val)), bundle.loads
@@ -159,7 +159,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
 
         cfg = search_stack(cfg, env, console)
         toggles = parse_stack(list(cfg.stack)) if cfg.stack else []
-    runner = StageRunner(cfg, toggles, env)  # plans once (workers=auto measures here)
+    runner = StageRunner(cfg, toggles, env, facts)  # plans once (workers=auto measures here)
     # The first open is the cold one (an S3 cache is filled here): keep its 10/11 records too. Written
     # only now that nothing can refuse the run any more.
     from study.records import load_seed_rows, seed_rows_to_csv, write_atomic

@@ -23,6 +23,7 @@ import torch
 from study.config import ConfigError, RunConfig, is_reference
 from study import catalog
 from study.data import DataBundle
+from study.model_facts import ModelFacts, facts_of
 from study.data.bundle import SAMPLES_PER_SPLIT, all_targets, sample_indices  # noqa: F401
 
 
@@ -125,9 +126,10 @@ def _forward_and_loss(cfg: RunConfig, task: Any, model: Any, x: torch.Tensor, y:
     return problem
 
 
-def check_model(cfg: RunConfig, bundle: DataBundle, sample: tuple[Any, Any]) -> dict[str, torch.Tensor]:
+def check_model(cfg: RunConfig, bundle: DataBundle, sample: tuple[Any, Any]) -> tuple[dict[str, torch.Tensor], ModelFacts]:
     """Build the model on meta, check the weights file against it, trace one training step's forward
-    and loss at the real batch size. Returns the model's state dict (meta tensors: names and shapes)."""
+    and loss at the real batch size. Returns the model's state dict (meta tensors: names and shapes)
+    and what the toggles may ask of it."""
     from study.models import build_model, check_weights
     from study.tasks import build_task
 
@@ -171,7 +173,7 @@ def check_model(cfg: RunConfig, bundle: DataBundle, sample: tuple[Any, Any]) -> 
                           f"or pick another --model") from None
     if problem:  # a plug-in model whose output does not fit the task (a built-in's always does)
         raise ConfigError(f"--model {cfg.model}: {problem}")
-    return own
+    return own, facts_of(model, x0)
 
 
 def _checkpoint_problem(path: Path, cfg: RunConfig, own: dict[str, torch.Tensor], num_classes: int) -> str:
@@ -211,8 +213,10 @@ def check_resume(cfg: RunConfig, own: dict[str, torch.Tensor], num_classes: int)
                               f"another --run-name")
 
 
-def run(cfg: RunConfig, bundle: DataBundle) -> None:
-    """Every preflight check, cheapest first; ConfigError (one line) for the first problem found."""
+def run(cfg: RunConfig, bundle: DataBundle) -> ModelFacts:
+    """Every preflight check, cheapest first; ConfigError (one line) for the first problem found.
+    Returns the model's facts, from which the ladder skips toggles that cannot apply to it."""
     sample = check_samples(cfg, bundle)
-    own = check_model(cfg, bundle, sample)
+    own, facts = check_model(cfg, bundle, sample)
     check_resume(cfg, own, bundle.num_classes)
+    return facts

@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
-from optimizations.base import Optimization, canonical, parse_stack
+from optimizations.base import Optimization, canonical, check_fits, parse_stack
 from study.config import RunConfig
 from study.context import TrainContext
 from study.env import Env
 from study.plan import Plan
 from study.loop import StepRecord, TrainState, train_epoch
+from study.model_facts import facts_of
 from study.spec import StageSpec
 
 
@@ -42,6 +43,14 @@ def seed_loader_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+def example_inputs(dataset: Any, n: int = 2) -> torch.Tensor:
+    """The inputs of the first n samples, batched as the loader batches them (2: BatchNorm in train
+    mode needs more than one)."""
+    from torch.utils.data import default_collate
+
+    return default_collate([dataset[i][0] for i in range(min(n, len(dataset)))])
 
 
 def build_loaders(cfg: RunConfig, bundle: Any, ctx: TrainContext) -> tuple[Any, Any]:
@@ -163,11 +172,15 @@ def build_session(spec: StageSpec) -> Session:
     train_loader, val_loader = build_loaders(cfg, bundle, ctx)
     task = build_task(cfg.task, bundle.num_classes)
 
+    example = example_inputs(bundle.train)  # before the seed is reset: what a random transform draws here is undone
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every stage
     base_model = build_model(cfg, bundle.num_classes).to(device)
+    check_fits(toggles, facts_of(base_model, example[0]))  # the search plans without a preflight
+    ctx.example = example.to(device)
     if ctx.memory_format is not None:
         base_model = base_model.to(memory_format=ctx.memory_format)
+        ctx.example = ctx.example.contiguous(memory_format=ctx.memory_format)
     params = [p for p in base_model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 **ctx.optimizer_kwargs)

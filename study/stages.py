@@ -1,8 +1,9 @@
 """Plan the ladder of stages from a stack and run each stage in fresh child processes.
 
 Stage 0 is the baseline; stage k is the baseline plus the first k applicable toggles. A toggle that
-is not applicable here (pin without an accelerator, dp with < 2 GPUs) gives a `skipped` stage with
-the reason and is left out of later stages. A stage whose process fails is recorded as `failed` with
+is not applicable here (pin without an accelerator, dp with < 2 GPUs) or cannot apply to the model
+(channels_last on token ids; the preflight's facts) gives a `skipped` stage with the reason and is
+left out of later stages. A stage whose process fails is recorded as `failed` with
 its real error, and the ladder goes on.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable
 
 from optimizations.base import Optimization, configure_all
 from study.env import Env
+from study.model_facts import ModelFacts
 from study.config import RunConfig
 from study.child import run_child
 from study.clean import prune_checkpoints, weights_stage
@@ -45,11 +47,14 @@ def planned(cfg: RunConfig, env: Env, index: int, name: str, active: list[Optimi
     return PlannedStage(spec=spec, skip_reason=skip)
 
 
-def plan(cfg: RunConfig, toggles: list[Optimization], env: Env) -> list[PlannedStage]:
+def plan(cfg: RunConfig, toggles: list[Optimization], env: Env, model: ModelFacts | None = None) -> list[PlannedStage]:
     stages = [planned(cfg, env, 0, "00-base", [])]
     active: list[Optimization] = []
     for i, t in enumerate(toggles, 1):
         ok, reason = t.applicable(env)
+        if ok and model is not None:
+            ok, reason = t.fits(model)
+            reason = f"does not apply to this model: {reason}" if not ok else ""
         name = f"{i:02d}-{slug(t.spec)}"
         if not ok:
             stages.append(planned(cfg, env, i, name, active, skip=reason or "not applicable here"))
@@ -79,7 +84,7 @@ def short_duration(seconds: float) -> str:
 
 
 class StageRunner:
-    def __init__(self, cfg: RunConfig, toggles: list[Optimization], env: Env,
+    def __init__(self, cfg: RunConfig, toggles: list[Optimization], env: Env, model: ModelFacts | None = None,
                  on_result: Callable[[StageResult], None] | None = None,
                  on_pass: Callable[[str], None] | None = None) -> None:
         self.cfg, self.toggles, self.env = cfg, toggles, env
@@ -87,7 +92,7 @@ class StageRunner:
         self.on_result = on_result or (lambda r: None)
         self.on_pass = on_pass or (lambda what: None)  # progress display: "01-workers timing r0"
         self.on_warning: Callable[[str], None] = lambda text: None  # one line for the user, now
-        self.stages = plan(cfg, toggles, env)  # once: configure() may measure (workers=auto)
+        self.stages = plan(cfg, toggles, env, model)  # once: configure() may measure (workers=auto)
 
     def step_reporter(self, what: str) -> Callable[[int, int], None]:
         """Progress text for a pass: steps done and the time left, estimated from the steps so far

@@ -92,3 +92,20 @@ def test_the_example_language_model_loads_and_learns() -> None:
         metric.update(model(xb), yb)
     scores = metric.compute()
     assert scores["perplexity"] < vocab / 3 and 0 < scores["token_acc"] <= 1, scores
+
+
+@pytest.mark.slow  # a preflight and two stage processes: about 15 s of CPU
+def test_the_language_models_ladder_skips_channels_last_and_scripts_on_token_ids(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["--task", f"{LM}:NextToken", "--model", f"{LM}:build", "--dataset", f"{LM}:corpus",
+                 "--stack", "channels_last,script", "--steps", "3", "--warmup", "1", "--subset", "64",
+                 "--val-steps", "1", "--profile", "", "--no-pictures", "--run-name", "lm"])
+    assert code == 0, capsys.readouterr().err
+    rows = {r["name"]: r for r in map(json.loads, (tmp_path / "reports" / "lm" / "results.jsonl").read_text().splitlines())
+            if r.get("kind") == "stage"}
+    skipped = rows["01-channels_last"]
+    assert skipped["status"] == "skipped" and "int64 samples of shape (64,)" in skipped["reason"], skipped
+    # script takes the stage's own token batch as its example (an image batch would not embed)
+    assert rows["02-script"]["status"] == "ok" and rows["02-script"]["stack"] == ["script"], rows["02-script"]
+    assert rows["02-script"]["notes"]["script"] in ("scripted",) or rows["02-script"]["notes"]["script"].startswith("traced")

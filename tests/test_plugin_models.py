@@ -52,10 +52,12 @@ def test_user_model_file_trains_and_predict_rebuilds_it(synthetic_root: Path, tm
 
 
 @pytest.mark.slow  # a study, its pictures pass and more: about 17-20 s of CPU
-def test_model_without_a_conv_has_its_cam_skipped_with_the_reason(synthetic_root: Path, tmp_path: Path) -> None:
-    proc, rows = short_study(synthetic_root, tmp_path, f"{EXAMPLE}:build_mlp")
+def test_model_without_a_conv_skips_channels_last_and_its_cam_with_the_reasons(synthetic_root: Path, tmp_path: Path) -> None:
+    proc, rows = short_study(synthetic_root, tmp_path, f"{EXAMPLE}:build_mlp", "--stack", "channels_last")
     assert proc.returncode == 0, proc.stderr
     assert rows["00-base"]["status"] == "ok"
+    # found by the preflight, so no stage process starts for it
+    assert rows["01-channels_last"]["status"] == "skipped" and "no 2-D convolution" in rows["01-channels_last"]["reason"]
     pics = json.loads((tmp_path / "reports" / "p" / "pictures.json").read_text())
     assert "error" not in pics and "no convolution" in pics["cam_skipped"]
     assert (tmp_path / "reports" / "p" / "confusion_matrix.png").is_file()
@@ -116,3 +118,26 @@ def test_torchvision_segmentation_builder_for_segment() -> None:
         model = build_model(RunConfig(task="segment", model="torchvision:lraspp_mobilenet_v3_large"), 3)
         out = model.train()(torch.empty(2, 3, 64, 64))
     assert tuple(out["out"].shape) == (2, 3, 64, 64) and "aux" not in out
+
+
+def test_compile_on_a_plugin_model_trains_past_its_graph_break_and_names_it() -> None:
+    # Dynamo alone (backend="eager"): the breaks are Dynamo's; Inductor would add minutes of C++ here.
+    from optimizations.compile import CompileWatch
+    from study.models import build_model
+
+    model = build_model(RunConfig(model=f"{PLUGINS / 'routed_model.py'}:build"), 10)
+    watch = CompileWatch()
+    compiled = torch.compile(model, backend="eager")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    losses = []
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(compiled(x)["out"], y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    stats = watch.stats()
+    assert stats["graph_breaks"] >= 1, stats
+    assert any("routed_model.py" in r for r in stats["graph_break_reasons"]), stats["graph_break_reasons"]
+    assert losses[-1] < losses[0]

@@ -21,6 +21,17 @@ def test_ladder_is_cumulative_and_skips_what_does_not_apply():
     assert stages[1].spec.plan.num_workers == 2 and stages[0].spec.plan.num_workers == 0
 
 
+def test_a_toggle_that_cannot_take_the_model_is_skipped_and_left_out_of_later_stages():
+    from study.model_facts import ModelFacts
+
+    tokens = ModelFacts(convolutions=0, input_shape=(64,), input_dtype="torch.int64")
+    stages = plan(RunConfig(model="tiny"), parse_stack("channels_last,workers=2"), CPU, tokens)
+    assert "does not apply to this model" in stages[1].skip_reason and "int64" in stages[1].skip_reason
+    assert stages[2].spec.stack == ("workers=2",) and not stages[2].skip_reason
+    images = ModelFacts(convolutions=3, input_shape=(3, 32, 32), input_dtype="torch.float32")
+    assert not plan(RunConfig(model="tiny"), parse_stack("channels_last"), CPU, images)[1].skip_reason
+
+
 def test_ablation_leaves_each_toggle_out_of_the_full_stack():
     stages = _plan("workers=2,channels_last,fused_optim", ablate=True)
     ablations = {s.spec.name: s.spec.stack for s in stages if s.spec.name.startswith("ablate")}

@@ -24,3 +24,32 @@ def test_baseline_stays_nchw(tiny_cfg):
     assert sess.ctx.memory_format is None
     x, _ = sess.state.to_device(next(iter(sess.train_loader)))
     assert x.is_contiguous()
+
+
+def test_fits_only_image_batches_into_a_model_with_convolutions():
+    from torch import nn
+
+    from optimizations.base import parse_stack
+    from study.model_facts import facts_of
+
+    (toggle,) = parse_stack(["channels_last"])
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+    assert toggle.fits(facts_of(cnn, torch.zeros(3, 2, 2))) == (True, "")
+    ok, reason = toggle.fits(facts_of(mlp, torch.zeros(3, 2, 2)))
+    assert not ok and "no 2-D convolution" in reason
+    ok, reason = toggle.fits(facts_of(cnn, torch.zeros(64, dtype=torch.long)))
+    assert not ok and "int64" in reason and "(N, C, H, W)" in reason
+
+
+def test_a_stage_that_cannot_take_the_toggle_fails_with_the_reason(tiny_cfg, monkeypatch):
+    # The search plans its runs without the preflight's facts: the stage process asks the toggle itself.
+    import pytest
+
+    from optimizations.base import DoesNotApply
+    from study import session
+    from study.model_facts import ModelFacts
+
+    monkeypatch.setattr(session, "facts_of", lambda model, x: ModelFacts(0, (3, 32, 32), "torch.float32"))
+    with pytest.raises(DoesNotApply, match="channels_last does not apply to this model: it has no 2-D convolution"):
+        make_session(tiny_cfg, "channels_last")
