@@ -14,7 +14,7 @@ from study.faults import one_line
 from study.records import StageResult, aggregate, append_jsonl, read_results
 from study.stats import crosswise
 from study.search.notes import ResultNote, RoundNote, RunNote
-from study.search.rules import (CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW, Outcome,
+from study.search.rules import (CUT, DROPPED, FAILED, GREEDY, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW, Outcome, Strategy,
                                 decide, fit_round, not_retried, paired_ratios, pass_sequence, round_cost,
                                 speedup_interval)
 
@@ -65,8 +65,9 @@ class AutoSearch:
     def __init__(self, cfg: RunConfig, env: Env, *, measure: Measure | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_pass: Callable[[str], None] | None = None,
-                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+                 on_outcome: Callable[[Outcome], None] | None = None, strategy: Strategy = GREEDY) -> None:
         self.cfg, self.env = cfg, env
+        self.strategy = strategy
         self.passes = cfg.repeats
         self.budget_s = cfg.budget_minutes * 60.0
         self.results_path = cfg.report_dir / "results.jsonl"

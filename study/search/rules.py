@@ -24,6 +24,17 @@ KEPT, FASTER, NO_GAIN, SLOWER = "kept", "faster", "no gain", "slower"
 DROPPED, FAILED, CUT, NOT_RETRIED = "dropped", "failed", "cut by budget", "not retried"
 
 
+@dataclass(frozen=True)
+class Strategy:
+    """What the search does beyond greedy forward selection (all off: greedy as it was)."""
+
+    name: str = "greedy"
+
+
+GREEDY = Strategy()
+STRATEGIES = {"greedy": GREEDY}
+
+
 # --- the arithmetic of a round (pure, tested on hand-made numbers) -------------------------------
 
 
