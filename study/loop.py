@@ -205,8 +205,14 @@ def _save_atomic(state: dict[str, Any], path: Path) -> None:
     """Written to a temp file, then renamed, so a killed run never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException as e:  # a full disk, a kill: never leave the half-written temp file behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) or "write" in str(e).lower():
+            raise OSError(getattr(e, "errno", None), f"cannot write the checkpoint {path}: {e}") from e
+        raise
 
 
 def save_checkpoint(path: Path, s: TrainState) -> None:
@@ -235,9 +241,13 @@ def keep_weights_only(path: Path) -> None:
 
 def load_checkpoint(path: Path, s: TrainState) -> bool:
     """Resume `s` from `path`; False, leaving `s` as it is, when the file holds no optimizer state (a
-    finished stage's kept weights: nothing to resume)."""
+    finished stage's kept weights: nothing to resume) or was written by another stage configuration
+    (its stage hash differs: the same stage name with another stack or setting)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("optimizer") is None:
+        return False
+    saved_hash = (state.get("meta") or {}).get("stage_hash")
+    if saved_hash and saved_hash != s.meta.get("stage_hash"):
         return False
     s.base_model.load_state_dict(state["model"])
     s.optimizer.load_state_dict(state["optimizer"])

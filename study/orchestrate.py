@@ -10,6 +10,7 @@ from pathlib import Path
 
 from study.config import ConfigError, RunConfig
 from study.faults import one_line
+from study.run_folder import RunFolderLock, archive_previous, check_resume_identity
 
 
 def _check_writable(path: Path) -> None:
@@ -59,52 +60,6 @@ def record_verdicts(report_dir: Path) -> None:
             config_hash=r.config_hash, notes={"verdict": verdict_record(v)}, started=time.time(), finished=time.time()))
 
 
-class RunFolderLock:
-    """One study writes a run folder at a time: an exclusive flock on reports/<run>/.lock, taken once the
-    preflight passed (a refused run leaves nothing behind) and held until the study ends. The kernel
-    drops it when the holder dies, however it dies, so a stale lock cannot outlive its process."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".lock"
-        self.fd: int | None = None
-        self.made: list[Path] = []  # folders this lock created, innermost first
-
-    def acquire(self) -> None:
-        import fcntl
-
-        folder = self.path.parent
-        while not folder.exists():
-            self.made.append(folder)
-            folder = folder.parent
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise ConfigError(f"another study (process {holder}) is writing {self.path.parent}; wait for it to end, "
-                              f"or give this one another --run-name") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-
-    def release(self, refused: bool = False) -> None:
-        """Let go; a `refused` study (bad input found after the lock was taken) also takes back the lock
-        file and the folders it made, so it leaves nothing behind."""
-        if self.fd is None:
-            return
-        if refused:
-            self.path.unlink(missing_ok=True)
-            for folder in self.made:
-                try:
-                    folder.rmdir()  # only if empty: what another writer put there stays
-                except OSError:
-                    break
-        os.close(self.fd)  # closing the descriptor releases the flock
-        self.fd = None
-
-
 def run_study(cfg: RunConfig) -> int:
     """Preflight, the sanity check, the ladder, the reports; 0 when every stage is ok or skipped, 3 when
     one failed or the pipeline did not learn one batch. One study at a time per run folder."""
@@ -141,12 +96,14 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     check_measured_steps(cfg, len(bundle.train))
     from study import preflight
 
+    check_resume_identity(cfg)  # --resume into a folder that measured something else
     facts = preflight.run(cfg, bundle)  # samples, model/task/dataset fit, weights, --resume checkpoints
     # The parent keeps only what it reports of the data: it waits idle beside every timed child, and
     # an opened dataset (CIFAR-10's arrays, a file index) is memory the child could use.
     sizes, loads = (len(bundle.train), len(bundle.val)), bundle.loads
     del bundle
     lock.acquire()  # from here on this study writes reports/<run>/
+    moved = archive_previous(cfg)  # a rerun: the earlier study's files out of the way, never mixed in
     from study import sanity
 
     checked = None  # does the pipeline learn at all? Seconds on one batch, before the long part
@@ -169,6 +126,9 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     console.print(f"[bold]study[/] {cfg.run_name}: {cfg.task} {cfg.model} on {cfg.dataset} "
                   f"({sizes[0]} train / {sizes[1]} val), device {env.device_type}, "
                   f"stack: {','.join(cfg.stack) or '(baseline only)'}")
+    if moved is not None:
+        console.print(f"  the earlier study named {cfg.run_name} moved to {moved}/ (its checkpoints deleted; "
+                      f"--resume continues a study instead)", markup=False, highlight=False)
 
     def show(r) -> None:
         if r.status == "ok":

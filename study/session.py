@@ -191,6 +191,6 @@ def build_session(spec: StageSpec) -> Session:
     from study.inference import checkpoint_meta
 
     state = TrainState(ctx=ctx, model=model, base_model=base_model, task=task, optimizer=optimizer,
-                       meta=checkpoint_meta(cfg, bundle.num_classes, bundle.classes))
+                       meta=checkpoint_meta(cfg, bundle.num_classes, bundle.classes) | {"stage_hash": spec.hash()})
     return Session(spec=spec, toggles=toggles, ctx=ctx, state=state, train_loader=train_loader,
                    val_loader=val_loader, bundle=bundle, setup_seconds=setup_seconds, notes=dict(ctx.notes))

@@ -128,7 +128,8 @@ class StageRunner:
         # them from here, never from the machine that renders it.
         append_jsonl(self.results_path, StageResult(
             run=cfg.run_name, stage=-1, name="run", kind="run", status="ok", versions=versions(), git_sha=git_sha(),
-            notes={"env": self.env.to_dict(), "config": cfg.to_dict()}, started=time.time(), finished=time.time()))
+            notes={"env": self.env.to_dict(), "config": cfg.to_dict(), "stages": [s.spec.name for s in stages]},
+            started=time.time(), finished=time.time()))
         done = self.finished() if cfg.resume else {}
         results = []
         for st in stages:

@@ -166,8 +166,14 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
     identity = sess.spec.identity() | dict(world_size=ctx.world_size)
     # a plug-in task that names no metric_name: the first value its metric computes
     metric_name = sess.state.task.metric_name or next(iter(result.metrics), "")
+    # A pass that measured no step (a resumed stage whose checkpoint had finished its training) has
+    # no speed to report: never an ok row with zeros in it.
+    empty = "" if n else (f"measured no step: the stage was at step {sess.state.step} of its training when this pass "
+                          f"started{' (resumed from its checkpoint)' if 'resumed_from_step' in sess.notes else ''}; "
+                          f"rerun without --resume to train it afresh")
     row = StageResult(
         **identity, kind="repeat", repeat=repeat, repeats=cfg.repeats,
+        status="failed" if empty else "ok", error=empty,
         device=str(ctx.device), device_name=device_name(ctx.device), threads=torch.get_num_threads(),
         steps_measured=n,
         throughput=throughput,

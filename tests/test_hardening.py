@@ -100,11 +100,11 @@ def test_one_study_writes_a_run_folder_at_a_time(tmp_path, synthetic_root, capsy
     import subprocess
     import sys
 
-    from study.orchestrate import RunFolderLock
+    from study.run_folder import RunFolderLock
 
     run = tmp_path / "reports" / "r"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from study.orchestrate import RunFolderLock; "
+        "import sys, time; from pathlib import Path; from study.run_folder import RunFolderLock; "
         f"RunFolderLock(Path({str(run)!r})).acquire(); print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     try:
@@ -137,3 +137,86 @@ def test_numpy_integer_labels_are_classes():
         check_sample(cfg, "train", 0, (torch.zeros(3, 8, 8), np.int64(10)), 10)
     with pytest.raises(ConfigError, match="outside the 10 classes"):
         check_sample(cfg, "train", 0, (torch.zeros(3, 8, 8), True), 10)
+
+
+def _folder_with_a_study(root: Path, **options) -> Path:
+    cfg = RunConfig(model="tiny", run_name="r", reports_root=str(root), **options)
+    run = cfg.report_dir
+    run.mkdir(parents=True)
+    append_jsonl(run / "results.jsonl", StageResult(run="r", stage=-1, name="run", kind="run",
+                                                   notes={"config": cfg.to_dict(), "stages": ["00-base"]}))
+    append_jsonl(run / "results.jsonl", StageResult(run="r", stage=0, name="00-base", kind="stage", throughput=5.0))
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "00-base.pt").write_bytes(b"weights")
+    (run / "summary.md").write_text("earlier study")
+    (run / ".lock").write_text("1\n")
+    return run
+
+
+def test_resume_into_a_folder_that_measured_other_settings_is_refused(tmp_path):
+    from study.run_folder import check_resume_identity
+
+    _folder_with_a_study(tmp_path, lr=0.1, batch_size=32)
+    with pytest.raises(ConfigError) as e:
+        check_resume_identity(RunConfig(model="tiny", run_name="r", reports_root=str(tmp_path), lr=0.01,
+                                        batch_size=32, resume=True))
+    assert "was measured with other settings (lr 0.1 → 0.01)" in str(e.value)
+    assert "rerun without --resume" in str(e.value) and "--run-name" in str(e.value)
+    # the same settings with a longer stack, and options that measure nothing, continue the study
+    check_resume_identity(RunConfig(model="tiny", run_name="r", reports_root=str(tmp_path), lr=0.1, batch_size=32,
+                                    resume=True, stack=("workers=2",), profile=("cprofile",)))
+
+
+def test_a_rerun_moves_the_earlier_study_aside_and_the_report_never_mixes_them(tmp_path):
+    from study.report.reading import RunData
+    from study.run_folder import archive_previous
+
+    run = _folder_with_a_study(tmp_path)
+    cfg = RunConfig(model="tiny", run_name="r", reports_root=str(tmp_path))
+    assert archive_previous(cfg.replace(resume=True)) is None  # --resume continues in place
+    assert archive_previous(cfg) == run / "previous" / "1"
+    assert (run / "previous" / "1" / "results.jsonl").is_file()
+    assert (run / "previous" / "1" / "summary.md").read_text() == "earlier study"
+    assert not (run / "checkpoints").exists() and (run / ".lock").exists()
+    assert RunData(run).stages == []  # the new study starts from an empty ladder
+    (run / "results.jsonl").write_text((run / "previous" / "1" / "results.jsonl").read_text())
+    assert archive_previous(cfg) == run / "previous" / "2"
+
+
+def test_the_ladder_is_the_one_the_latest_run_row_lists(tmp_path):
+    from study.report.reading import stage_rows
+
+    rows = [StageResult(run="r", stage=-1, name="run", kind="run", notes={"stages": ["00-base", "01-amp"]}),
+            StageResult(run="r", stage=0, name="00-base", kind="stage"),
+            StageResult(run="r", stage=1, name="01-amp", kind="stage"),
+            StageResult(run="r", stage=-1, name="run", kind="run", notes={"stages": ["00-base", "01-workers_2"]}),
+            StageResult(run="r", stage=1, name="01-workers_2", kind="stage")]
+    assert [r.name for r in stage_rows(rows)] == ["00-base", "01-workers_2"]  # a --resume with another stack
+    assert [r.name for r in stage_rows(rows[1:3])] == ["00-base", "01-amp"]  # rows before run rows listed stages
+
+
+def test_a_resumed_stage_that_measures_no_step_is_never_ok(tmp_path, synthetic_root):
+    from study.loop import save_checkpoint
+    from study.timing import timing_pass
+    from tests.optimizations.helpers import make_session, tiny_config
+
+    cfg = tiny_config(synthetic_root, tmp_path, resume=True, steps=3)
+    done = make_session(cfg)
+    done.state.step, done.state.epoch, done.state.steps_in_epoch = 3, 1, 0  # its one epoch trained
+    save_checkpoint(done.checkpoint_path, done.state)
+    row = timing_pass(make_session(cfg), 0)
+    assert row.status == "failed" and row.steps_measured == 0
+    assert "measured no step" in row.error and "resumed from its checkpoint" in row.error
+
+
+def test_a_checkpoint_of_another_stage_configuration_is_not_resumed(tmp_path, synthetic_root):
+    from study.loop import save_checkpoint
+    from study.timing import timing_pass
+    from tests.optimizations.helpers import make_session, tiny_config
+
+    cfg = tiny_config(synthetic_root, tmp_path, resume=True, steps=3)
+    other = make_session(cfg.replace(lr=0.5))  # same stage name, another measured setting
+    other.state.step, other.state.epoch, other.state.steps_in_epoch = 3, 1, 0
+    save_checkpoint(other.checkpoint_path, other.state)
+    row = timing_pass(make_session(cfg), 0)
+    assert row.status == "ok" and row.steps_measured == 2 and "resumed_from_step" not in row.notes

@@ -13,12 +13,17 @@ from study.records import TYPE_BATCH, StageResult, read_results
 
 
 def stage_rows(results: list[StageResult]) -> list[StageResult]:
-    """The latest aggregate row of each stage, in ladder order."""
+    """The latest aggregate row of each stage of the latest ladder, in ladder order: a --resume with
+    another stack keeps the earlier stages' rows, but its ladder is the one its "run" row lists."""
     latest: dict[str, StageResult] = {}
+    planned: list[str] | None = None  # rows written before "run" rows listed their stages: all of them
     for r in results:
         if r.kind == "stage":
             latest[r.name] = r
-    return sorted(latest.values(), key=lambda r: r.stage)
+        elif r.kind == "run" and isinstance(r.notes.get("stages"), list):
+            planned = r.notes["stages"]
+    rows = [r for name, r in latest.items() if planned is None or name in planned]
+    return sorted(rows, key=lambda r: r.stage)
 
 
 class RunData:
