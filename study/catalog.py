@@ -2,8 +2,7 @@
 
 Torch-free and free of other ``study`` imports, so anything (the S3 package, ``prepare.sh``, the
 synthetic writers, toggles that need a default image size) can read it without pulling in a reader.
-``study.config`` keeps its own tuple of names for validation (the data layer depends on the config,
-not the other way round); a test holds the two together.
+``study.config`` derives its names and tasks from these rows; a test holds the two together.
 """
 from __future__ import annotations
 
@@ -29,11 +28,12 @@ class Dataset:
 
 
 CIFAR10 = Dataset("cifar10", "cifar-10-batches-py", "study.data.cifar", "CIFAR-10", 32, "classify")
+CIFAR100 = Dataset("cifar100", "cifar-100-python", "study.data.cifar100", "CIFAR-100", 32, "classify")
 OXFORD_PETS = Dataset("oxford-pets", "oxford-iiit-pet", "study.data.pets", "Oxford-IIIT Pet", 256, "segment",
                       classes=("background", "pet"))
 IMAGEFOLDER = Dataset("imagefolder", "imagenet", "study.data.imagefolder", "ImageFolder", 224, "classify")
 
-DATASETS = (CIFAR10, OXFORD_PETS, IMAGEFOLDER)
+DATASETS = (CIFAR10, OXFORD_PETS, IMAGEFOLDER, CIFAR100)
 BY_NAME = {d.name: d for d in DATASETS}
 DEFAULT_SIZE = {d.name: d.default_size for d in DATASETS}
 

@@ -62,7 +62,9 @@ class ModelOptions:
 @dataclass(frozen=True, kw_only=True)
 class DataOptions:
     dataset: str = ""
-    """cifar10 | oxford-pets | imagefolder; empty picks the task's default."""
+    """cifar10 | cifar100 | cub200 | oxford-pets | imagefolder; empty picks the task's default."""
+    coarse_labels: bool = False
+    """cifar100: train on the release's 20 coarse superclasses instead of its 100 fine classes."""
     data_root: str = "data"
     """Folder holding the dataset in its native layout, or s3://bucket/prefix."""
     image_size: int = 0
@@ -190,6 +192,8 @@ class RunConfig(LaunchOptions, OutputOptions, ProfilingOptions, MeasuringOptions
             fit = [d for d in DATASETS if self.task in DATASET_TASKS[d]]
             raise ConfigError(f"dataset {self.dataset!r} has no labels for task {self.task!r}; datasets for it: "
                               f"{', '.join(fit)}")
+        if self.coarse_labels and self.dataset != "cifar100":
+            raise ConfigError(f"--coarse-labels is CIFAR-100's superclasses; --dataset {self.dataset} has one label set")
         for name in ("batch_size", "epochs", "repeats", "nnodes", "log_every", "profile_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

@@ -1,7 +1,8 @@
 """Datasets on disk: write synthetic stand-ins, extract and verify real archives, upload to S3.
 
-    ./prepare.sh --synthetic                              # all three synthetic sets under data/
-    ./prepare.sh --cifar cifar-10-python.tar.gz           # extract + MD5-check the release
+    ./prepare.sh --synthetic                              # every synthetic set under data/
+    ./prepare.sh --cifar cifar-10-python.tar.gz           # extract + MD5-check the release (or CIFAR-100's)
+    ./prepare.sh --no-verify                              # accept CIFAR copies whose MD5s differ (reports say so)
     ./prepare.sh --pets images.tar.gz annotations.tar.gz  # extract, drop corrupt / non-RGB images
     ./prepare.sh --imagenet /datasets/ILSVRC              # point data/imagenet at Data/CLS-LOC
     ./prepare.sh --upload s3://bucket/prefix              # copy data/ to object storage
@@ -27,7 +28,8 @@ from pathlib import Path
 from study.config import ConfigError
 from study import catalog
 from study.data import s3_package, synthetic
-from study.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
+from study.catalog import CIFAR10, CIFAR100, IMAGEFOLDER, OXFORD_PETS
+from study.data.integrity import accept, is_unchecked, root_option
 from study.data.synthetic import is_synthetic
 
 
@@ -97,21 +99,63 @@ def _drop_synthetic(target: Path, title: str) -> None:
         say(f"{title}: removed the synthetic stand-in at {target}")
 
 
-def prepare_cifar(root: Path, archive: str) -> None:
+def prepare_cifar(root: Path, archive: str, verify: bool = True) -> None:
+    """Extract the CIFAR-10 or CIFAR-100 python release (whichever ``archive`` holds) and verify its
+    MD5s; ``verify=False`` marks the folder UNVERIFIED instead, for a copy the user accepts as it is."""
     tar, names = _open_tar(archive)
-    from study.data.cifar import check_folder, release_files  # torchvision: imported only when needed
+    from study.data.cifar import ARCHIVES as ARCHIVE_NAMES, READERS, check_folder, release_files  # torchvision: on use
 
-    need = [f"{CIFAR10.folder}/{n}" for n, _ in release_files()]
-    missing = [n for n in need if n not in names]
-    if missing:
+    held = {d: [f"{catalog.get(d).folder}/{n}" for n, _ in release_files(d)] for d in READERS}
+    found = [d for d, need in held.items() if all(n in names for n in need)]
+    if not found:
         tar.close()
-        raise PrepareError(f"{archive} is not the {CIFAR10.title} python release (no {missing[0]})")
-    _drop_synthetic(root / CIFAR10.folder, CIFAR10.title)
+        first = {d: next(n for n in need if n not in names) for d, need in held.items()}
+        raise PrepareError(f"{archive} is not a CIFAR python release (CIFAR-10 needs {first[CIFAR10.name]}, "
+                           f"CIFAR-100 {first[CIFAR100.name]})")
+    for dataset in found:
+        entry = catalog.get(dataset)
+        _drop_synthetic(root / entry.folder, entry.title)
     t0 = time.perf_counter()
     _extract(tar, root, archive)
-    check_folder(root)  # MD5 of every batch against the official list (ConfigError names the bad file)
-    say(f"{CIFAR10.title}: extracted {archive} to {root / CIFAR10.folder}; MD5s match the official release "
-        f"({time.perf_counter() - t0:.1f} s)")
+    for dataset in found:
+        entry, folder = catalog.get(dataset), root / catalog.get(dataset).folder
+        if not verify:
+            accept(folder, f"extracted from {archive} with --no-verify")
+        try:
+            check_folder(root, dataset)  # MD5s against the official list, or (unverified) the vetting
+        except ConfigError as e:
+            if not verify and is_unchecked(folder):
+                raise
+            # Extracting the same archive again would fail the same way: say how to accept it instead.
+            bad = str(e).split(" (MD5")[0].removeprefix(f"corrupt {entry.title} file ")
+            raise PrepareError(f"{archive} is not the official {entry.title} release ({bad} has another MD5); it is "
+                               f"extracted to {folder}: to use it as it is, mark it with ./prepare.sh"
+                               f"{root_option(root)} --no-verify, or extract the official archive "
+                               f"({ARCHIVE_NAMES[dataset]}) instead") from None
+        how = ("marked UNVERIFIED: the MD5 check is skipped, every pickle vetted, and reports say so" if not verify
+               else "MD5s match the official release")
+        say(f"{entry.title}: extracted {archive} to {folder}; {how} ({time.perf_counter() - t0:.1f} s)")
+
+
+def accept_folders(root: Path) -> None:
+    """``--no-verify`` alone: mark the release folders under ``root`` that fail their MD5 check UNVERIFIED."""
+    from study.data.cifar import READERS, check_folder
+
+    marked = 0
+    for dataset in READERS:
+        entry, folder = catalog.get(dataset), root / catalog.get(dataset).folder
+        if not folder.is_dir() or is_unchecked(folder):
+            continue
+        try:
+            check_folder(root, dataset)
+            say(f"{entry.title}: {folder} matches the official release; left as it is")
+        except ConfigError:
+            accept(folder, "marked with ./prepare.sh --no-verify")
+            say(f"{entry.title}: marked {folder} UNVERIFIED: its MD5 check is skipped from now on (every pickle is "
+                f"still vetted) and reports say so")
+            marked += 1
+    if not marked:
+        say(f"--no-verify: no release folder under {root} fails its MD5 check; nothing marked")
 
 
 def _check_image(path: str) -> str:
@@ -270,7 +314,11 @@ def parser() -> argparse.ArgumentParser:
                    "ImageFolder sets in the real formats (skips ones already present)")
     p.add_argument("--force", action="store_true", help="with --synthetic: rewrite synthetic sets already present")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic sets (default 0)")
-    p.add_argument("--cifar", metavar="ARCHIVE", help="extract cifar-10-python.tar.gz and verify its MD5s")
+    p.add_argument("--cifar", metavar="ARCHIVE", help="extract cifar-10-python.tar.gz or cifar-100-python.tar.gz and "
+                   "verify its MD5s")
+    p.add_argument("--no-verify", action="store_true", help="accept a CIFAR copy whose MD5s differ from the release: "
+                   "with --cifar, extract it unverified; alone, mark the folders under --root that fail their check "
+                   "(an UNVERIFIED file: the check is skipped, pickles still vetted, reports say so)")
     p.add_argument("--pets", nargs=2, metavar=("IMAGES_TAR", "ANNOTATIONS_TAR"),
                    help="extract the Oxford-IIIT Pet images.tar.gz and annotations.tar.gz; drop corrupt and "
                    "non-RGB images")
@@ -284,9 +332,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     root = Path(args.root)
-    if not (args.synthetic or args.cifar or args.pets or args.imagenet or args.upload):
-        print("prepare: nothing to do; pass --synthetic, --cifar, --pets, --imagenet or --upload (see --help)",
-              file=sys.stderr)
+    if not (args.synthetic or args.cifar or args.pets or args.imagenet or args.upload or args.no_verify):
+        print("prepare: nothing to do; pass --synthetic, --cifar, --pets, --imagenet, --no-verify or --upload (see "
+              "--help)", file=sys.stderr)
         return 2
     try:
         if root.exists() and not root.is_dir():
@@ -294,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.synthetic:
             make_synthetic(root, force=args.force, seed=args.seed)
         if args.cifar:
-            prepare_cifar(root, args.cifar)
+            prepare_cifar(root, args.cifar, verify=not args.no_verify)
+        elif args.no_verify:
+            accept_folders(root)
         if args.pets:
             prepare_pets(root, args.pets)
         if args.imagenet:

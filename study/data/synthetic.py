@@ -20,6 +20,7 @@ numpy + PIL only; the default sets take a second or two.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
@@ -33,7 +34,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from study.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
+from study.catalog import CIFAR10, CIFAR100, IMAGEFOLDER, OXFORD_PETS
 
 MARKER = "SYNTHETIC"
 GENERATOR = "study.data.synthetic"
@@ -378,10 +379,16 @@ class Writer:
     """What the default size holds, for messages."""
 
 
+def _elsewhere(module: str) -> Callable[..., Path]:
+    """``write`` of a writer module built on the helpers here (imported on call, so no import loop)."""
+    return lambda root, **kw: importlib.import_module(module).write(root, **kw)
+
+
 WRITERS = {
     CIFAR10.name: Writer(write_cifar, "2000 train + 500 test images"),
     OXFORD_PETS.name: Writer(write_pets, "120 trainval + 40 test images with trimaps"),
     IMAGEFOLDER.name: Writer(write_imagefolder, "4 classes, 80 train + 20 val images"),
+    CIFAR100.name: Writer(_elsewhere("study.data.synthetic_cifar100"), "100 classes, 2000 train + 500 test images"),
 }
 
 

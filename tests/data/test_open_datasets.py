@@ -180,7 +180,7 @@ def test_release_md5_path_accepts_matching_files_and_catches_one_flipped_byte(
     """Exercise the verification itself: pretend these files' MD5s are the official ones."""
     folder = _unmarked_cifar(tmp_path, synthetic_root)
     official = [(n, cifar_mod.file_md5(folder / n)) for n, _ in cifar_mod.release_files()]
-    monkeypatch.setattr(cifar_mod, "release_files", lambda: official)
+    monkeypatch.setattr(cifar_mod, "release_files", lambda dataset="cifar10": official)
     b = open_datasets(cfg(tmp_path, dataset="cifar10"))
     assert len(b.train) == 2000
     path = folder / "data_batch_3"

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from study.config import RunConfig
+from study import catalog
+from study.config import ConfigError, RunConfig
 from study.data import cifar as cifar_mod
 from study.data import open_datasets, synthetic
 from study.data.prepare import main
@@ -45,11 +46,12 @@ def test_prepare_sh_synthetic_is_idempotent(tmp_path: Path) -> None:
     first = subprocess.run(["bash", str(REPO / "prepare.sh"), "--synthetic", "--root", str(root)],
                            capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
-    assert len(first.stdout.strip().splitlines()) == 3 and first.stdout.count("wrote synthetic") == 3
+    n = len(catalog.DATASETS)
+    assert len(first.stdout.strip().splitlines()) == n and first.stdout.count("wrote synthetic") == n
     before = snapshot(root)
     assert any(k.startswith("cifar-10-batches-py/") for k in before)
     second = run_module("--synthetic", "--root", str(root), cwd=tmp_path)
-    assert second.returncode == 0 and second.stdout.count("already present") == 3
+    assert second.returncode == 0 and second.stdout.count("already present") == n
     assert snapshot(root) == before  # nothing rewritten
 
 
@@ -60,7 +62,7 @@ def test_synthetic_force_rewrites_synthetic_only(tmp_path: Path, capsys: pytest.
     capsys.readouterr()
     assert main(["--synthetic", "--force", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.count("wrote synthetic") == 2 and "non-synthetic data; left alone" in out
+    assert out.count("wrote synthetic") == len(catalog.DATASETS) - 1 and "non-synthetic data; left alone" in out
     after = snapshot(tmp_path)
     imagenet = {k: v for k, v in before.items() if k.startswith("imagenet/")}
     assert imagenet == {k: v for k, v in after.items() if k.startswith("imagenet/")}
@@ -100,10 +102,54 @@ def _cifar_tar(tmp_path: Path, synthetic_root: Path, extra: dict[str, Path] | No
 
 def test_cifar_archive_with_wrong_md5_is_refused(tmp_path: Path, synthetic_root: Path,
                                                  capsys: pytest.CaptureFixture) -> None:
+    """Extracting the same archive again would fail again: the line says how to accept the copy,
+    with the user's --root, and that command makes the study read it (saying the check was skipped)."""
     archive = _cifar_tar(tmp_path, synthetic_root)  # no marker inside: claims to be the release
-    assert main(["--root", str(tmp_path / "data"), "--cifar", str(archive)]) == 2
+    root = tmp_path / "data"
+    assert main(["--root", str(root), "--cifar", str(archive)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "corrupt CIFAR-10 file" in err and len(err.splitlines()) == 1
+    assert "is not the official CIFAR-10 release" in err and "data_batch_1" in err and len(err.splitlines()) == 1
+    command = err.split("mark it with ")[1].split(",")[0]
+    assert command == f"./prepare.sh --root {root} --no-verify"
+    with pytest.raises(ConfigError, match="corrupt CIFAR-10 file"):
+        open_datasets(RunConfig(dataset="cifar10", data_root=str(root)))
+    assert main(command.split()[1:]) == 0
+    assert "marked" in capsys.readouterr().out and (root / "cifar-10-batches-py" / "UNVERIFIED").is_file()
+    assert len(open_datasets(RunConfig(dataset="cifar10", data_root=str(root))).train) == 2000
+    from study.data.integrity import skipped_checks
+
+    assert "MD5 check skipped" in skipped_checks(str(root), "cifar10")[0]
+
+
+def test_cifar_archive_extracted_unverified_with_no_verify(tmp_path: Path, synthetic_root: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    archive = _cifar_tar(tmp_path, synthetic_root)
+    root = tmp_path / "data"
+    assert main(["--root", str(root), "--no-verify", "--cifar", str(archive)]) == 0
+    assert "marked UNVERIFIED" in capsys.readouterr().out
+    assert len(open_datasets(RunConfig(dataset="cifar10", data_root=str(root))).val) == 500
+
+
+def test_cifar100_archive_recognised(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from study.data.synthetic_cifar100 import write_cifar100
+
+    src = write_cifar100(tmp_path / "src", n_train=200, n_test=100)
+    archive = make_tar(tmp_path / "cifar-100-python.tar.gz",
+                       {f"cifar-100-python/{n}": src / n for n in ("train", "test", "meta")})
+    root = tmp_path / "data"
+    assert main(["--root", str(root), "--cifar", str(archive)]) == 2  # not the release's MD5s
+    assert "is not the official CIFAR-100 release" in capsys.readouterr().err
+    assert main(["--root", str(root), "--no-verify", "--cifar", str(archive)]) == 0
+    b = open_datasets(RunConfig(dataset="cifar100", data_root=str(root)))
+    assert (len(b.train), len(b.val), b.num_classes) == (200, 100, 100)
+
+
+def test_an_archive_of_neither_cifar_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "x.txt").write_text("x")
+    archive = make_tar(tmp_path / "other.tar.gz", {"other/x.txt": tmp_path / "x.txt"})
+    assert main(["--root", str(tmp_path / "data"), "--cifar", str(archive)]) == 2
+    err = capsys.readouterr().err
+    assert "not a CIFAR python release" in err and "cifar-100-python/train" in err
 
 
 def test_cifar_archive_extracted_and_verified(tmp_path: Path, synthetic_root: Path,
@@ -112,7 +158,7 @@ def test_cifar_archive_extracted_and_verified(tmp_path: Path, synthetic_root: Pa
     and a synthetic stand-in already there is replaced (its marker must not survive)."""
     src = synthetic_root / "cifar-10-batches-py"
     official = [(n, cifar_mod.file_md5(src / n)) for n, _ in cifar_mod.release_files()]
-    monkeypatch.setattr(cifar_mod, "release_files", lambda: official)
+    monkeypatch.setattr(cifar_mod, "release_files", lambda dataset="cifar10": official)
     root = tmp_path / "data"
     synthetic.write_cifar(root, n_train=20, n_test=10)
     archive = _cifar_tar(tmp_path, synthetic_root)

@@ -160,9 +160,11 @@ def test_torchvision_imagefolder_reader(synthetic_root: Path) -> None:
     assert all(Path(p).suffix == ".JPEG" for p, _ in train.samples)
 
 
-def test_write_all_writes_the_three_layouts(tmp_path: Path) -> None:
+def test_write_all_writes_every_layout_of_the_catalog(tmp_path: Path) -> None:
+    from study import catalog
+
     paths = synthetic.write_all(tmp_path)
-    assert {p.name for p in paths.values()} == {"cifar-10-batches-py", "oxford-iiit-pet", "imagenet"}
+    assert {p.name for p in paths.values()} == {d.folder for d in catalog.DATASETS}
     shutil.rmtree(tmp_path)
 
 

@@ -58,6 +58,8 @@ def open_datasets(cfg: RunConfig) -> DataBundle:
                     listing.update(list_objects(client_for(endpoint), loc.bucket, loc.key(entry.folder) + "/"))
             return open_cached(cfg, loc, endpoint, train, listing)
     else:
+        if cfg.coarse_labels:
+            raise ConfigError("--coarse-labels reads CIFAR-100 through the local reader: add --s3-cache DIR")
         opener = STREAM_OPENERS[cfg.dataset]
         size = cfg.image_size or entry.default_size
 

@@ -98,7 +98,7 @@ def sync_to_cache(endpoint: str, bucket: str, listing: dict[str, ObjectInfo], ca
 def split_keys(dataset: str, bucket: str, folder_key: str, listing: dict[str, ObjectInfo], train: bool,
                read_text: Callable[[str], str]) -> dict[str, ObjectInfo]:
     """The objects one split needs in the cache (what its local reader opens and checks)."""
-    if dataset == catalog.CIFAR10.name:  # the local reader checks every release file, whichever split it opens
+    if dataset in (catalog.CIFAR10.name, catalog.CIFAR100.name):  # the reader checks every release file
         return listing
     if dataset == catalog.IMAGEFOLDER.name:
         other = f"{folder_key}/{'val' if train else 'train'}/"

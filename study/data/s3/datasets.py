@@ -10,16 +10,20 @@ Items equal what the local readers return for the same files.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import pickle
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Callable
 
 from study.config import ConfigError
-from study.catalog import CIFAR10, IMAGEFOLDER, OXFORD_PETS
+from study import catalog
+from study.catalog import CIFAR10, CIFAR100, IMAGEFOLDER, OXFORD_PETS
 from study.data.s3.client import client_for, list_objects, read_object
 from study.data.s3.errors import S3ReadError, s3_errors
 from study.data.s3.urls import Location
+from study.data.integrity import ACCEPTED
 from study.data.synthetic import MARKER
 
 
@@ -41,9 +45,9 @@ def unpickle_batch(data: bytes, url: str) -> dict:
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except Exception as e:  # noqa: BLE001 — any decoding failure is a bad file
-        raise ConfigError(f"{url} is not a CIFAR-10 python batch ({type(e).__name__})") from None
+        raise ConfigError(f"{url} is not a CIFAR python batch ({type(e).__name__})") from None
     if not isinstance(obj, dict):
-        raise ConfigError(f"{url} is not a CIFAR-10 python batch (no dict inside)")
+        raise ConfigError(f"{url} is not a CIFAR python batch (no dict inside)")
     return obj
 
 
@@ -65,22 +69,25 @@ class S3CIFAR10:
         return (self.transform(img) if self.transform else img), self.targets[index]
 
 
-def open_cifar(loc: Location, endpoint: str, train: bool, size: int) -> S3CIFAR10:
+def open_cifar(loc: Location, endpoint: str, train: bool, size: int, dataset: str = CIFAR10.name) -> S3CIFAR10:
+    """A CIFAR-10 or CIFAR-100 split (``dataset``: the catalog name), MD5-checked as the local reader does."""
     import numpy as np
-    from torchvision.datasets import CIFAR10 as Reader
 
-    from study.data.cifar import build_transform, release_files
+    from study.data.cifar import READERS, build_transform, release_files
 
+    Reader = READERS[dataset]
+    entry = catalog.get(dataset)
+    mod = importlib.import_module(entry.reader)  # its normalisation constants
     client = client_for(endpoint)  # created here, before the fetching threads share it
-    folder = loc.key(CIFAR10.folder) + "/"
-    with s3_errors(f"listing {loc.url(CIFAR10.folder)}/", endpoint, loc.bucket):
+    folder = loc.key(entry.folder) + "/"
+    with s3_errors(f"listing {loc.url(entry.folder)}/", endpoint, loc.bucket):
         listing = list_objects(client, loc.bucket, folder)
-    missing = [n for n, _ in release_files() if folder + n not in listing]
+    missing = [n for n, _ in release_files(dataset) if folder + n not in listing]
     if missing:
-        raise ConfigError(f"incomplete CIFAR-10 at {loc.url(CIFAR10.folder)}/ (missing {', '.join(missing)}); "
+        raise ConfigError(f"incomplete {entry.title} at {loc.url(entry.folder)}/ (missing {', '.join(missing)}); "
                           f"upload a complete one with ./prepare.sh --upload {loc.url()}")
-    synthetic = folder + MARKER in listing
-    md5s = dict(release_files())
+    unchecked = folder + MARKER in listing or folder + ACCEPTED in listing
+    md5s = dict(release_files(dataset))
     names = [n for n, _ in (Reader.train_list if train else Reader.test_list)] + [Reader.meta["filename"]]
 
     def fetch(name: str) -> bytes:
@@ -88,22 +95,22 @@ def open_cifar(loc: Location, endpoint: str, train: bool, size: int) -> S3CIFAR1
             body = read_object(endpoint, loc.bucket, folder + name)
         except S3ReadError as e:
             raise ConfigError(str(e)) from None
-        if not synthetic and hashlib.md5(body).hexdigest() != md5s[name]:
-            raise ConfigError(f"corrupt CIFAR-10 object {loc.url(CIFAR10.folder, name)} (MD5 differs from the "
+        if not unchecked and hashlib.md5(body).hexdigest() != md5s[name]:
+            raise ConfigError(f"corrupt {entry.title} object {loc.url(entry.folder, name)} (MD5 differs from the "
                               f"official release); upload it again")
         return body
 
     with ThreadPoolExecutor(len(names)) as pool:
         bodies = dict(zip(names, pool.map(fetch, names)))
-    meta = unpickle_batch(bodies.pop(Reader.meta["filename"]), loc.url(CIFAR10.folder, "batches.meta"))
+    meta = unpickle_batch(bodies.pop(Reader.meta["filename"]), loc.url(entry.folder, Reader.meta["filename"]))
     arrays, targets = [], []
     for name in names[:-1]:
-        entry = unpickle_batch(bodies[name], loc.url(CIFAR10.folder, name))
-        arrays.append(entry["data"])
-        targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        batch = unpickle_batch(bodies[name], loc.url(entry.folder, name))
+        arrays.append(batch["data"])
+        targets.extend(batch["labels"] if "labels" in batch else batch["fine_labels"])
     data = np.vstack(arrays).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # HWC, as torchvision keeps it
     classes = list(meta[Reader.meta["key"]])
-    return S3CIFAR10(data, [int(t) for t in targets], classes, build_transform(size, train))
+    return S3CIFAR10(data, [int(t) for t in targets], classes, build_transform(size, train, mod.MEAN, mod.STD))
 
 
 class S3OxfordPets:
@@ -211,4 +218,5 @@ def open_imagefolder(loc: Location, endpoint: str, train: bool, size: int) -> S3
 
 STREAM_OPENERS: dict[str, Callable[[Location, str, bool, int], Any]] = {
     CIFAR10.name: open_cifar, OXFORD_PETS.name: open_pets, IMAGEFOLDER.name: open_imagefolder,
+    CIFAR100.name: partial(open_cifar, dataset=CIFAR100.name),
 }
