@@ -192,7 +192,7 @@ def cmd_predict(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from study.predict import check_inputs, predict
 
-    paths, _ = check_inputs(args.images, args.checkpoint)  # torch-free: bad input fails in milliseconds
+    paths, _ = check_inputs(args.images, args.checkpoint, args.out)  # torch-free: bad input fails in milliseconds
     predict(paths, Path(args.checkpoint), Path(args.out), device=args.device)
     return 0
 

@@ -94,7 +94,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise
     except Exception as e:  # noqa: BLE001 — any damage to the archive means the same to the user
         first = str(e).splitlines()[0] if str(e) else ""
-        raise ConfigError(f"cannot read checkpoint {path}: {type(e).__name__} {first}".rstrip()) from None
+        raise ConfigError(f"cannot read checkpoint {path}: damaged or not a checkpoint ({type(e).__name__} {first}".rstrip()
+                          + ")") from None
     meta = obj.get("meta") if isinstance(obj, dict) else None
     if not isinstance(meta, dict):
         what = "a state dict or a checkpoint of another kind" if isinstance(obj, dict) else "no dict"

@@ -19,25 +19,55 @@ from study.inference import read_meta
 TOP_K = 5
 
 
+def too_large(name: str, size: tuple[int, int], limit: int) -> ConfigError:
+    w, h = size
+    return ConfigError(f"{name} is {w}x{h} ({w * h / 1e6:.0f} Mpx), more than the {limit / 1e6:.0f} Mpx a picture may "
+                       f"have to be decoded safely; downscale it first (the model sees it at a few hundred pixels)")
+
+
 def check_images(images: list[str]) -> list[Path]:
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    limit = Image.MAX_IMAGE_PIXELS or 0
     paths = []
     for name in images:
         p = Path(name)
         if not p.is_file():
             raise ConfigError(f"image not found: {name}")
         try:
-            with Image.open(p) as im:
-                im.verify()  # reads the header and checks the data without decoding all of it
+            with warnings.catch_warnings():
+                # PIL warns from its limit and refuses from twice it: both are pictures too large to
+                # decode here, refused from the header before any pixel is decoded
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(p) as im:
+                    if limit and im.size[0] * im.size[1] > limit:
+                        raise too_large(name, im.size, limit)
+                    im.verify()  # reads the header and checks the data without decoding all of it
+        except ConfigError:
+            raise
+        except Image.DecompressionBombError as e:
+            pixels = "".join(ch for ch in str(e).partition("pixels")[0] if ch.isdigit())
+            raise ConfigError(f"{name} has {int(pixels or 0) / 1e6:.0f} Mpx, more than the {limit / 1e6:.0f} Mpx a picture "
+                              f"may have to be decoded safely; downscale it first (the model sees it at a few "
+                              f"hundred pixels)") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise ConfigError(f"{name} is not a picture PIL can read ({type(e).__name__})") from None
         paths.append(p)
     return paths
 
 
-def check_inputs(images: list[str], checkpoint: str) -> tuple[list[Path], dict[str, Any]]:
+def check_out(out: str) -> Path:
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; give a folder for the overlays (it is made when missing)")
+    return p
+
+
+def check_inputs(images: list[str], checkpoint: str, out: str = "predictions") -> tuple[list[Path], dict[str, Any]]:
     """(picture paths, checkpoint meta), or ConfigError; never imports torch."""
+    check_out(out)
     meta = read_meta(checkpoint)
     return check_images(images), meta
 

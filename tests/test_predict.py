@@ -132,6 +132,28 @@ def test_bad_input_is_one_line_and_exit_2_before_torch(classify_ckpt, tmp_path):
     assert "not a PyTorch checkpoint" in one_line_exit_2([str(img), "--checkpoint", "other.zip"], tmp_path)
     assert "not a study checkpoint" in one_line_exit_2([str(img), "--checkpoint", "state_dict.pt"], tmp_path)
     assert "--checkpoint" in one_line_exit_2([str(img)], tmp_path)
+    (tmp_path / "a-file").write_text("")
+    assert "--out a-file is a file, not a folder" in one_line_exit_2([str(img), "--checkpoint", ck, "--out", "a-file"],
+                                                                    tmp_path)
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"\0" * 64 + classify_ckpt.read_bytes()[64:])  # its zip header zeroed
+    assert "damaged or not a checkpoint" in one_line_exit_2([str(img), "--checkpoint", str(damaged)], tmp_path)
+    # headers alone: PIL reads the size without decoding, so the test allocates nothing
+    (tmp_path / "panorama.png").write_bytes(png_header(12000, 10000))  # above PIL's limit: it warns
+    assert "panorama.png is 12000x10000 (120 Mpx)" in one_line_exit_2(["panorama.png", "--checkpoint", ck], tmp_path)
+    (tmp_path / "bomb.png").write_bytes(png_header(40000, 40000))  # above twice the limit: PIL refuses
+    assert "bomb.png has 1600 Mpx" in one_line_exit_2(["bomb.png", "--checkpoint", ck], tmp_path)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG's signature and header chunk claiming width x height (8-bit RGB), and its end."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
 def test_a_checkpoint_with_unknown_metadata_is_refused(classify_ckpt, tmp_path):
