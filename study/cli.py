@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from study.config_files import field_docs, load_config_file
 from study.plan import PLAN_FIELDS
 
 COMMANDS = ("run", "list", "report", "predict", "clean")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 EPILOG = """\
 examples:
@@ -225,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("study: interrupted; finished stages are in results.jsonl (use --resume)", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        print(f"study: error: the disk is full ({e.strerror}) writing {e.filename or 'an output'}; what was written "
+              f"before is whole. Free space (python -m study clean RUN removes a run's checkpoints) and continue "
+              f"with --resume", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ def validate(s: TrainState, loader: Any, *, max_steps: int = 0) -> tuple[dict[st
 
 # --- checkpoints ------------------------------------------------------------------------------
 
-def _save_atomic(state: dict[str, Any], path: Path) -> None:
+def save_atomic(state: dict[str, Any], path: Path) -> None:
     """Written to a temp file, then renamed, so a killed run never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -217,7 +217,7 @@ def _save_atomic(state: dict[str, Any], path: Path) -> None:
 
 def save_checkpoint(path: Path, s: TrainState) -> None:
     """Everything training needs to go on (atomic): weights, optimizer and scaler state, position."""
-    _save_atomic({
+    save_atomic({
         "model": s.base_model.state_dict(),
         "optimizer": s.optimizer.state_dict(),
         "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else None,
@@ -236,7 +236,7 @@ WEIGHTS_KEYS = ("model", "step", "epoch", "meta")
 def keep_weights_only(path: Path) -> None:
     """Rewrite the checkpoint at `path` as its weights, step and metadata (atomic)."""
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # the momentum is never read
-    _save_atomic({k: state[k] for k in WEIGHTS_KEYS if k in state}, path)
+    save_atomic({k: state[k] for k in WEIGHTS_KEYS if k in state}, path)
 
 
 def load_checkpoint(path: Path, s: TrainState) -> bool:

@@ -111,9 +111,15 @@ def append_jsonl(path: Path, row: StageResult | dict) -> None:
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         drop_torn_tail(fd)
-        done = os.write(fd, line)
-        while done < len(line):  # a short write (disk full, a signal): finish the line, never leave half
-            done += os.write(fd, line[done:])
+        whole = os.fstat(fd).st_size
+        try:
+            done = os.write(fd, line)
+            while done < len(line):  # a short write (a signal): finish the line, never leave half
+                done += os.write(fd, line[done:])
+        except OSError as e:  # a full disk: cut what got written, so every line before stays whole
+            if whole < os.fstat(fd).st_size:
+                os.ftruncate(fd, whole)
+            raise OSError(e.errno, e.strerror, str(path)) from e
     finally:
         os.close(fd)
 
@@ -161,8 +167,10 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
-    except BaseException:  # disk full, Ctrl-C: no half-written temp file left beside the real one
+    except BaseException as e:  # disk full, Ctrl-C: no half-written temp file left beside the real one
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename != str(path):
+            raise OSError(e.errno, e.strerror, str(path)) from e  # the file meant, not the temp file
         raise
 
 

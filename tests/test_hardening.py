@@ -220,3 +220,67 @@ def test_a_checkpoint_of_another_stage_configuration_is_not_resumed(tmp_path, sy
     save_checkpoint(other.checkpoint_path, other.state)
     row = timing_pass(make_session(cfg), 0)
     assert row.status == "ok" and row.steps_measured == 2 and "resumed_from_step" not in row.notes
+
+
+def test_a_full_disk_leaves_every_row_before_whole_and_no_temp_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from study import records
+    from study.records import write_atomic
+
+    path = tmp_path / "results.jsonl"
+    append_jsonl(path, StageResult(run="r", stage=0, name="00-base", kind="stage"))
+    before = path.read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd, data):  # the disk fills in the middle of the line
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(records.os, "write", half_then_full)
+    with pytest.raises(OSError) as e:
+        append_jsonl(path, StageResult(run="r", stage=1, name="01-amp", kind="stage"))
+    monkeypatch.undo()
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    assert path.read_bytes() == before  # the half line is cut, the rows before are whole
+
+    target = tmp_path / "summary.md"
+    target.write_text("the report before")
+    monkeypatch.setattr(Path, "write_text", lambda self, text: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    with pytest.raises(OSError) as e:
+        write_atomic(target, "the new report")
+    monkeypatch.undo()
+    assert e.value.filename == str(target) and target.read_text() == "the report before"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl", "summary.md"]  # no temp file
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_exit_3(monkeypatch, capsys):
+    import errno
+
+    from study import orchestrate
+
+    def full(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", "reports/r/results.jsonl")
+
+    monkeypatch.setattr(orchestrate, "run_study", full)
+    assert main(["--model", "tiny", "--run-name", "r"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the disk is full" in err[0] and "reports/r/results.jsonl" in err[0] and "--resume" in err[0]
+
+
+def test_a_checkpoint_the_disk_cannot_hold_leaves_no_temp_file_and_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    from study import loop
+
+    def full(state, f):
+        Path(f).write_bytes(b"PK\x03\x04 half an archive")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop.torch, "save", full)
+    target = tmp_path / "checkpoints" / "01-amp.pt"
+    with pytest.raises(OSError, match=f"cannot write the checkpoint {target}"):
+        loop.save_atomic({"model": {}}, target)
+    monkeypatch.undo()
+    assert list(target.parent.iterdir()) == []
