@@ -1,22 +1,25 @@
 """The search itself: rounds of child runs, the budget, resume, the final check; see study.search."""
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from optimizations.base import first_run_cost, parse_stack
-from study.advice import candidates, diagnose, evidence_of, order_candidates
+from study.advice import diagnose, evidence_of, order_candidates
 from study.env import Env
 from study.config import RunConfig
 from study.faults import one_line
 from study.records import StageResult, aggregate, append_jsonl, read_results
 from study.stats import crosswise
 from study.search.notes import ResultNote, RoundNote, RunNote
-from study.search.rules import (CUT, DROPPED, FAILED, GREEDY, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW, Outcome, Strategy,
+from study.search.rules import (CUT, DROPPED, FAILED, GREEDY, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW,
+                                Outcome, Strategy,
                                 decide, fit_round, not_retried, paired_ratios, pass_sequence, round_cost,
-                                speedup_interval)
+                                speedup_interval, trimmed)
+from study.search.moves import apply, pair_moves, single_moves
 
 DEFAULT_RUN_S = 30.0  # a child run's wall time before any was measured
 PICTURES_S = 20.0
@@ -185,33 +188,34 @@ class AutoSearch:
         left_out: dict[str, Outcome] = {}
         incumbent_rows: list[StageResult] = []
         rnd, stopped = 0, ""
+        pairs: list[str] = []  # the next round's moves where the last one was stuck (Strategy.pairs)
         while True:
-            specs = candidates(self.env, stack)
-            skipped = [s for s in specs if s in left_out]
-            specs = [s for s in specs if s not in left_out]
+            if pairs:
+                specs, skipped = pairs, []
+            else:
+                specs = single_moves(self.env, stack, self.strategy.swaps)
+                skipped = [s for s in specs if s in left_out]
+                specs = [s for s in specs if s not in left_out]
             if not specs:
                 stopped = "no candidate left to try"
                 break
             if not self.costs.get(stack):  # the round's first run, whatever the budget: it prices the rest
                 self.one(rnd + 1, 0, "incumbent", "", 0, stack)
             findings = diagnose(evidence_of(aggregate(incumbent_rows))) if incumbent_rows else []
-            order = order_candidates(specs, findings)
-            chosen, cut = fit_round(order, lambda s: self.run_cost(stack + (s,), True),
-                                    lambda s: self.run_cost(stack + (s,), False), self.run_cost(stack, False),
-                                    self.passes, self.seconds_left(stack))
+            order = specs if pairs else order_candidates(specs, findings)
+            first, rest = (lambda s: self.run_cost(apply(stack, s), True)), (lambda s: self.run_cost(apply(stack, s), False))
+            chosen, cut = fit_round(order, first, rest, self.run_cost(stack, False), self.passes, self.seconds_left(stack))
             if not chosen:
-                need = min(round_cost([s], lambda s: self.run_cost(stack + (s,), True),
-                                      lambda s: self.run_cost(stack + (s,), False), self.run_cost(stack, False),
-                                      self.passes) for s in order)
+                need = min(round_cost([s], first, rest, self.run_cost(stack, False), self.passes) for s in order)
                 stopped = (f"budget spent: the cheapest candidate needs about {need / 60:.1f} min with its incumbent "
                            f"runs, {max(self.seconds_left(stack), 0) / 60:.1f} min are left after the ladder's share"
                            + ("" if rnd else "; raise --budget-minutes"))
                 break
             rnd += 1
             round_out, runs = self.run_round(rnd, stack, chosen)
-            round_out += [Outcome(rnd, s, stack + (s,), decision=CUT, detail="the budget left could not pay for it")
+            round_out += [Outcome(rnd, s, apply(stack, s), decision=CUT, detail="the budget left could not pay for it")
                           for s in cut]
-            round_out += [Outcome(rnd, s, stack + (s,), decision=NOT_RETRIED,
+            round_out += [Outcome(rnd, s, apply(stack, s), decision=NOT_RETRIED,
                                   detail=f"{left_out[s].decision} in round {left_out[s].round}") for s in skipped]
             winner = decide(round_out)
             inc = [r for r in runs if r.role == "incumbent"]
@@ -223,7 +227,7 @@ class AutoSearch:
                         throughput=inc_tp, reason="" if inc_ok else (inc[0].row.error if inc else ""))
             for o in round_out:
                 self.record_outcome(o, stack, inc_tp)
-                if not_retried(o):
+                if not_retried(o) and (o.decision == FAILED or not self.strategy.readmit):
                     left_out.setdefault(o.spec, o)
             outcomes += round_out
             if not inc_ok:
@@ -231,11 +235,23 @@ class AutoSearch:
                 break
             if winner is None:
                 budget = any(o.decision == CUT or CUT in o.detail for o in round_out)
-                stopped = "no measured candidate helped beyond noise" + ("; the budget cut some" if budget else "")
+                if not pairs and self.strategy.pairs:
+                    measured = {o.spec: o.speedup for o in round_out if o.ratios and o.decision != FAILED}
+                    pairs = pair_moves(stack, measured, self.strategy.pairs)
+                    if pairs:
+                        continue
+                stopped = ("no measured candidate helped beyond noise" + (", nor a pair of them" if pairs else "")
+                           + ("; the budget cut some" if budget else ""))
                 break
+            pairs = []
             incumbent_rows = [r.row for r in runs if r.role == "candidate" and r.spec == winner and r.ok]
-            stack = stack + (winner,)
+            stack = apply(stack, winner)
         speedup, lo, hi = self.final_check(rnd + 1, stack) if stack else (1.0, 1.0, 1.0)
+        if not stack and self.strategy.honest_nothing:
+            # "Nothing helps" is only as sure as the best candidate's interval: its upper end is how much
+            # faster a stack could still be, as measured.
+            hi = max([o.high for o in outcomes if math.isfinite(o.high) and o.decision != FAILED], default=1.0)
+            hi = max(hi, 1.0)
         result = SearchResult(list(stack), speedup, lo, hi, rnd, stopped, self.elapsed(), outcomes)
         self.record("search-result", stack, rnd, "ok", ResultNote(
             rounds=rnd, stopped=stopped, seconds=round(result.seconds, 1), budget_s=self.budget_s, speedup=speedup,
@@ -244,16 +260,33 @@ class AutoSearch:
             incumbent_every=INCUMBENT_EVERY), throughput=self.check_best_tp)
         return result
 
+    def contenders(self, outcomes: dict[str, Outcome], active: list[str]) -> list[str]:
+        """Candidates measured again after the round's --repeats passes (Strategy.race): those whose
+        interval still straddles 1.0 with a point estimate above it, and that could beat the fastest
+        candidate already proven faster."""
+        est = {s: speedup_interval(self.ratios_of(outcomes[s])) for s in active}
+        bar = max((m for m, lo, _ in est.values() if lo > 1.0), default=1.0)
+        return [s for s in active if est[s][1] <= 1.0 < est[s][0] and est[s][2] > bar]
+
+    def ratios_of(self, o: Outcome) -> list[float]:
+        return trimmed(o.ratios) if self.strategy.robust else o.ratios
+
     def run_round(self, rnd: int, stack: tuple[str, ...], chosen: list[str]) -> tuple[list[Outcome], list[Run]]:
-        """Measure the incumbent and `chosen` in `passes` passes; the outcomes before `decide`."""
+        """Measure the incumbent and `chosen` in `passes` passes (and, racing, more passes of the
+        contenders); the outcomes before `decide`."""
         active = list(chosen)
         runs: list[Run] = []
-        outcomes = {s: Outcome(rnd, s, stack + (s,)) for s in chosen}
+        outcomes = {s: Outcome(rnd, s, apply(stack, s)) for s in chosen}
         stop = ""
-        for p in range(self.passes):
+        p = 0
+        while p < self.passes * self.strategy.race:
+            if p >= self.passes:
+                active = self.contenders(outcomes, active)
+                if not active:
+                    break
             seq: list[tuple[str, str, float | None]] = []
             for role, spec, slot in pass_sequence(active, p):
-                this = stack + ((spec,) if spec else ())
+                this = apply(stack, spec)
                 if not self.affordable(rnd, p, role, spec, slot, this, stack):
                     stop = CUT
                     break
@@ -285,6 +318,7 @@ class AutoSearch:
                         active.remove(spec)
             if not active:
                 break
+            p += 1
         for spec, o in outcomes.items():
             mine = [r for r in runs if r.role == "candidate" and r.spec == spec and r.ok]
             if mine:
@@ -294,7 +328,7 @@ class AutoSearch:
                            None) if mine else None
                 one = len(o.ratios) == 1 and ref is not None
                 single = crosswise(mine[0].row, ref.row, o.ratios[0])[1:] if one else None
-                o.speedup, o.low, o.high = speedup_interval(o.ratios, single)
+                o.speedup, o.low, o.high = speedup_interval(self.ratios_of(o), single)
             if stop == CUT and o.decision not in (FAILED, DROPPED) and o.runs < self.passes:
                 o.detail = f"{CUT} after {o.runs} of {self.passes} runs"
                 if not o.ratios:

@@ -29,10 +29,20 @@ class Strategy:
     """What the search does beyond greedy forward selection (all off: greedy as it was)."""
 
     name: str = "greedy"
+    race: int = 1  # a candidate that could still win is measured up to race × --repeats times in its round
+    swaps: bool = False  # another value of a toggle in the stack is a candidate (workers=2 -> workers=8)
+    readmit: bool = False  # dropped and slower candidates come back in later rounds (only failed ones stay out)
+    pairs: int = 0  # where no single move wins, up to this many pairs of moves are tried together
+    robust: bool = False  # a ratio more than OUTLIER off the median of its candidate's others is left out
+    honest_nothing: bool = False  # "nothing helps" carries the best candidate's interval, not 1.00 [1.00-1.00]
 
 
 GREEDY = Strategy()
-STRATEGIES = {"greedy": GREEDY}
+STRATEGIES = {"greedy": GREEDY,
+              "race": Strategy("race", race=3, robust=True, honest_nothing=True),
+              "race+moves": Strategy("race+moves", race=3, robust=True, honest_nothing=True, swaps=True, readmit=True),
+              "race+moves+pairs": Strategy("race+moves+pairs", race=3, robust=True, honest_nothing=True, swaps=True,
+                                           readmit=True, pairs=12)}
 
 
 # --- the arithmetic of a round (pure, tested on hand-made numbers) -------------------------------
@@ -75,6 +85,16 @@ def paired_ratios(seq: list[tuple[str, str, float | None]], outlier: float = OUT
         if refs:
             out.setdefault(spec, []).append(tp / math.exp(statistics.fmean(math.log(t) for t in refs)))
     return out
+
+
+def trimmed(ratios: list[float], outlier: float = OUTLIER) -> list[float]:
+    """The ratios without those more than `outlier` times off their median (a run caught by a burst of
+    another tenant's load, which the incumbent runs around it did not see); with fewer than three no
+    median can tell which one is off, and all are kept."""
+    if len(ratios) < 3:
+        return list(ratios)
+    m = statistics.median(ratios)
+    return [r for r in ratios if 1 / outlier <= r / m <= outlier]
 
 
 @dataclass
