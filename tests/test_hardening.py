@@ -284,3 +284,42 @@ def test_a_checkpoint_the_disk_cannot_hold_leaves_no_temp_file_and_names_the_fil
         loop.save_atomic({"model": {}}, target)
     monkeypatch.undo()
     assert list(target.parent.iterdir()) == []
+
+
+def test_an_imagefolder_with_link_loops_lists_each_picture_once(tmp_path):
+    import os
+
+    from PIL import Image
+
+    from study.data.imagefolder import ImageFiles
+
+    train = tmp_path / "imagenet" / "train"
+    outside = tmp_path / "elsewhere"
+    for folder, n in ((train / "a", 2), (train / "b", 2), (outside, 1)):
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (i * 60, 0, 0)).save(folder / f"x{i}.png")
+    os.symlink(train / "a", train / "a" / "loop")  # a folder that holds itself
+    os.symlink(train, train / "b" / "up")  # a link back to the top: every class again, under b
+    os.symlink(train / "b" / "x0.png", train / "b" / "same.png")  # one picture under two names
+    os.symlink(outside, train / "b" / "linked-in")  # pictures linked in from outside (prepare.sh does so)
+    ds = ImageFiles(str(train))
+    files = sorted(os.path.relpath(os.path.realpath(p), tmp_path) for p, _ in ds.samples)
+    assert files == ["elsewhere/x0.png", "imagenet/train/a/x0.png", "imagenet/train/a/x1.png",
+                     "imagenet/train/b/x0.png", "imagenet/train/b/x1.png"]
+    assert [c for _, c in ds.samples].count(ds.class_to_idx["a"]) == 2
+
+
+def test_a_picture_a_pets_split_lists_but_the_disk_lacks_is_named_before_any_stage(tmp_path, synthetic_root):
+    import shutil
+
+    from study.data import open_datasets
+
+    shutil.copytree(synthetic_root / "oxford-iiit-pet", tmp_path / "oxford-iiit-pet")
+    first = (tmp_path / "oxford-iiit-pet" / "annotations" / "trainval.txt").read_text().split()[0]
+    (tmp_path / "oxford-iiit-pet" / "images" / f"{first}.jpg").unlink()
+    with pytest.raises(ConfigError) as e:
+        open_datasets(RunConfig(model="tiny", task="segment", data_root=str(tmp_path)))
+    message = str(e.value)
+    assert f"annotations/trainval.txt of the Oxford-IIIT Pet at {tmp_path / 'oxford-iiit-pet'} lists 1 file not there" in message
+    assert f"images/{first}.jpg" in message and f"./prepare.sh --root {tmp_path} --pets" in message

@@ -30,8 +30,58 @@ def build_transform(size: int, train: bool) -> T.Compose:
     return T.Compose(ops + [T.ToTensor(), T.Normalize(MEAN, STD)])
 
 
+def real_files(top: str):
+    """(path, real path) of every file under ``top``, following links (prepare.sh links a user's
+    ImageNet in) but entering each real folder once: a link loop would otherwise be walked until the
+    path is too long, listing the same pictures over and over. One realpath per folder; a file's own
+    only when it is a link (the directory entry says so for free)."""
+    folders: set[str] = set()
+    pending = [top]
+    while pending:
+        here = pending.pop()
+        real = os.path.realpath(here)
+        if real in folders:
+            continue
+        folders.add(real)
+        try:
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError:  # a dangling link to a folder, a folder we may not read
+            continue
+        subfolders = []
+        for e in entries:
+            if e.is_dir():  # follows links
+                subfolders.append(e.path)
+            elif e.is_file():
+                yield e.path, os.path.realpath(e.path) if e.is_symlink() else os.path.join(real, e.name)
+        pending.extend(reversed(subfolders))  # depth first, in name order, as os.walk would list them
+
+
+def list_samples(directory: str, class_to_idx: dict[str, int], extensions: tuple[str, ...] | None = None,
+                 is_valid_file=None, allow_empty: bool = False) -> list[tuple[str, int]]:
+    """ImageFolder's listing, (path, class index) per picture, with each real file once."""
+    from torchvision.datasets.folder import has_file_allowed_extension
+
+    valid = is_valid_file or (lambda p: has_file_allowed_extension(p, extensions or ()))
+    seen: set[str] = set()
+    found: set[str] = set()
+    out = []
+    for name in sorted(class_to_idx):
+        for path, real in real_files(os.path.join(directory, name)):
+            if real not in seen and valid(path):
+                seen.add(real)
+                found.add(name)
+                out.append((path, class_to_idx[name]))
+    empty = sorted(set(class_to_idx) - found)
+    if empty and not allow_empty:
+        raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}")
+    return out
+
+
 class ImageFiles(ImageFolder):
-    """torchvision's ImageFolder; a file that does not decode is a SampleError naming it."""
+    """torchvision's ImageFolder; a file that does not decode is a SampleError naming it; each real
+    file once, however links lead to it."""
+
+    make_dataset = staticmethod(list_samples)
 
     def __getitem__(self, index: int):  # type: ignore[override]
         try:

@@ -117,10 +117,28 @@ def check_folder(root: str | os.PathLike) -> None:
 def open_split(cfg: RunConfig, train: bool) -> OxfordIIITPet:
     check_folder(cfg.data_root)
     size = cfg.image_size or DEFAULT_SIZE
+    split = "trainval" if train else "test"
+    folder = Path(cfg.data_root) / OXFORD_PETS.folder
     try:
-        return PetFiles(cfg.data_root, split="trainval" if train else "test", target_types="segmentation",
-                             transforms=JointTransform(size, train), download=False)
+        ds = PetFiles(cfg.data_root, split=split, target_types="segmentation",
+                      transforms=JointTransform(size, train), download=False)
     except ValueError as e:  # a malformed split-file line
-        folder = Path(cfg.data_root) / OXFORD_PETS.folder
         raise ConfigError(f"cannot read the Oxford-IIIT Pet split files in {folder}: {e} (lines are \"Name_N class_id "
                           f"species breed_id\"); make the dataset again with ./prepare.sh") from None
+    check_listed(folder, split, [*ds._images, *ds._segs], str(cfg.data_root))
+    return ds
+
+
+def check_listed(folder: Path, split: str, listed: list, root: str, shown: int = 3) -> None:
+    """Every file the split list names exists: two folder listings, no file opened. Found here, a
+    missing picture is one line before any stage starts instead of a failed stage."""
+    present = {sub: set(os.listdir(folder / sub)) for sub in ("images", "annotations/trimaps")}
+    missing = [p for p in map(Path, listed)
+               if p.name not in present["images" if p.parent.name == "images" else "annotations/trimaps"]]
+    if missing:
+        names = ", ".join(os.path.relpath(p, folder) for p in missing[:shown])
+        more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
+        r = "" if os.path.normpath(root) == "data" else f" --root {root}"
+        raise ConfigError(f"annotations/{split}.txt of the Oxford-IIIT Pet at {folder} lists {len(missing)} "
+                          f"file{'s' if len(missing) > 1 else ''} not there: {names}{more}; restore them, or prepare the dataset again from its archives "
+                          f"with ./prepare.sh{r} --pets images.tar.gz annotations.tar.gz")
