@@ -29,11 +29,12 @@ class Dataset:
 
 CIFAR10 = Dataset("cifar10", "cifar-10-batches-py", "study.data.cifar", "CIFAR-10", 32, "classify")
 CIFAR100 = Dataset("cifar100", "cifar-100-python", "study.data.cifar100", "CIFAR-100", 32, "classify")
+CUB200 = Dataset("cub200", "CUB_200_2011", "study.data.cub", "CUB-200-2011", 224, "classify")
 OXFORD_PETS = Dataset("oxford-pets", "oxford-iiit-pet", "study.data.pets", "Oxford-IIIT Pet", 256, "segment",
                       classes=("background", "pet"))
 IMAGEFOLDER = Dataset("imagefolder", "imagenet", "study.data.imagefolder", "ImageFolder", 224, "classify")
 
-DATASETS = (CIFAR10, OXFORD_PETS, IMAGEFOLDER, CIFAR100)
+DATASETS = (CIFAR10, OXFORD_PETS, IMAGEFOLDER, CIFAR100, CUB200)
 BY_NAME = {d.name: d for d in DATASETS}
 DEFAULT_SIZE = {d.name: d.default_size for d in DATASETS}
 

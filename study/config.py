@@ -65,6 +65,8 @@ class DataOptions:
     """cifar10 | cifar100 | cub200 | oxford-pets | imagefolder; empty picks the task's default."""
     coarse_labels: bool = False
     """cifar100: train on the release's 20 coarse superclasses instead of its 100 fine classes."""
+    crop_to_box: bool = False
+    """cub200: crop each image to its box in bounding_boxes.txt before the transforms."""
     data_root: str = "data"
     """Folder holding the dataset in its native layout, or s3://bucket/prefix."""
     image_size: int = 0
@@ -192,6 +194,8 @@ class RunConfig(LaunchOptions, OutputOptions, ProfilingOptions, MeasuringOptions
             fit = [d for d in DATASETS if self.task in DATASET_TASKS[d]]
             raise ConfigError(f"dataset {self.dataset!r} has no labels for task {self.task!r}; datasets for it: "
                               f"{', '.join(fit)}")
+        if self.crop_to_box and self.dataset != "cub200":
+            raise ConfigError(f"--crop-to-box crops to CUB-200-2011's bounding boxes; --dataset {self.dataset} has none")
         if self.coarse_labels and self.dataset != "cifar100":
             raise ConfigError(f"--coarse-labels is CIFAR-100's superclasses; --dataset {self.dataset} has one label set")
         for name in ("batch_size", "epochs", "repeats", "nnodes", "log_every", "profile_steps"):

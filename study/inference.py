@@ -27,7 +27,7 @@ META_KEYS = ("format", "model", "task", "num_classes", "classes", "image_size", 
 # How a picture is brought to the model's input, matching each dataset's validation transform:
 # "square" resizes both sides to image_size; "crop" resizes the short side to image_size * 256/224
 # and takes the centre square (the ImageNet evaluation recipe the ImageFolder reader uses).
-RESIZE = {"cifar10": "square", "oxford-pets": "square", "imagefolder": "crop"}
+RESIZE = {"cifar10": "square", "cifar100": "square", "oxford-pets": "square", "imagefolder": "crop", "cub200": "crop"}
 
 
 def checkpoint_meta(cfg: RunConfig, num_classes: int, classes: list[str]) -> dict[str, Any]:

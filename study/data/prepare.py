@@ -3,7 +3,8 @@
     ./prepare.sh --synthetic                              # every synthetic set under data/
     ./prepare.sh --cifar cifar-10-python.tar.gz           # extract + MD5-check the release (or CIFAR-100's)
     ./prepare.sh --no-verify                              # accept CIFAR copies whose MD5s differ (reports say so)
-    ./prepare.sh --pets images.tar.gz annotations.tar.gz  # extract, drop corrupt / non-RGB images
+    ./prepare.sh --cub CUB_200_2011.tgz                   # extract CUB-200-2011, check its index files
+    ./prepare.sh --pets images.tar.gz annotations.tar.gz  # extract, drop images that do not decode
     ./prepare.sh --imagenet /datasets/ILSVRC              # point data/imagenet at Data/CLS-LOC
     ./prepare.sh --upload s3://bucket/prefix              # copy data/ to object storage
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from study.config import ConfigError
 from study import catalog
 from study.data import s3_package, synthetic
-from study.catalog import CIFAR10, CIFAR100, IMAGEFOLDER, OXFORD_PETS
+from study.catalog import CIFAR10, CIFAR100, CUB200, IMAGEFOLDER, OXFORD_PETS
 from study.data.integrity import accept, is_unchecked, root_option
 from study.data.synthetic import is_synthetic
 
@@ -83,10 +84,12 @@ def _open_tar(path: str) -> tuple[tarfile.TarFile, list[str]]:
     return tar, [n[2:] if n.startswith("./") else n for n in names]
 
 
-def _extract(tar: tarfile.TarFile, dest: Path, path: str) -> None:
+def _extract(tar: tarfile.TarFile, dest: Path, path: str, under: str = "") -> None:
+    """Extract ``tar`` into ``dest`` (only the members under the folder ``under``, when given)."""
     dest.mkdir(parents=True, exist_ok=True)
+    members = [m for m in tar.getmembers() if m.name.removeprefix("./").startswith(under + "/")] if under else None
     try:
-        tar.extractall(dest, filter="data")
+        tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise PrepareError(f"cannot extract {path} into {dest}: {_line(e)}") from None
     finally:
@@ -156,6 +159,30 @@ def accept_folders(root: Path) -> None:
             marked += 1
     if not marked:
         say(f"--no-verify: no release folder under {root} fails its MD5 check; nothing marked")
+
+
+def prepare_cub(root: Path, archive: str) -> None:
+    """Extract CUB_200_2011/ of the published ``CUB_200_2011.tgz`` (its top-level attributes.txt stays
+    out of the data root) and check that its index files parse and name only images that exist."""
+    tar, names = _open_tar(archive)
+    from study.data.cub import INDEX_FILES, read_index  # torchvision: imported only when needed
+
+    missing = [n for n in INDEX_FILES if f"{CUB200.folder}/{n}" not in names]
+    if missing:
+        tar.close()
+        raise PrepareError(f"{archive} is not the {CUB200.title} release (no {CUB200.folder}/{missing[0]})")
+    target = root / CUB200.folder
+    _drop_synthetic(target, CUB200.title)
+    t0 = time.perf_counter()
+    _extract(tar, root, archive, under=CUB200.folder)
+    ix = read_index(lambda name: (target / name).read_text(encoding="utf-8", errors="replace"), str(target))
+    lost = [p for p in ix.paths.values() if not (target / "images" / p).is_file()]
+    if lost:
+        raise PrepareError(f"{archive} lacks {len(lost)} images that {CUB200.folder}/images.txt lists (first: "
+                           f"{lost[0]}); the archive is damaged: download it again")
+    n_train = sum(ix.train.values())
+    say(f"{CUB200.title}: extracted {archive} to {target}: {len(ix.classes)} classes, {n_train} train + "
+        f"{len(ix.paths) - n_train} test images ({time.perf_counter() - t0:.1f} s)")
 
 
 def _check_image(path: str) -> str:
@@ -310,8 +337,8 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.split("\n")[2:]))
     p.add_argument("--root", default="data", help="folder the datasets live in (default: data)")
-    p.add_argument("--synthetic", action="store_true", help="write small synthetic CIFAR-10, Oxford-IIIT Pet and "
-                   "ImageFolder sets in the real formats (skips ones already present)")
+    p.add_argument("--synthetic", action="store_true", help="write a small synthetic set of every dataset (CIFAR-10/100, "
+                   "CUB-200-2011, Oxford-IIIT Pet, ImageFolder) in its real format (skips ones already present)")
     p.add_argument("--force", action="store_true", help="with --synthetic: rewrite synthetic sets already present")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic sets (default 0)")
     p.add_argument("--cifar", metavar="ARCHIVE", help="extract cifar-10-python.tar.gz or cifar-100-python.tar.gz and "
@@ -319,6 +346,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="accept a CIFAR copy whose MD5s differ from the release: "
                    "with --cifar, extract it unverified; alone, mark the folders under --root that fail their check "
                    "(an UNVERIFIED file: the check is skipped, pickles still vetted, reports say so)")
+    p.add_argument("--cub", metavar="ARCHIVE", help="extract CUB_200_2011.tgz (CUB-200-2011 as published) and check "
+                   "its index files")
     p.add_argument("--pets", nargs=2, metavar=("IMAGES_TAR", "ANNOTATIONS_TAR"),
                    help="extract the Oxford-IIIT Pet images.tar.gz and annotations.tar.gz; drop corrupt and "
                    "non-RGB images")
@@ -332,9 +361,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     root = Path(args.root)
-    if not (args.synthetic or args.cifar or args.pets or args.imagenet or args.upload or args.no_verify):
-        print("prepare: nothing to do; pass --synthetic, --cifar, --pets, --imagenet, --no-verify or --upload (see "
-              "--help)", file=sys.stderr)
+    if not (args.synthetic or args.cifar or args.cub or args.pets or args.imagenet or args.upload or args.no_verify):
+        print("prepare: nothing to do; pass --synthetic, --cifar, --cub, --pets, --imagenet, --no-verify or --upload "
+              "(see --help)", file=sys.stderr)
         return 2
     try:
         if root.exists() and not root.is_dir():
@@ -345,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             prepare_cifar(root, args.cifar, verify=not args.no_verify)
         elif args.no_verify:
             accept_folders(root)
+        if args.cub:
+            prepare_cub(root, args.cub)
         if args.pets:
             prepare_pets(root, args.pets)
         if args.imagenet:

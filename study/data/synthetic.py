@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from study.catalog import CIFAR10, CIFAR100, IMAGEFOLDER, OXFORD_PETS
+from study.catalog import CIFAR10, CIFAR100, CUB200, IMAGEFOLDER, OXFORD_PETS
 
 MARKER = "SYNTHETIC"
 GENERATOR = "study.data.synthetic"
@@ -389,6 +389,7 @@ WRITERS = {
     OXFORD_PETS.name: Writer(write_pets, "120 trainval + 40 test images with trimaps"),
     IMAGEFOLDER.name: Writer(write_imagefolder, "4 classes, 80 train + 20 val images"),
     CIFAR100.name: Writer(_elsewhere("study.data.synthetic_cifar100"), "100 classes, 2000 train + 500 test images"),
+    CUB200.name: Writer(_elsewhere("study.data.synthetic_cub"), "10 classes, 240 train + 60 test images with boxes"),
 }
 
 

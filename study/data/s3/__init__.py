@@ -58,8 +58,9 @@ def open_datasets(cfg: RunConfig) -> DataBundle:
                     listing.update(list_objects(client_for(endpoint), loc.bucket, loc.key(entry.folder) + "/"))
             return open_cached(cfg, loc, endpoint, train, listing)
     else:
-        if cfg.coarse_labels:
-            raise ConfigError("--coarse-labels reads CIFAR-100 through the local reader: add --s3-cache DIR")
+        if cfg.coarse_labels or cfg.crop_to_box:
+            flag = "--coarse-labels" if cfg.coarse_labels else "--crop-to-box"
+            raise ConfigError(f"{flag} is read by the local reader, which streaming skips: add --s3-cache DIR")
         opener = STREAM_OPENERS[cfg.dataset]
         size = cfg.image_size or entry.default_size
 

@@ -100,6 +100,12 @@ def split_keys(dataset: str, bucket: str, folder_key: str, listing: dict[str, Ob
     """The objects one split needs in the cache (what its local reader opens and checks)."""
     if dataset in (catalog.CIFAR10.name, catalog.CIFAR100.name):  # the reader checks every release file
         return listing
+    if dataset == catalog.CUB200.name:  # the index files, and the images of this split
+        from study.data import cub
+
+        ix = cub.read_index(lambda name: read_text(f"{folder_key}/{name}"), f"s3://{bucket}/{folder_key}")
+        mine = {f"{folder_key}/images/{ix.paths[i]}" for i in ix.paths if ix.train[i] == train}
+        return {k: v for k, v in listing.items() if k in mine or not k.startswith(f"{folder_key}/images/")}
     if dataset == catalog.IMAGEFOLDER.name:
         other = f"{folder_key}/{'val' if train else 'train'}/"
         return {k: v for k, v in listing.items() if not k.startswith(other)}

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from study.config import ConfigError
 from study import catalog
-from study.catalog import CIFAR10, CIFAR100, IMAGEFOLDER, OXFORD_PETS
+from study.catalog import CIFAR10, CIFAR100, CUB200, IMAGEFOLDER, OXFORD_PETS
 from study.data.s3.client import client_for, list_objects, read_object
 from study.data.s3.errors import S3ReadError, s3_errors
 from study.data.s3.urls import Location
@@ -216,7 +216,30 @@ def open_imagefolder(loc: Location, endpoint: str, train: bool, size: int) -> S3
     return S3ImageFolder(endpoint, loc.bucket, samples, classes, build_transform(size, train))
 
 
+def open_cub(loc: Location, endpoint: str, train: bool, size: int) -> Any:
+    """CUB-200-2011: the index files read once, one GET per image."""
+    from study.data.cub import CUBImages, read_index
+    from study.data.imagefolder import build_transform
+
+    folder = loc.key(CUB200.folder)
+
+    def read_text(name: str) -> str:
+        try:
+            return read_object(endpoint, loc.bucket, f"{folder}/{name}").decode("utf-8", "replace")
+        except S3ReadError as e:
+            raise ConfigError(f"incomplete {CUB200.title} at {loc.url(CUB200.folder)}/: {e}") from None
+
+    class S3CUB(CUBImages):
+        def load(self, index: int) -> Any:
+            from PIL import Image
+
+            return Image.open(io.BytesIO(read_object(endpoint, loc.bucket, self.samples[index][0]))).convert("RGB")
+
+    ix = read_index(read_text, loc.url(CUB200.folder), again=f"upload it again with ./prepare.sh --upload {loc.url()}")
+    return S3CUB(folder, ix, train, build_transform(size, train), crop=False)
+
+
 STREAM_OPENERS: dict[str, Callable[[Location, str, bool, int], Any]] = {
     CIFAR10.name: open_cifar, OXFORD_PETS.name: open_pets, IMAGEFOLDER.name: open_imagefolder,
-    CIFAR100.name: partial(open_cifar, dataset=CIFAR100.name),
+    CIFAR100.name: partial(open_cifar, dataset=CIFAR100.name), CUB200.name: open_cub,
 }
