@@ -1,8 +1,10 @@
 """ImageFolder (ILSVRC layout): ``<root>/imagenet/train/<wnid>/*.JPEG`` and ``<root>/imagenet/val/<wnid>/``.
 
 Read by ``torchvision.datasets.ImageFolder``: construction walks the class folders (the timed
-"load"), each item is opened and decoded lazily. ``prepare.sh --imagenet ILSVRC_DIR`` points
-``<root>/imagenet`` at an extracted ILSVRC ``Data/CLS-LOC`` tree. Standard ImageNet transforms.
+"load"), each item is opened and decoded lazily. ``prepare.sh --imagenet DIR`` points
+``<root>/imagenet`` at an extracted ILSVRC ``Data/CLS-LOC`` tree (Kaggle's download as it ships) and
+copies its ``LOC_synset_mapping.txt`` beside the links, whence the class names ("n01440764 tench").
+Standard ImageNet transforms.
 """
 from __future__ import annotations
 
@@ -90,16 +92,36 @@ class ImageFiles(ImageFolder):
             raise unreadable(index, [self.samples[index][0]], e) from e
 
 
+def _hint(root: str) -> str:
+    from study.data.integrity import prepare_hint
+    from study.data.prepare_imagenet import find_cls_loc
+
+    if find_cls_loc(Path(root)) is not None:  # --data-root at the user's ImageNet itself
+        return (f"{root} is an ImageNet folder itself, not a data root of this tool: link it in with "
+                f"./prepare.sh --imagenet {root} and pass --data-root data")
+    return prepare_hint(root, "--imagenet IMAGENET_DIR")
+
+
+def class_names(top: Path, wnids: list[str]) -> list[str]:
+    """"n01440764 tench" per class folder when ``top`` holds the LOC_synset_mapping.txt that
+    prepare.sh copies there; the folder names otherwise."""
+    from study.data.prepare_imagenet import SYNSETS, read_synsets
+
+    if not (top / SYNSETS).is_file():
+        return wnids
+    names = read_synsets(top / SYNSETS)
+    return [names.get(w, w) for w in wnids]
+
+
 def open_split(cfg: RunConfig, train: bool) -> ImageFolder:
     root = str(cfg.data_root)
     split = "train" if train else "val"
     folder = Path(root) / IMAGEFOLDER.folder / split
-    r = "" if os.path.normpath(root) == "data" else f" --root {root}"
-    hint = f"run ./prepare.sh{r} --synthetic or ./prepare.sh{r} --imagenet ILSVRC_DIR"
     if not folder.is_dir():
-        raise ConfigError(f"no ImageFolder {split} set at {folder}; {hint}")
+        raise ConfigError(f"no ImageFolder {split} set at {folder}; {_hint(root)}")
     try:
         ds = ImageFiles(str(folder), transform=build_transform(cfg.image_size or DEFAULT_SIZE, train))
     except FileNotFoundError as e:  # no class folders, or class folders without images
-        raise ConfigError(f"unusable ImageFolder at {folder}: {str(e).splitlines()[0]}; {hint}") from None
+        raise ConfigError(f"unusable ImageFolder at {folder}: {str(e).splitlines()[0]}; {_hint(root)}") from None
+    ds.classes = class_names(folder.parent, ds.classes)  # what reports and predict show; class_to_idx keeps the wnids
     return ds

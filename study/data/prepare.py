@@ -5,7 +5,7 @@
     ./prepare.sh --no-verify                              # accept CIFAR copies whose MD5s differ (reports say so)
     ./prepare.sh --cub CUB_200_2011.tgz                   # extract CUB-200-2011, check its index files
     ./prepare.sh --pets images.tar.gz annotations.tar.gz  # extract, drop images that do not decode
-    ./prepare.sh --imagenet /datasets/ILSVRC              # point data/imagenet at Data/CLS-LOC
+    ./prepare.sh --imagenet /datasets/imagenet            # link Kaggle's ImageNet (or ILSVRC/, CLS-LOC/) in
     ./prepare.sh --upload s3://bucket/prefix              # copy data/ to object storage
 
 Actions combine and run in that order. Bad input (missing or broken archive, wrong layout) is one
@@ -15,8 +15,6 @@ filter: no member may land outside the target folder, no links out, no device fi
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import shutil
 import sys
@@ -29,8 +27,9 @@ from pathlib import Path
 from study.config import ConfigError
 from study import catalog
 from study.data import s3_package, synthetic
-from study.catalog import CIFAR10, CIFAR100, CUB200, IMAGEFOLDER, OXFORD_PETS
+from study.catalog import CIFAR10, CIFAR100, CUB200, OXFORD_PETS
 from study.data.integrity import accept, is_unchecked, root_option
+from study.data.prepare_imagenet import prepare_imagenet
 from study.data.synthetic import is_synthetic
 
 
@@ -270,51 +269,6 @@ def prepare_pets(root: Path, archives: list[str]) -> None:
     say(f"{OXFORD_PETS.title}: {n} RGB JPEG images kept ({time.perf_counter() - t0:.1f} s to scan)")
 
 
-def prepare_imagenet(root: Path, source: str) -> None:
-    """Point ``<root>/imagenet/{train,val}`` at an extracted ILSVRC tree (symbolic links, no copy).
-
-    ``source`` is the ILSVRC folder (holding Data/CLS-LOC) or CLS-LOC itself. A val folder already
-    split into class folders is linked as is; the flat ILSVRC val folder is split into class folders
-    of links using LOC_val_solution.csv.
-    """
-    src = Path(source).resolve()
-    cls = next((c for c in (src / "Data" / "CLS-LOC", src) if (c / "train").is_dir()), None)
-    if cls is None:
-        raise PrepareError(f"no ILSVRC train folder under {source} (expected {source}/Data/CLS-LOC/train)")
-    if not any(p.is_dir() for p in (cls / "train").iterdir()):
-        raise PrepareError(f"{cls / 'train'} has no class folders")
-    val = cls / "val"
-    if not val.is_dir():
-        raise PrepareError(f"no ILSVRC val folder at {val}")
-    solution = next((p for p in (src / "LOC_val_solution.csv", cls.parent.parent / "LOC_val_solution.csv") if p.is_file()), None)
-    val_has_classes = any(p.is_dir() for p in val.iterdir())
-    if not val_has_classes and solution is None:
-        raise PrepareError(f"{val} is flat and no LOC_val_solution.csv was found next to it to label it")
-
-    target = root / IMAGEFOLDER.folder
-    if target.exists() or target.is_symlink():
-        if is_synthetic(target) or (target / "SOURCE").is_file():
-            shutil.rmtree(target)  # synthetic data, or links this command made before
-        else:
-            raise PrepareError(f"{target} already exists and was not made by prepare.sh; move it away first")
-    target.mkdir(parents=True)
-    (target / "train").symlink_to(cls / "train", target_is_directory=True)
-    if val_has_classes:
-        (target / "val").symlink_to(val, target_is_directory=True)
-    else:
-        n = 0
-        with open(solution) as f:  # type: ignore[arg-type]
-            for row in csv.DictReader(f):
-                wnid = row["PredictionString"].split()[0]
-                d = target / "val" / wnid
-                d.mkdir(parents=True, exist_ok=True)
-                (d / f"{row['ImageId']}.JPEG").symlink_to(val / f"{row['ImageId']}.JPEG")
-                n += 1
-        say(f"{IMAGEFOLDER.title}: split {n} val images into class folders of links using {solution}")
-    (target / "SOURCE").write_text(json.dumps({"source": str(src)}) + "\n")
-    say(f"{IMAGEFOLDER.title}: {target} now points at {cls}")
-
-
 def upload(root: Path, url: str, endpoint: str) -> None:
     if not url.startswith("s3://") or len(url) <= len("s3://"):
         raise PrepareError(f"--upload needs an s3://bucket/prefix URL, got {url!r}")
@@ -351,7 +305,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pets", nargs=2, metavar=("IMAGES_TAR", "ANNOTATIONS_TAR"),
                    help="extract the Oxford-IIIT Pet images.tar.gz and annotations.tar.gz; drop corrupt and "
                    "non-RGB images")
-    p.add_argument("--imagenet", metavar="DIR", help="link <root>/imagenet to an extracted ILSVRC Data/CLS-LOC tree")
+    p.add_argument("--imagenet", metavar="DIR", help="link <root>/imagenet to an extracted ImageNet: Kaggle's download "
+                   "folder, its ILSVRC/ or Data/CLS-LOC/ (labels and class names found beside them)")
+    p.add_argument("--imagenet-labels", metavar="FILE", action="append", default=[],
+                   help="with --imagenet: LOC_val_solution.csv or LOC_synset_mapping.txt where they are not beside "
+                   "the folder (repeatable)")
     p.add_argument("--upload", metavar="S3_URL", help="copy <root> to s3://bucket/prefix after the other actions")
     p.add_argument("--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL", ""),
                    help="endpoint URL of an S3-compatible store (default: $AWS_ENDPOINT_URL, else AWS)")
@@ -379,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.pets:
             prepare_pets(root, args.pets)
         if args.imagenet:
-            prepare_imagenet(root, args.imagenet)
+            prepare_imagenet(root, args.imagenet, args.imagenet_labels, say)
         if args.upload:
             upload(root, args.upload, args.s3_endpoint)
     except (PrepareError, ConfigError, FileExistsError) as e:
