@@ -184,8 +184,10 @@ def prepare_cub(root: Path, archive: str) -> None:
         f"{len(ix.paths) - n_train} test images ({time.perf_counter() - t0:.1f} s)")
 
 
-def _check_image(path: str) -> str:
-    """'' when the file is a readable RGB JPEG, else why it is dropped."""
+def _check_image(path: str) -> tuple[str, str]:
+    """(why the file is dropped, what the reader converts), each '' when nothing. Only a file that
+    does not decode is dropped: grayscale, CMYK, RGBA or a PNG under a .jpg name decode, and the
+    reader converts them to RGB as torchvision's OxfordIIITPet does."""
     from PIL import Image
 
     try:
@@ -195,29 +197,29 @@ def _check_image(path: str) -> str:
         with Image.open(path) as im:
             im.load()
             mode = im.mode
+            im.convert("RGB")
     except Exception as e:  # PIL raises many types for broken files
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return f"corrupt: {msg}"
-    if fmt != "JPEG":
-        return f"not a JPEG but {fmt}"
-    if mode != "RGB":
-        return f"{mode}, not RGB"
-    return ""
+        return f"does not decode: {msg}", ""
+    if fmt == "JPEG" and mode == "RGB":
+        return "", ""
+    return "", " ".join(t for t in (mode, "" if fmt == "JPEG" else f"{fmt}") if t)
 
 
-def clean_pets(folder: Path) -> list[tuple[str, str]]:
-    """Drop unreadable / non-JPEG / non-RGB images from disk and from the split files.
+def clean_pets(folder: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Drop the images that do not decode from disk and from the split files; keep every other one.
 
-    Returns [(image file name, reason)] of what was dropped. Split-file lines whose image is absent
-    are dropped as well (reason "missing").
+    Returns ([(image file name, why dropped)], [(image file name, what the reader converts)]).
+    Split-file lines whose image is absent are dropped as well (reason "missing").
     """
     images = sorted((folder / "images").glob("*.jpg"))
     if len(images) > 200 and (os.cpu_count() or 1) > 1:
         with ProcessPoolExecutor() as pool:
-            reasons = list(pool.map(_check_image, map(str, images), chunksize=64))
+            checks = list(pool.map(_check_image, map(str, images), chunksize=64))
     else:
-        reasons = [_check_image(str(p)) for p in images]
-    dropped = [(p.name, r) for p, r in zip(images, reasons) if r]
+        checks = [_check_image(str(p)) for p in images]
+    dropped = [(p.name, why) for p, (why, _) in zip(images, checks) if why]
+    converted = [(p.name, what) for p, (why, what) in zip(images, checks) if what and not why]
     for name, _ in dropped:
         (folder / "images" / name).unlink()
     gone = {Path(name).stem for name, _ in dropped}
@@ -238,7 +240,7 @@ def clean_pets(folder: Path) -> list[tuple[str, str]]:
         tmp = path.with_suffix(".txt.tmp")
         tmp.write_text("".join(kept))
         os.replace(tmp, path)
-    return dropped
+    return dropped, converted
 
 
 def prepare_pets(root: Path, archives: list[str]) -> None:
@@ -261,12 +263,18 @@ def prepare_pets(root: Path, archives: list[str]) -> None:
         _extract(tar, target, path)
     say(f"{OXFORD_PETS.title}: extracted {' and '.join(archives)} to {target} ({time.perf_counter() - t0:.1f} s)")
     t0 = time.perf_counter()
-    dropped = clean_pets(target)
+    dropped, converted = clean_pets(target)
     n = len(list((target / "images").glob("*.jpg")))
     if dropped:
         listing = ", ".join(f"{name} ({why})" for name, why in dropped)
-        say(f"{OXFORD_PETS.title}: dropped {len(dropped)} images from disk and the split files: {listing}")
-    say(f"{OXFORD_PETS.title}: {n} RGB JPEG images kept ({time.perf_counter() - t0:.1f} s to scan)")
+        say(f"{OXFORD_PETS.title}: dropped {len(dropped)} images that do not decode from disk and the split files: "
+            f"{listing}")
+    if converted:
+        listing = ", ".join(f"{name} ({what})" for name, what in converted)
+        say(f"{OXFORD_PETS.title}: kept {len(converted)} images that are not RGB JPEGs, which the reader converts "
+            f"to RGB as torchvision's does: {listing}")
+    say(f"{OXFORD_PETS.title}: {n} images kept, the splits as published otherwise ({time.perf_counter() - t0:.1f} s "
+        f"to scan)")
 
 
 def upload(root: Path, url: str, endpoint: str) -> None:
@@ -303,8 +311,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cub", metavar="ARCHIVE", help="extract CUB_200_2011.tgz (CUB-200-2011 as published) and check "
                    "its index files")
     p.add_argument("--pets", nargs=2, metavar=("IMAGES_TAR", "ANNOTATIONS_TAR"),
-                   help="extract the Oxford-IIIT Pet images.tar.gz and annotations.tar.gz; drop corrupt and "
-                   "non-RGB images")
+                   help="extract the Oxford-IIIT Pet images.tar.gz and annotations.tar.gz; drop images that do not "
+                   "decode (grayscale, CMYK and RGBA ones are kept: the reader converts them to RGB)")
     p.add_argument("--imagenet", metavar="DIR", help="link <root>/imagenet to an extracted ImageNet: Kaggle's download "
                    "folder, its ILSVRC/ or Data/CLS-LOC/ (labels and class names found beside them)")
     p.add_argument("--imagenet-labels", metavar="FILE", action="append", default=[],

@@ -178,9 +178,10 @@ def test_cifar_archive_cannot_escape_root(tmp_path: Path, synthetic_root: Path) 
 
 
 # --- --pets ---------------------------------------------------------------------------------------
-def _pets_archives(tmp_path: Path, synthetic_root: Path) -> tuple[Path, Path, set[str]]:
-    """Release-style tarballs of the synthetic pets plus three bad images; returns the names that
-    must be dropped (the three, and the synthetic set's one grayscale JPEG)."""
+def _pets_archives(tmp_path: Path, synthetic_root: Path) -> tuple[Path, Path, set[str], set[str]]:
+    """Release-style tarballs of the synthetic pets plus three odd images; returns the names that must
+    be dropped (the one that does not decode) and those kept for the reader to convert (CMYK, an RGBA
+    PNG under a .jpg name, and the synthetic set's grayscale JPEG)."""
     work = tmp_path / "pets_src"
     shutil.copytree(synthetic_root / "oxford-iiit-pet", work)
     (work / "SYNTHETIC").unlink()
@@ -202,12 +203,14 @@ def _pets_archives(tmp_path: Path, synthetic_root: Path) -> tuple[Path, Path, se
     assert len(gray) == 1
     img_tar = make_tar(tmp_path / "images.tar.gz", {"images": images})
     ann_tar = make_tar(tmp_path / "annotations.tar.gz", {"annotations": work / "annotations"})
-    return img_tar, ann_tar, {"Bengal_900.jpg", "Persian_900.jpg", "pug_900.jpg", *gray}
+    return img_tar, ann_tar, {"Bengal_900.jpg"}, {"Persian_900.jpg", "pug_900.jpg", *gray}
 
 
 def test_pets_archives_extracted_and_cleaned(tmp_path: Path, synthetic_root: Path,
                                              capsys: pytest.CaptureFixture) -> None:
-    img_tar, ann_tar, bad = _pets_archives(tmp_path, synthetic_root)
+    """Only the file that does not decode is dropped (and listed); grayscale, CMYK and RGBA images
+    stay, byte for byte, in their splits, and the reader hands them over as RGB, as PIL's convert does."""
+    img_tar, ann_tar, bad, odd = _pets_archives(tmp_path, synthetic_root)
     root = tmp_path / "data"
     synthetic.write_pets(root, n_trainval=4, n_test=2)  # a stand-in that must be replaced
     # archives given in either order
@@ -215,27 +218,38 @@ def test_pets_archives_extracted_and_cleaned(tmp_path: Path, synthetic_root: Pat
     out = capsys.readouterr().out
     folder = root / "oxford-iiit-pet"
     assert not (folder / "SYNTHETIC").exists()
-    assert f"dropped {len(bad)} images" in out and all(b in out for b in bad)
-    assert "corrupt" in out and "CMYK, not RGB" in out and "not a JPEG but PNG" in out
+    assert "dropped 1 images that do not decode" in out and "Bengal_900.jpg (does not decode" in out
+    assert "kept 3 images that are not RGB JPEGs" in out and "Persian_900.jpg (CMYK)" in out
+    assert "pug_900.jpg (RGBA PNG)" in out
     left = {p.name for p in (folder / "images").glob("*.jpg")}
-    assert not (bad & left) and len(left) == 160 + 3 - len(bad)
+    assert not (bad & left) and odd <= left and len(left) == 160 + 3 - len(bad)
+    assert (folder / "images" / "Persian_900.jpg").read_bytes() == (tmp_path / "pets_src" / "images" / "Persian_900.jpg").read_bytes()
     listed = set()
     for split in ("trainval.txt", "test.txt"):
         for line in (folder / "annotations" / split).read_text().splitlines():
             assert len(line.split()) == 4
             listed.add(line.split()[0] + ".jpg")
-    assert listed == left
-    b = open_datasets(RunConfig(task="segment", data_root=str(root), image_size=32))
+    assert listed == left  # the published splits, less only the file that does not decode
+    b = open_datasets(RunConfig(task="segment", data_root=str(root)))
     assert len(b.train) + len(b.val) == len(left)
-    assert b.train[len(b.train) - 1][1].shape == (32, 32)
-    # running the cleaning again finds nothing more to drop
+    from study.data.pets import PetFiles
+
+    for name in odd:
+        split = "test" if name.startswith("pug") else "trainval"
+        ds = PetFiles(str(root), split=split, target_types="segmentation")
+        img, _ = ds[[Path(p).name for p in ds._images].index(name)]
+        assert img.mode == "RGB"
+        expected = Image.open(folder / "images" / name).convert("RGB")
+        assert np.array_equal(np.asarray(img), np.asarray(expected))
+    # running the cleaning again finds nothing more to drop, and the same images to convert
     from study.data.prepare import clean_pets
 
-    assert clean_pets(folder) == []
+    dropped, converted = clean_pets(folder)
+    assert dropped == [] and {n for n, _ in converted} == odd
 
 
 def test_pets_needs_both_archives(tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture) -> None:
-    img_tar, _, _ = _pets_archives(tmp_path, synthetic_root)
+    img_tar, _, _, _ = _pets_archives(tmp_path, synthetic_root)
     assert main(["--root", str(tmp_path / "data"), "--pets", str(img_tar), str(img_tar)]) == 2
     assert "annotations" in capsys.readouterr().err
 
