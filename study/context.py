@@ -13,6 +13,10 @@ from study.env import Env
 from study.plan import Plan
 
 
+def same_loss(loss: Any) -> Any:
+    return loss
+
+
 @dataclass
 class TrainContext:
     cfg: RunConfig
@@ -28,3 +32,8 @@ class TrainContext:
     memory_format: Any = None  # torch.memory_format for inputs, None keeps contiguous
     example: Any = None  # two real input samples of the stage's data, batched and on the device (tracing)
     notes: dict = field(default_factory=dict)  # what toggles want recorded (e.g. "script: traced")
+    # Gradient accumulation (batch=N:accumulate): batches per optimizer step, and what backward takes
+    # of each one's loss. One batch and its loss as it is by default, so the baseline's step has no
+    # extra operation in it.
+    micro_batches: int = 1
+    micro_loss: Callable[[Any], Any] = same_loss

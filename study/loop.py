@@ -48,7 +48,8 @@ class PhaseTimer:
             self.events.append((phase, ev))
             return
         now = time.perf_counter()
-        self.phases[phase] = now - self.last
+        # added, not set: a step of several micro-batches (gradient accumulation) passes each phase again
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self.last
         self.last = now
         if self.cuda:  # the device phases are measured from here
             ev = torch.cuda.Event(enable_timing=True)
@@ -60,7 +61,8 @@ class PhaseTimer:
         if self.cuda and self.events:
             self.events[-1][1].synchronize()
             for (_, a), (name, b) in zip(self.events, self.events[1:]):
-                self.phases[name] = a.elapsed_time(b) / 1000.0
+                if name != "start":  # from one micro-batch's backward to the next one's data: host time
+                    self.phases[name] = self.phases.get(name, 0.0) + a.elapsed_time(b) / 1000.0
         else:
             self.phases.setdefault("data", 0.0)
         return sum(self.phases.values())
@@ -117,27 +119,32 @@ class TrainState:
 
 
 def train_step(s: TrainState, batches: Iterator, timer: PhaseTimer) -> tuple[torch.Tensor, int] | None:
-    """One optimizer step, phase by phase. None when the loader is exhausted."""
+    """One optimizer step, phase by phase: one batch, or ctx.micro_batches of them whose gradients add
+    up (gradient accumulation); the loss returned is the last one's. None when the loader is exhausted."""
     timer.begin()
-    batch = next(batches, None)
-    if batch is None:
-        return None
-    timer.mark("data")
-    x, y = s.to_device(batch)
-    timer.mark("h2d")
-    with s.ctx.autocast():
-        output = s.model(x)
-        loss = s.task.loss(output, y)
-    timer.mark("forward")
-    s.scaler.scale(loss).backward()
-    timer.mark("backward")
+    targets = []
+    for _ in range(s.ctx.micro_batches):
+        batch = next(batches, None)
+        if batch is None:
+            return None
+        timer.mark("data")
+        x, y = s.to_device(batch)
+        timer.mark("h2d")
+        with s.ctx.autocast():
+            output = s.model(x)
+            loss = s.task.loss(output, y)
+        timer.mark("forward")
+        s.scaler.scale(s.ctx.micro_loss(loss)).backward()
+        timer.mark("backward")
+        targets.append(y)
     s.scaler.step(s.optimizer)
     s.scaler.update()
     # The default (set_to_none=True since torch 2.0), as the canonical loop writes it: zeroing in
     # place would make backward accumulate into old buffers and handicap the baseline.
     s.optimizer.zero_grad()
     timer.mark("optimizer")
-    return loss, s.task.samples(y)  # what the task counts: images, or tokens for a language model
+    # what the task counts (images, or tokens for a language model), after the step's timer stopped
+    return loss, sum(s.task.samples(t) for t in targets)
 
 
 StepHook = Callable[[StepRecord], None]
@@ -152,7 +159,7 @@ def train_epoch(s: TrainState, loader: Any, *, max_steps: int, warmup: int,
     records: list[StepRecord] = []
     limit = max_steps or math.inf
     try:  # an epoch resumed mid-way has only the batches it had left, not a fresh loader's worth
-        limit = min(limit, len(loader))
+        limit = min(limit, len(loader) // s.ctx.micro_batches)
     except TypeError:  # a loader without a length runs until it is exhausted
         pass
     while s.steps_in_epoch < limit:

@@ -35,6 +35,17 @@ class Plan:
     sweep: dict = field(default_factory=dict, compare=False, hash=False)
     """What workers=auto measured to choose num_workers (its table), carried to the stage's notes.
     Evidence of a decision, not a setting: left out of the plan's hash."""
+    stage_batch_size: int = 0
+    """Samples per step per process in this stage (0: the config's --batch-size). Not named batch_size:
+    that is an option, and a config file may set options but never a plan field."""
+    accumulate_steps: int = 1
+    """Micro-batches whose gradients make one optimizer step (their losses each divided by this)."""
+    batch_sweep: dict = field(default_factory=dict, compare=False, hash=False)
+    """What batch=auto measured to choose stage_batch_size (its table): evidence, left out of the hash."""
+
+    def per_process_batch(self, configured: int) -> int:
+        """The per-process batch this stage trains with, given the config's."""
+        return self.stage_batch_size or configured
 
     def replace(self, **changes: Any) -> "Plan":
         return dataclasses.replace(self, **changes)
@@ -43,7 +54,8 @@ class Plan:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        settings = {k: v for k, v in self.to_dict().items() if k != "sweep"}
+        settings = {k: v for k, v in self.to_dict().items()
+                    if k not in EVIDENCE and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
@@ -53,3 +65,7 @@ class Plan:
 
 
 PLAN_FIELDS = tuple(f.name for f in fields(Plan))
+EVIDENCE = ("sweep", "batch_sweep")
+# Fields added after runs were recorded, with their defaults: left out of the hash while at them, so
+# a stage planned before they existed keeps its hash and --resume still finds it.
+LATER_FIELDS = {"stage_batch_size": 0, "accumulate_steps": 1}

@@ -58,7 +58,7 @@ def build_loaders(cfg: RunConfig, bundle: Any, ctx: TrainContext) -> tuple[Any, 
     from torch.utils.data import DataLoader, DistributedSampler
 
     plan = ctx.plan
-    common: dict[str, Any] = dict(batch_size=cfg.batch_size, num_workers=plan.num_workers,
+    common: dict[str, Any] = dict(batch_size=plan.per_process_batch(cfg.batch_size), num_workers=plan.num_workers,
                                   pin_memory=plan.pin_memory and ctx.device.type == "cuda",
                                   worker_init_fn=seed_loader_worker)
     if plan.num_workers:
@@ -170,6 +170,10 @@ def build_session(spec: StageSpec) -> Session:
 
     bundle = open_datasets(cfg)
     train_loader, val_loader = build_loaders(cfg, bundle, ctx)
+    if len(train_loader) < ctx.micro_batches:  # a stage's own batch (the batch toggle) can outgrow the data
+        raise RuntimeError(f"{len(bundle.train)} training samples{f' over {world} processes' if world > 1 else ''} "
+                           f"make no full step of {plan.per_process_batch(cfg.batch_size)} x {ctx.micro_batches} "
+                           f"per process; use a smaller batch or a larger --subset")
     task = build_task(cfg.task, bundle.num_classes)
 
     example = example_inputs(bundle.train)  # before the seed is reset: what a random transform draws here is undone

@@ -74,7 +74,8 @@ class StageSpec:
         """The fields that say which stage a result row belongs to (ok, skipped or failed alike)."""
         cfg = self.config
         return dict(run=cfg.run_name, stage=self.index, name=self.name, stack=list(self.stack), task=cfg.task,
-                    model=cfg.model, dataset=cfg.dataset, world_size=self.plan.world_size, batch_size=cfg.batch_size,
+                    model=cfg.model, dataset=cfg.dataset, world_size=self.plan.world_size,
+                    batch_size=self.plan.per_process_batch(cfg.batch_size),
                     config_hash=self.hash())
 
 
