@@ -302,6 +302,9 @@ class RunConfig(LaunchOptions, OutputOptions, ProfilingOptions, MeasuringOptions
                 want = "a list of names (or one comma-separated string)"
             else:
                 types, want = kinds[str(f.type)]
+                if str(f.type) == "int" and isinstance(value, float) and value.is_integer():
+                    value = int(value)  # steps: 1e3 is a whole number, as a config file may write it
+                    object.__setattr__(self, f.name, value)
                 ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
             if not ok:
                 raise ConfigError(f"config value {f.name} must be {want}, got {value!r} ({type(value).__name__}); "

@@ -21,6 +21,21 @@ def field_docs() -> dict[str, str]:
     return docs
 
 
+def yaml_loader() -> type:
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does: PyYAML follows YAML 1.1, where a float
+    needs a dot, so ``lr: 1e-3`` would arrive as the string "1e-3". Quoted values stay strings."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    exponent = re.compile(r"^[-+]?([0-9][0-9_]*(\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789."))
+    return Loader
+
+
 def load_config_file(path: str) -> dict[str, Any]:
     """Read a YAML or TOML file whose keys are CLI options (dashes or underscores)."""
     p = Path(path)
@@ -39,7 +54,7 @@ def load_config_file(path: str) -> dict[str, Any]:
         elif p.suffix in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text) or {}
+            data = yaml.load(text, Loader=yaml_loader()) or {}  # noqa: S506 — a SafeLoader subclass
         else:
             raise ConfigError(f"config file must end in .yaml, .yml or .toml: {path}")
     except ConfigError:

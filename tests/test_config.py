@@ -104,3 +104,18 @@ def test_a_planning_field_is_not_an_option():
     with pytest.raises(ConfigError, match="not an option"):
         RunConfig.from_dict({"num_workers": 4})
     assert not hasattr(RunConfig(), "num_workers")
+
+
+def test_numbers_in_exponent_form_are_numbers_in_a_yaml_file(tmp_path):
+    """PyYAML reads YAML 1.1, where 1e-3 is a string; a config file means the number. Quoted stays text."""
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\ntraining:\n  weight_decay: 5E-4\nsteps: 1e1\nbudget_minutes: 2.5e+1\n")
+    cfg = RunConfig.from_dict(load_config_file(str(path)))
+    assert (cfg.lr, cfg.weight_decay, cfg.steps, cfg.budget_minutes) == (0.001, 0.0005, 10, 25.0)
+    assert isinstance(cfg.steps, int)
+    path.write_text('lr: "1e-3"\n')
+    with pytest.raises(ConfigError, match="lr must be a number"):
+        RunConfig.from_dict(load_config_file(str(path)))
+    path.write_text("steps: 1.5\n")
+    with pytest.raises(ConfigError, match="steps must be a whole number"):
+        RunConfig.from_dict(load_config_file(str(path)))
