@@ -3,7 +3,7 @@
 
 A VGG-16 body (13 conv layers with BatchNorm, in five blocks). After each of blocks 3, 4 and 5 an
 attention estimator takes that block's local features l (C×H×W, before the block's pooling) and the
-network's global feature g (the fully connected layer on top of block 5):
+network's global feature g (a fully connected layer on top of block 5, pooled to one vector):
 
 - compatibility by dot product ("dp"): c_ij = <l_ij, g>; where the block has fewer channels than g
   (block 3: 256 against 512), g is first projected to the block's channel count by a learned linear map;
@@ -100,8 +100,11 @@ class VGGAttention(nn.Module):
         # ceil_mode: an odd side (224 px → 7 → ...) or a tiny one still pools to at least one cell
         self.block4 = nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), *conv_block(chans[2], chans[3], layers[3]))
         self.block5 = nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), *conv_block(chans[3], chans[4], layers[4]))
+        # g is left linear (no ReLU): the local features are non-negative after their ReLUs, so a signed g
+        # can score a position down as well as up; with g >= 0 too, the planted-patch test learned less
+        # often to look at the patch (conv3's peak on it in 28-80 % of pictures over 8 seeds, against 66-100 %).
         self.global_feature = nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                            nn.Linear(chans[4], g_channels), nn.ReLU(inplace=True))
+                                            nn.Linear(chans[4], g_channels))
         self.estimators = nn.ModuleList([AttentionEstimator(c, g_channels) for c in chans[2:]])
         self.classifier = nn.Linear(sum(chans[2:]), num_classes)
 

@@ -1,8 +1,9 @@
 """`python -m study predict IMAGE... --checkpoint CKPT`: a trained checkpoint tried on pictures.
 
 Classification: the top-5 classes with their probabilities (a table) and a Grad-CAM overlay PNG per
-picture. Segmentation: the predicted mask over the picture (PNG) and each class's share of the
-pixels. The checkpoint's own metadata says which model to build, the classes, the input size and the
+picture (and, for a model with attention estimators, one overlay of each estimator's map).
+Segmentation: the predicted mask over the picture (PNG) and each class's share of the pixels. The
+checkpoint's own metadata says which model to build, the classes, the input size and the
 normalisation, so no other flag is needed.
 
 `check_inputs` is torch-free: a missing picture, a file that is no picture or a checkpoint of another
@@ -95,6 +96,7 @@ def predict(paths: list[Path], checkpoint: Path, out_dir: Path, device: str = "a
     import torch
     from PIL import Image
 
+    from study.attention_net import has_attention
     from study.gradcam import GradCAM, why_no_cam
     from study.inference import device_for, load_model, preprocess
     from study.pictures import draw
@@ -144,7 +146,35 @@ def predict(paths: list[Path], checkpoint: Path, out_dir: Path, device: str = "a
             console.print(f"[bold]{path.name}[/]: top-{len(top)}")
             print_table(console, [{"#": k + 1, "class": t["class"], "probability": probability(t["probability"])}
                                   for k, t in enumerate(top)], "")
-            records.append({"image": str(path), "overlay": str(target), "top": top})
+            record = {"image": str(path), "overlay": str(target), "top": top}
+            if has_attention(model):
+                record["attention"] = attention_overlays(model, x.to(dev), picture, out_dir / name, path.name,
+                                                         about, console)
+            records.append(record)
         draw.close(fig)
         console.print(f"overlay: {target}")
     return records
+
+
+def attention_overlays(model: Any, x: Any, picture: Any, cam_target: Path, image_name: str, about: str,
+                       console: Any) -> list[str]:
+    """<stem>.attention-<estimator>.png beside the Grad-CAM overlay, one per attention estimator of the
+    model (its own `attend`); returns their paths."""
+    import torch
+
+    from study.attention_net import attention_names, upsampled
+    from study.pictures import draw
+
+    with torch.no_grad():
+        _, maps = model.attend(x)
+    stem = cam_target.name[: -len(".cam.png")]
+    written = []
+    for name, a, heat in zip(attention_names(model, len(maps)), maps, upsampled(maps, picture.shape[:2])):
+        target = cam_target.with_name(f"{stem}.attention-{name}.png")
+        fig = draw.prediction_figure(picture, draw.heat_overlay(picture, heat[0].numpy()),
+                                     f"{image_name}: attention of {name} ({about})",
+                                     f"attention {name} ({a.shape[-2]}×{a.shape[-1]} cells)", target)
+        draw.close(fig)
+        console.print(f"attention overlay: {target}")
+        written.append(str(target))
+    return written

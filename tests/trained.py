@@ -10,14 +10,14 @@ from study.config import RunConfig
 from study.spec import StageSpec
 
 
-def trained_stage(data_root: Path, out: Path, task: str = "classify", steps: int = 12) -> StageSpec:
-    """A stage whose checkpoint (reports/<run>/checkpoints/<stage>.pt) holds a tiny model trained
-    `steps` steps, saved through the loop's save_checkpoint, metadata and all."""
+def trained_stage(data_root: Path, out: Path, task: str = "classify", steps: int = 12, model: str = "tiny") -> StageSpec:
+    """A stage whose checkpoint (reports/<run>/checkpoints/<stage>.pt) holds a small model (tiny, or
+    `model`) trained `steps` steps, saved through the loop's save_checkpoint, metadata and all."""
     from study.loop import save_checkpoint
     from study.session import build_session
 
     sizes = dict(image_size=32, batch_size=4) if task == "segment" else dict(batch_size=16)
-    cfg = RunConfig(task=task, model="tiny", data_root=str(data_root), subset=64, val_subset=40, steps=steps,
+    cfg = RunConfig(task=task, model=model, data_root=str(data_root), subset=64, val_subset=40, steps=steps,
                     val_steps=2, warmup=1, threads=1, run_name=f"pics-{task}", reports_root=str(out / "reports"),
                     profiles_root=str(out / "profiles"), **sizes)
     spec = StageSpec(index=0, name="00-base", stack=(), config=cfg)

@@ -3,7 +3,8 @@
 After the ladder, the stage runner starts one more child process (`python -m study.worker --pass
 pictures`) on the last stage that finished ok. It loads that stage's checkpoint, runs it over the
 validation batches the metric used, and writes into reports/<run>/: the confusion matrix and a
-Grad-CAM grid (classification) or a grid of picture | trimap | prediction with per-class IoU
+Grad-CAM grid (classification; for a model with attention estimators, `attend(x)`, also attention.png,
+each estimator's map over the pictures) or a grid of picture | trimap | prediction with per-class IoU
 (segmentation), plus `pictures.json` for the report; the grids also go to TensorBoard, beside the
 stage's scalars in profiles/<run>/<stage>/.
 

@@ -107,6 +107,23 @@ def cam_grid(pictures: Sequence[np.ndarray], heats: Sequence[np.ndarray], truths
     return fig
 
 
+def attention_grid(pictures: Sequence[np.ndarray], heats: Sequence[Sequence[np.ndarray]], names: Sequence[str],
+                   truths: Sequence[str], preds: Sequence[str], probs: Sequence[float], path: Path, title: str):
+    """One row per validation picture: the picture (true and predicted class), then each attention
+    estimator's map over it (``heats[i][j]``: picture i, estimator j, HxW scaled to peak 1)."""
+    n, k = len(pictures), len(names)
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.9 * (k + 1), 1.95 * n + 0.5), squeeze=False)
+    for i in range(n):
+        ok = truths[i] == preds[i]
+        _cell(axes[i, 0], pictures[i], f"{truths[i]} → {preds[i]} {probs[i]:.2f}", OK_COLOR if ok else WRONG_COLOR)
+        for j in range(k):
+            _cell(axes[i, j + 1], heat_overlay(pictures[i], heats[i][j]), names[j] if i == 0 else "")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
 def segmentation_grid(pictures: Sequence[np.ndarray], truths: Sequence[np.ndarray], preds: Sequence[np.ndarray],
                       classes: Sequence[str], path: Path, title: str):
     """One row per validation picture: picture | ground-truth trimap | prediction | prediction over it."""

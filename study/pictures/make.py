@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from study.attention_net import attention_names, has_attention, upsampled
 from study.config import ConfigError
 from study.gradcam import GradCAM, why_no_cam
 from study.inference import denormalize, device_for, load_model
@@ -59,6 +60,9 @@ def classify(model: torch.nn.Module, meta: dict[str, Any], loader: Any, val_step
         figs["cam_grid"] = draw.cam_grid(as_pictures(x, meta), list(heats.numpy()), [classes[i] for i in y.tolist()],
                                          [classes[i] for i in top.tolist()], top_p.tolist(), out / "cam_grid.png",
                                          f"{title}: Grad-CAM of the predicted class ({cam.layer_name})")
+    attention: list[dict[str, Any]] = []
+    if has_attention(model):
+        attention = attention_figure(model, x, y, meta, device, out, title, figs)
     rows, cols = matrix.sum(1), matrix.sum(0)
     per_class = [{"class": name, "images": int(rows[i]), "predicted": int(cols[i]),
                   "recall": float(matrix[i, i] / rows[i]) if rows[i] else None,
@@ -66,7 +70,27 @@ def classify(model: torch.nn.Module, meta: dict[str, Any], loader: Any, val_step
     info = {"images": int(matrix.sum()), "top1": float(np.trace(matrix) / matrix.sum()),
             "cam_layer": "" if no_cam else cam.layer_name, "confusion": matrix.tolist(), "per_class": per_class,
             "cam_skipped": no_cam}
+    if attention:
+        info["attention"] = attention
     return info, figs
+
+
+def attention_figure(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, meta: dict[str, Any],
+                     device: torch.device, out: Path, title: str, figs: dict[str, Any]) -> list[dict[str, Any]]:
+    """attention.png: each picture beside every attention estimator's map over it (the model's own
+    `attend`, no gradient); adds the figure to ``figs`` and returns the estimators (name, map side)."""
+    classes = meta["classes"]
+    with torch.no_grad():
+        logits, maps = model.attend(x.to(device))
+    names = attention_names(model, len(maps))
+    heats = upsampled(maps, tuple(x.shape[-2:]))
+    top_p, top = logits.float().softmax(1).max(1)
+    labels = [f"{name} ({a.shape[-2]}×{a.shape[-1]})" for name, a in zip(names, maps)]
+    figs["attention"] = draw.attention_grid(
+        as_pictures(x, meta), [[h[i].numpy() for h in heats] for i in range(len(x))], labels,
+        [classes[i] for i in y.tolist()], [classes[i] for i in top.cpu().tolist()], top_p.cpu().tolist(),
+        out / "attention.png", f"{title}: attention of each estimator (true → predicted class)")
+    return [{"estimator": name, "side": [int(a.shape[-2]), int(a.shape[-1])]} for name, a in zip(names, maps)]
 
 
 def segment(model: torch.nn.Module, meta: dict[str, Any], loader: Any, val_steps: int, device: torch.device,

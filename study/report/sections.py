@@ -154,6 +154,11 @@ def pictures(run: RunData) -> Part:
         part.para(f"{seen}: top-1 {fmt.num(pics.get('top1'), '.3f')}. {cam}")
         part.image(files.get("confusion_matrix"), "confusion matrix")
         part.image(files.get("cam_grid"), "Grad-CAM of validation images")
+        if pics.get("attention"):
+            maps = ", ".join(f"{a['estimator']} {'×'.join(map(str, a['side']))}" for a in pics["attention"])
+            part.para(f"Attention of the model's own estimators ({maps} cells; each map sums to 1 over its "
+                      f"cells and is drawn scaled to its peak, red: most): where each one looks to classify.")
+            part.image(files.get("attention"), "attention maps of validation images")
         per_class = pics.get("per_class", [])
         if len(per_class) <= 20:  # beyond that the matrix says it better than a long table
             part.table([{"class": c["class"], "images": c.get("images"), "recall": fmt.num(c.get("recall"), ".3f"),
