@@ -33,6 +33,7 @@ DRY_RUN_MAX_SIDE = 64
 # File systems take names of 255 bytes; a run's files add their own suffixes to its name.
 MAX_RUN_NAME = 200
 DRY_RUN_SEGMENT_BATCH = 4
+DRY_RUN_MAX_SUBSET = 512
 
 
 def option(default: Any, *, measured: bool = True) -> Any:
@@ -247,7 +248,7 @@ class RunConfig(LaunchOptions, OutputOptions, ProfilingOptions, MeasuringOptions
                 fix("batch_size", min(self.batch_size, DRY_RUN_SEGMENT_BATCH))
             fix("val_steps", min(self.val_steps or 2, 2))
             fix("warmup", min(self.warmup, 2))
-            fix("subset", min(self.subset or 512, 512))  # DDP ranks split it: 5 measured steps each too
+            fix("subset", min(self.subset or DRY_RUN_MAX_SUBSET, DRY_RUN_MAX_SUBSET))  # DDP ranks split it too
             fix("val_subset", min(self.val_subset or 64, 64))
             fix("profile_steps", min(self.profile_steps, 4))
             if not self.checkpoint_every:

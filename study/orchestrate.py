@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from study.config import ConfigError, RunConfig
+from study.config import DRY_RUN_MAX_SUBSET, ConfigError, RunConfig
 from study.faults import one_line
 from study.run_folder import RunFolderLock, archive_previous, check_resume_identity
 
@@ -28,17 +28,34 @@ def _check_writable(path: Path) -> None:
                           f"--profiles-root or fix permissions") from None
 
 
-def check_measured_steps(cfg: RunConfig, train_samples: int) -> None:
-    """Refuse, before any stage starts, a run whose timing pass would measure no step at all."""
+def check_measured_steps(cfg: RunConfig, train_samples: int, available: int = 0) -> None:
+    """Refuse, before any stage starts, a run whose timing pass would measure no step at all.
+
+    ``available``: the training split's size before --subset (0: ``train_samples``). The refusal
+    offers only changes that work here: --subset when the split holds more (and, in a dry run, while
+    under its cap), --epochs outside a dry run (which trains one epoch), a batch size it computed."""
+    available = max(available, train_samples)
+    more = available > train_samples and not (cfg.dry_run and train_samples >= DRY_RUN_MAX_SUBSET)
+    subset = [f"raise --subset (the split holds {available})"] if more else []
     per_epoch = train_samples // cfg.batch_size  # the training loader drops the last partial batch
+    fit = train_samples // (cfg.warmup // cfg.epochs + 1)  # the largest batch that leaves a step to measure
     if per_epoch == 0:
+        fixes = [f"lower --batch-size to {fit}" if fit else f"lower --batch-size to {train_samples} and --warmup to 0"]
+        fixes += subset
         raise ConfigError(f"{train_samples} training samples make no full batch of {cfg.batch_size}; "
-                          f"lower --batch-size or raise --subset")
-    steps = min(cfg.steps or per_epoch, per_epoch) * cfg.epochs
+                          f"{' or '.join(fixes)}")
+    per_run = min(cfg.steps or per_epoch, per_epoch)
+    steps = per_run * cfg.epochs
     if cfg.warmup >= steps:
+        fixes = [f"lower --warmup to {steps - 1}"]
+        if 1 <= fit < cfg.batch_size and (not cfg.steps or cfg.steps * cfg.epochs > cfg.warmup):
+            fixes.append(f"lower --batch-size to {fit}")
+        fixes += subset
+        if not cfg.dry_run:
+            fixes.append(f"raise --epochs to {cfg.warmup // per_run + 1}")
         raise ConfigError(f"the run trains {steps} steps ({train_samples} samples, batch {cfg.batch_size}, "
-                          f"{cfg.epochs} epochs) and --warmup {cfg.warmup} excludes them all from timing; "
-                          f"raise --subset/--epochs or lower --warmup")
+                          f"{cfg.epochs} epochs{', as every dry run' if cfg.dry_run else ''}) and --warmup "
+                          f"{cfg.warmup} excludes them all from timing; {' or '.join(fixes)}")
 
 
 def record_verdicts(report_dir: Path) -> None:
@@ -93,7 +110,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     # Preflight in the parent: a missing dataset or unreachable bucket is bad input (exit 2), found
     # before any stage process starts.
     bundle = open_datasets(cfg)
-    check_measured_steps(cfg, len(bundle.train))
+    check_measured_steps(cfg, len(bundle.train), bundle.loads[0].count)
     from study import preflight
 
     check_resume_identity(cfg)  # --resume into a folder that measured something else

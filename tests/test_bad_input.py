@@ -167,6 +167,36 @@ def _pets_empty_val(syn: Path, tmp: Path) -> None:
     (pets / "annotations" / "test.txt").write_text("")
 
 
+def _thirty_images(syn: Path, tmp: Path) -> None:
+    from study.data.synthetic import write_imagefolder
+
+    write_imagefolder(tmp / "data", n_classes=3, n_train_per_class=10, n_val_per_class=2)
+
+
+def _small_pets(syn: Path, tmp: Path) -> None:
+    from study.data.synthetic import write_pets
+
+    write_pets(tmp / "data", n_trainval=8, n_test=4, size=48)
+
+
+def _cub_index_line(syn: Path, tmp: Path) -> None:
+    (copy_dataset(syn, tmp / "data", "CUB_200_2011") / "train_test_split.txt").write_text("1 1\nnot a line\n")
+
+
+def _cub_no_boxes(syn: Path, tmp: Path) -> None:
+    (copy_dataset(syn, tmp / "data", "CUB_200_2011") / "bounding_boxes.txt").unlink()
+
+
+def _cifar100_release_md5(syn: Path, tmp: Path) -> None:
+    (copy_dataset(syn, tmp / "data", "cifar-100-python") / "SYNTHETIC").unlink()
+
+
+def _users_imagenet(syn: Path, tmp: Path) -> None:
+    cls = tmp / "ILSVRC" / "Data" / "CLS-LOC"
+    shutil.copytree(syn / "imagenet" / "train", cls / "train")
+    (cls / "val").mkdir()
+
+
 def _weights(make: Callable[[Path], None]) -> Callable[[Path, Path], None]:
     return lambda syn, tmp: make(tmp / "w.pt")
 
@@ -247,6 +277,23 @@ CASES = [
     Case("pets-image-does-not-decode", PETS, ["cannot be read", ".jpg", "prepare.sh"], _pets_image, data=DAMAGED),
     Case("pets-bad-split-file", PETS, ["split files"], _pets_split_file, data=DAMAGED),
     Case("pets-empty-val-split", PETS, ["val split", "is empty", "prepare.sh"], _pets_empty_val, data=DAMAGED),
+    Case("cifar100-release-md5", ["--model", "tiny", "--dataset", "cifar100"],
+         ["corrupt cifar-100 file", "/data --cifar cifar-100-python.tar.gz", "/data --no-verify"], _cifar100_release_md5,
+         data=DAMAGED),
+    Case("cifar100-no-dataset", ["--model", "tiny", "--dataset", "cifar100"], ["no cifar-100 at", "--synthetic",
+         "--cifar cifar-100-python.tar.gz"], data="{tmp}/nowhere"),
+    Case("cub-malformed-index", ["--model", "tiny", "--dataset", "cub200", "--image-size", "32"],
+         ["train_test_split.txt: line 2", "/data --cub cub_200_2011.tgz"], _cub_index_line, data=DAMAGED),
+    Case("cub-crop-without-boxes", ["--model", "tiny", "--dataset", "cub200", "--crop-to-box"],
+         ["--crop-to-box needs", "bounding_boxes.txt"], _cub_no_boxes, data=DAMAGED),
+    Case("coarse-labels-of-cifar10", ["--model", "tiny", "--coarse-labels"], ["--coarse-labels", "cifar10"]),
+    Case("data-root-at-users-imagenet", ["--model", "tiny", "--dataset", "imagefolder"],
+         ["an imagenet folder itself", "./prepare.sh --imagenet", "--data-root data"], _users_imagenet,
+         data="{tmp}/ILSVRC"),
+    Case("thirty-images-default-batch", ["--model", "tiny", "--dataset", "imagefolder", "--image-size", "32"],
+         ["30 training samples make no full batch of 32", "lower --batch-size to 10"], _thirty_images, data=DAMAGED),
+    Case("segment-dry-run-small-set", ["--task", "segment", "--model", "tiny", "--dry-run"],
+         ["as every dry run", "lower --warmup to 1", "lower --batch-size to 2"], _small_pets, data=DAMAGED),
     # --- a user's model (plug-ins) ----------------------------------------------------------------------
     Case("plugin-model-file-missing", ["--model", "{tmp}/nowhere.py:build"], ["nowhere.py:build", "not found"]),
     Case("plugin-model-does-not-import", ["--model", f"{PLUGINS / 'model_broken_import.py'}:build"],
