@@ -23,6 +23,7 @@ SETTINGS: dict[str, tuple[str, dict, tuple]] = {
     "cudnn": ("cudnn", {}, ()),
     "fused_optim": ("fused_optim", {}, ()),
     "hogwild": ("hogwild", {}, (pytest.mark.slow,)),  # 2 spawned trainers
+    "batch": ("batch=16", {}, ()),
 }
 
 

@@ -1,0 +1,414 @@
+"""batch: the per-process batch size of the stage, fixed (`batch=N`) or measured (`batch=auto`).
+
+A larger batch spreads what a step costs whatever its size (kernel launches, Python, the optimizer's
+update, DDP's all-reduce) over more samples, until the device is full. `batch=auto` measures instead of
+guessing, at plan time (configure), once per study, in a child process of its own (study.child): the
+config's batch ×½, ×1, ×2, ×4, ×8 (no more than the stage can still measure steps of), smallest first.
+A size that does not fit is dropped and no larger one is tried: on CUDA an out-of-memory error in the
+child; on the CPU the child's peak resident memory above a budget (BUDGET_SHARE of the memory available
+when the study planned, split between the processes of a multi-process stage), and a size whose
+peak, extrapolated from the last size that fit, would pass the budget is not started at all. When even
+the smallest does not fit, halves are tried down to 1. The sizes that fit are then timed side by side:
+ROUNDS rounds, each running a few steps of every size (the order turned each round, so a slow spell of
+the machine falls on all of them), and the size with the most samples/s from its median step is kept.
+Its table travels in the stage plan to the stage's notes and is kept in reports/<run>/batch_sweep.json
+for --resume, as workers=auto's is.
+
+The sweep trains the stage's toggles under this one (the ladder's order) in one process: DDP and
+hogwild are left out of it (their processes each take the batch, per process, as measured there), and
+on a CPU each process's share of the cores and of the memory budget is what is measured.
+
+A larger batch also changes the optimisation (the same steps see more samples; the learning rate was
+set for the config's batch), so a short run's metric is not comparable. `batch=N:accumulate` keeps the
+effective batch the config's: N divides --batch-size and each step adds the gradients of
+--batch-size/N batches of N (each loss divided by their count), so only the memory and the speed
+change; BatchNorm still sees batches of N. `batch=auto:accumulate` sweeps the divisors of --batch-size
+(down to an eighth) the same way: it finds the fastest split that fits, the config's batch itself when
+it fits. With ddp, accumulation all-reduces after every micro-batch (no no_sync): right, not fastest.
+"""
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from optimizations.base import Cost, Env, Optimization, Plan, TrainContext, load_all, parse_int, register
+from study.config import ConfigError, RunConfig
+from study.context import same_loss
+
+GROW_FACTORS = (2, 4, 8)  # the config's batch times these, beside its half and itself
+MAX_ACCUMULATE = 8  # batch=auto:accumulate tries micro-batches down to --batch-size / this
+WARMUP_STEPS = 2  # untimed steps of each size before its memory is read (the optimizer's state, allocator)
+ROUNDS = 3
+STEPS_PER_ROUND = 3
+ROUND_MAX_SECONDS = 5.0  # per size and round: a large batch of a heavy model stops early (one step at least)
+MIN_STAGE_STEPS = 3  # a size must leave the stage this many measured steps (or as many as the config's batch)
+BUDGET_SHARE = 0.5  # of the memory available at plan time, for the CPU sweep's peak
+SWEEP_FILE = "batch_sweep.json"
+ACCUMULATE = "accumulate"
+
+_SWEEPS: dict[str, dict[str, Any]] = {}  # sweeps of this study process, by key: the search plans a stack many times
+
+
+# --- what a value means ------------------------------------------------------------------------------
+
+def share_of(micro_batches: int, loss: Any) -> Any:
+    return loss / micro_batches
+
+
+def set_accumulation(ctx: TrainContext, micro_batches: int) -> None:
+    """Make each step of `ctx` add the gradients of `micro_batches` batches (1: a plain step)."""
+    ctx.micro_batches = micro_batches
+    ctx.micro_loss = same_loss if micro_batches == 1 else functools.partial(share_of, micro_batches)
+
+
+def micro_batches_of(configured: int, size: int) -> int:
+    """How many batches of `size` make the config's batch; refused when they cannot."""
+    if size > configured or configured % size:
+        raise ConfigError(f"batch={size}:{ACCUMULATE} keeps the effective batch of --batch-size {configured}, so "
+                          f"{size} must divide it; use a divisor of {configured}, or batch={size} without :{ACCUMULATE}")
+    return configured // size
+
+
+def candidate_sizes(configured: int, accumulate: bool) -> list[int]:
+    """The sizes batch=auto tries, smallest first (before the stage's own cap)."""
+    if accumulate:
+        return sorted({configured >> k for k in range(MAX_ACCUMULATE.bit_length()) if configured % (1 << k) == 0})
+    return sorted({max(configured // 2, 1), configured, *(configured * f for f in GROW_FACTORS)})
+
+
+def smaller_sizes(smallest: int, configured: int, accumulate: bool) -> list[int]:
+    """Halves below the smallest candidate, tried in turn when even it did not fit."""
+    out, size = [], smallest
+    while size > 1 and not (accumulate and configured % (size // 2)):
+        size //= 2
+        out.append(size)
+    return out
+
+
+def stage_steps_measured(size: int, train_samples: int, cfg: RunConfig, world: int, warmup: int) -> int:
+    """Steps the stage times at this batch: the loader drops the last partial batch of each rank."""
+    per_epoch = train_samples // max(world, 1) // size
+    return min(cfg.steps or per_epoch, per_epoch) * cfg.epochs - warmup
+
+
+def within_stage(sizes: list[int], train_samples: int, cfg: RunConfig, world: int, warmup: int) -> list[int]:
+    """The sizes that leave the stage as many measured steps as the config's batch does, up to
+    MIN_STAGE_STEPS: a batch so large that the stage times one step would measure nothing."""
+    need = max(1, min(stage_steps_measured(cfg.batch_size, train_samples, cfg, world, warmup), MIN_STAGE_STEPS))
+    return [s for s in sizes if s <= cfg.batch_size or stage_steps_measured(s, train_samples, cfg, world, warmup) >= need]
+
+
+# --- memory ------------------------------------------------------------------------------------------
+
+def available_mb() -> float:
+    """MemAvailable of /proc/meminfo (0: unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+class HostMemory:
+    """This process's resident memory: now, and its peak since the last reset. Linux resets the peak
+    (VmHWM) on "5" written to clear_refs; elsewhere the peak is the process's (ascending sizes keep it
+    honest: each size's peak is at least the smaller ones')."""
+
+    def _status(self, key: str) -> float:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0.0
+
+    def reset(self) -> None:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+    def current_mb(self) -> float:
+        return self._status("VmRSS")
+
+    def peak_mb(self) -> float:
+        return self._status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class DeviceMemory:
+    """A CUDA device's allocated memory; running out shows as an OutOfMemoryError, not a budget."""
+
+    def __init__(self, device: Any) -> None:
+        self.device = device
+
+    def reset(self) -> None:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def current_mb(self) -> float:
+        import torch
+
+        return torch.cuda.memory_allocated(self.device) / 2**20
+
+    def peak_mb(self) -> float:
+        import torch
+
+        return torch.cuda.max_memory_allocated(self.device) / 2**20
+
+
+# --- the sweep, in its own process -----------------------------------------------------------------
+
+class Size:
+    """One candidate size in the sweep: its loader, endlessly, and its timed steps."""
+
+    def __init__(self, sess: Any, size: int, micro_batches: int) -> None:
+        from study.session import build_loaders
+
+        self.size, self.micro_batches, self.sess = size, micro_batches, sess
+        sess.ctx.plan = sess.ctx.plan.replace(stage_batch_size=size, accumulate_steps=micro_batches)
+        loader, _ = build_loaders(sess.cfg, sess.bundle, sess.ctx)
+        self.stream = self._forever(loader)
+        self.times: list[float] = []
+
+    @staticmethod
+    def _forever(loader: Any):
+        while True:
+            yield from loader
+
+    def step(self) -> float:
+        from study.loop import PhaseTimer, train_step
+
+        set_accumulation(self.sess.ctx, self.micro_batches)
+        timer = PhaseTimer(self.sess.ctx.device)
+        train_step(self.sess.state, self.stream, timer)
+        return timer.end()
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def sweep_batch(job: dict[str, Any], memory: Any = None) -> dict[str, Any]:
+    """Try and time the candidate sizes of `job` (see sweep_job); returns the table and the choice."""
+    import torch
+
+    from study.session import build_session
+    from study.spec import StageSpec
+
+    spec = StageSpec.from_dict(job["spec"])
+    sess = build_session(spec)
+    cfg, accumulate, budget = sess.cfg, bool(job["accumulate"]), float(job["budget_mb"])
+    memory = memory or (DeviceMemory(sess.ctx.device) if sess.ctx.device.type == "cuda" else HostMemory())
+    sizes = within_stage(candidate_sizes(cfg.batch_size, accumulate), len(sess.bundle.train), cfg,
+                         job["stage_world"], job["stage_warmup"])
+    warmup = max(WARMUP_STEPS, spec.plan.min_warmup)
+    start_mb = memory.current_mb()
+    rows: list[dict[str, Any]] = []
+    fitting: list[Size] = []
+
+    def probe(size: int) -> str:
+        """'' when `size` fits (and keep it), else why not."""
+        if fitting and budget:
+            last = fitting[-1]
+            grown = start_mb + (rows[-1]["peak_mb"] - start_mb) * size / last.size
+            if grown > budget:
+                return f"not tried: its peak would be about {grown:.0f} MB, over the budget of {budget:.0f} MB"
+        cand = Size(sess, size, cfg.batch_size // size if accumulate else 1)
+        memory.reset()
+        try:
+            for _ in range(warmup):
+                cand.step()
+        except RuntimeError as e:
+            if not is_out_of_memory(e):
+                raise
+            sess.state.optimizer.zero_grad()  # the failed step's gradients, then its cached blocks
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return "out of memory"
+        peak = memory.peak_mb()
+        rows.append({"batch": size, "accumulate": cand.micro_batches, "fits": True, "peak_mb": round(peak, 1)})
+        if budget and peak > budget:
+            rows[-1].update(fits=False, reason=f"peak {peak:.0f} MB over the budget of {budget:.0f} MB")
+            return rows[-1]["reason"]
+        fitting.append(cand)
+        return ""
+
+    for i, size in enumerate(sizes):
+        why = probe(size)
+        if why and (not rows or rows[-1]["batch"] != size):
+            rows.append({"batch": size, "fits": False, "reason": why})
+        if why and i == 0:  # not even the smallest: halve until one fits
+            for smaller in smaller_sizes(size, cfg.batch_size, accumulate):
+                why = probe(smaller)
+                if not why:
+                    break
+                if not rows or rows[-1]["batch"] != smaller:
+                    rows.append({"batch": smaller, "fits": False, "reason": why})
+            break
+        if why:
+            break  # larger sizes need more memory still: none is tried
+    for r in range(job.get("rounds", ROUNDS)):
+        turn = r % max(len(fitting), 1)
+        for cand in fitting[turn:] + fitting[:turn]:
+            t0 = time.perf_counter()
+            for _ in range(job.get("steps", STEPS_PER_ROUND)):
+                cand.times.append(cand.step())
+                if time.perf_counter() - t0 > ROUND_MAX_SECONDS:
+                    break
+    by_size = {c.size: c for c in fitting}
+    for row in rows:
+        cand = by_size.get(row["batch"])
+        if cand is not None and row["fits"]:
+            step_s = statistics.median(cand.times)
+            row.update(steps=len(cand.times), step_s=step_s,
+                       samples_per_s=cand.size * cand.micro_batches / step_s if step_s > 0 else 0.0)
+    rows.sort(key=lambda r: r["batch"])
+    timed = [r for r in rows if r.get("samples_per_s")]
+    chosen = max(timed, key=lambda r: r["samples_per_s"])["batch"] if timed else 0
+    return {"key": job["key"], "configured": cfg.batch_size, "accumulate": accumulate, "budget_mb": round(budget, 1),
+            "device": str(sess.ctx.device), "rounds": job.get("rounds", ROUNDS), "table": rows, "chosen": chosen}
+
+
+def sweep_job(plan: Plan, cfg: RunConfig, env: Env, accumulate: bool, own_spec: str) -> dict[str, Any]:
+    """What the sweep child measures: the stage's toggles under this one, in one local process."""
+    import hashlib
+
+    from study.spec import StageSpec
+
+    registry = load_all()
+    stack = tuple(cfg.stack[:cfg.stack.index(own_spec)] if own_spec in cfg.stack else cfg.stack)
+    # DDP and hogwild start processes of their own: the sweep measures the batch of one of them
+    stack = tuple(s for s in stack if "launcher" not in registry[s.partition("=")[0]].plans)
+    sweep_cfg = cfg.replace(stack=stack)
+    sweep_plan = plan.replace(launcher="local", world_size=1, sweep={}, batch_sweep={})
+    budget = 0.0 if env.device_type == "cuda" else BUDGET_SHARE * available_mb() / max(plan.world_size, 1)
+    key = hashlib.sha256(f"{sweep_cfg.hash()}|{sweep_plan.hash()}|{accumulate}|{env.to_dict()}".encode()).hexdigest()[:12]
+    spec = StageSpec(index=0, name="batch-sweep", stack=stack, config=sweep_cfg, plan=sweep_plan)
+    return {"key": key, "spec": spec.to_dict(), "accumulate": accumulate, "budget_mb": budget,
+            "stage_world": plan.world_size, "stage_warmup": max(cfg.warmup, plan.min_warmup)}
+
+
+def sweep_in_child(job: dict[str, Any]) -> dict[str, Any]:
+    """Run sweep_batch in a fresh process (python -m optimizations.batch), started as every child of
+    the study is (study.child): its memory is its own, and it is gone before the first stage."""
+    import tempfile
+
+    from study.child import run_child
+
+    with tempfile.TemporaryDirectory(prefix="study-batch-") as tmp:
+        job_file, out = Path(tmp) / "job.json", Path(tmp) / "sweep.json"
+        job_file.write_text(json.dumps(job))
+        payload, err = run_child([sys.executable, "-m", "optimizations.batch", "--job", str(job_file), "--out", str(out)],
+                                 Path(tmp) / "sweep.log", out)
+    if payload is None:
+        raise ConfigError(f"batch=auto: the batch-size sweep failed ({err}); give a size instead, e.g. batch=64")
+    if not payload.get("chosen"):
+        why = "; ".join(f"{r['batch']}: {r.get('reason', '')}" for r in payload.get("table", []))
+        raise ConfigError(f"batch=auto: no batch size fits here ({why}); lower --image-size or use a smaller model")
+    return payload
+
+
+def load_or_sweep(job: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+    """This study's sweep of the same settings, or reports/<run>/batch_sweep.json on --resume, or a new one."""
+    if job["key"] in _SWEEPS:
+        return _SWEEPS[job["key"]]
+    path = cfg.report_dir / SWEEP_FILE
+    if cfg.resume and path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            if old.get("key") == job["key"]:
+                return _SWEEPS.setdefault(job["key"], old)
+        except (OSError, json.JSONDecodeError):
+            pass
+    from study.records import write_atomic
+
+    result = sweep_in_child(job)
+    write_atomic(path, json.dumps(result, indent=2))
+    return _SWEEPS.setdefault(job["key"], result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from study.records import write_atomic
+
+    ap = argparse.ArgumentParser(prog="python -m optimizations.batch", description="the batch=auto sweep")
+    ap.add_argument("--job", required=True, help="the sweep's job JSON (sweep_job)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    write_atomic(Path(args.out), json.dumps(sweep_batch(json.loads(Path(args.job).read_text())), indent=2))
+    return 0
+
+
+@register
+class Batch(Optimization):
+    name = "batch"
+    description = ("the stage's batch size per process; auto times the sizes that fit and keeps the fastest per "
+                   "sample; :accumulate keeps the config's effective batch")
+    value_help = "N|auto[:accumulate]"
+    prior = 55
+    cost = Cost(cold_s={"cpu": 30.0, "cuda": 30.0})  # the sweep, once per study, before its first run
+    addresses = {
+        "host-bound": "a larger batch spreads each step's launches and Python over more samples",
+        "optimizer-heavy": "a larger batch spreads each step's parameter update over more samples",
+        "communication-bound": "a larger batch per process spreads each all-reduce over more samples",
+    }
+    plans = ("stage_batch_size", "accumulate_steps", "batch_sweep")
+
+    @classmethod
+    def search_values(cls, env: Env) -> list[str | None]:
+        return ["auto"]
+
+    def parse_value(self, value: str | None) -> tuple[int | str, bool]:
+        size, colon, mode = (value or "auto").partition(":")
+        if colon and mode != ACCUMULATE:
+            raise ConfigError(f"bad value for batch: {value!r}; expected N, auto, N:{ACCUMULATE} or auto:{ACCUMULATE}")
+        return parse_int("batch", size, minimum=1, extra=("auto",)), bool(colon)
+
+    def __init__(self, value: str | None = None) -> None:
+        super().__init__(value)
+        self.sweep: dict[str, Any] | None = None
+
+    def configure(self, plan: Plan, cfg: RunConfig, env: Env) -> Plan:
+        size, accumulate = self.value
+        if size == "auto":
+            if self.sweep is None:  # plan() configures every later stage too: they get the same size
+                self.sweep = load_or_sweep(sweep_job(plan, cfg, env, accumulate, self.spec), cfg)
+            size, plan = int(self.sweep["chosen"]), plan.replace(batch_sweep=self.sweep)
+        micro = micro_batches_of(cfg.batch_size, size) if accumulate else 1
+        return plan.replace(stage_batch_size=size, accumulate_steps=micro)
+
+    def setup(self, ctx: TrainContext) -> None:
+        plan, configured = ctx.plan, ctx.cfg.batch_size
+        set_accumulation(ctx, plan.accumulate_steps)
+        size = plan.per_process_batch(configured)
+        note = f"{size} per process (--batch-size {configured})"
+        if plan.accumulate_steps > 1:
+            note = f"{size} x {plan.accumulate_steps} accumulated per step = {size * plan.accumulate_steps} (--batch-size)"
+        sweep = plan.batch_sweep
+        if self.value[0] == "auto" and sweep:
+            note = f"auto → {note}"
+            ctx.notes["batch_sweep"] = [{"batch": r["batch"], "samples_per_s": round(r.get("samples_per_s", 0.0), 1),
+                                         "peak_mb": r.get("peak_mb", 0.0)} if r["fits"] else
+                                        {"batch": r["batch"], "fits": False, "reason": r.get("reason", "")}
+                                        for r in sweep["table"]]
+            ctx.notes["batch_sweep_chosen"] = sweep["chosen"]
+        ctx.notes["batch"] = note
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
