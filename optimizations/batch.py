@@ -1,30 +1,27 @@
 """batch: the per-process batch size of the stage, fixed (`batch=N`) or measured (`batch=auto`).
 
-A larger batch spreads what a step costs whatever its size (kernel launches, Python, the optimizer's
-update, DDP's all-reduce) over more samples, until the device is full. `batch=auto` measures instead of
-guessing, at plan time (configure), once per study, in a child process of its own (study.child): the
-config's batch ×½, ×1, ×2, ×4, ×8 (no more than the stage can still measure steps of), smallest first.
-A size that does not fit is dropped and no larger one is tried: on CUDA an out-of-memory error in the
-child; on the CPU the child's peak resident memory above a budget (BUDGET_SHARE of the memory available
-when the study planned, split between the processes of a multi-process stage), and a size whose
-peak, extrapolated from the last size that fit, would pass the budget is not started at all. When even
-the smallest does not fit, halves are tried down to 1. The sizes that fit are then timed side by side:
-ROUNDS rounds, each running a few steps of every size (the order turned each round, so a slow spell of
-the machine falls on all of them), and the size with the most samples/s from its median step is kept.
-Its table travels in the stage plan to the stage's notes and is kept in reports/<run>/batch_sweep.json
-for --resume, as workers=auto's is.
+A larger batch spreads what a step costs whatever its size (launches, Python, the optimizer's update,
+DDP's all-reduce) over more samples, until memory runs out. `batch=auto` measures at plan time
+(configure), once per study, in a child process (study.child): the config's batch ×½, ×1, ×2, ×4, ×8
+(no more than the stage can still measure steps of), smallest first. A size that does not fit is
+dropped and no larger one tried: on CUDA an out-of-memory error; on the CPU a peak resident memory
+above BUDGET_SHARE of the memory available at plan time (split between a multi-process stage's
+processes), and a size whose peak, extrapolated from the last that fit, would pass it is not started.
+When even the smallest does not fit, halves are tried down to 1. The sizes that fit are then timed
+side by side, ROUNDS rounds of a few steps of each (the order turned each round, so a slow spell of
+the machine falls on all), and the most samples/s by median step wins. The table travels in the
+plan to the stage's notes and to reports/<run>/batch_sweep.json for --resume, as workers=auto's does.
 
-The sweep trains the stage's toggles under this one (the ladder's order) in one process: DDP and
-hogwild are left out of it (their processes each take the batch, per process, as measured there), and
-on a CPU each process's share of the cores and of the memory budget is what is measured.
+The sweep trains the toggles under this one in the ladder, in one process: DDP and hogwild are left
+out (their processes each take the batch, per process), and on a CPU one process's share of the
+cores and of the memory budget is what is measured.
 
-A larger batch also changes the optimisation (the same steps see more samples; the learning rate was
-set for the config's batch), so a short run's metric is not comparable. `batch=N:accumulate` keeps the
-effective batch the config's: N divides --batch-size and each step adds the gradients of
---batch-size/N batches of N (each loss divided by their count), so only the memory and the speed
-change; BatchNorm still sees batches of N. `batch=auto:accumulate` sweeps the divisors of --batch-size
-(down to an eighth) the same way: it finds the fastest split that fits, the config's batch itself when
-it fits. With ddp, accumulation all-reduces after every micro-batch (no no_sync): right, not fastest.
+A larger batch also changes the optimisation (the learning rate was set for the config's batch), so
+a short run's metric is not comparable. `batch=N:accumulate` keeps the config's effective batch: N
+divides --batch-size and each step adds the gradients of --batch-size/N batches of N, each loss divided
+by their count, so only memory and speed change (BatchNorm still sees batches of N).
+`batch=auto:accumulate` sweeps the divisors of --batch-size down to an eighth: the fastest split that
+fits. With ddp, accumulation all-reduces after every micro-batch (no no_sync): right, not fastest.
 """
 from __future__ import annotations
 
@@ -37,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from optimizations.base import Cost, Env, Optimization, Plan, TrainContext, load_all, parse_int, register
 from study.config import ConfigError, RunConfig
@@ -107,30 +106,25 @@ def within_stage(sizes: list[int], train_samples: int, cfg: RunConfig, world: in
 
 # --- memory ------------------------------------------------------------------------------------------
 
-def available_mb() -> float:
-    """MemAvailable of /proc/meminfo (0: unknown)."""
+def proc_field_mb(path: str, key: str) -> float:
+    """A "Key: N kB" line of a /proc file, in MB (0: unknown)."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     except (OSError, ValueError, IndexError):
         pass
     return 0.0
 
 
+def available_mb() -> float:
+    return proc_field_mb("/proc/meminfo", "MemAvailable")
+
+
 class HostMemory:
     """This process's resident memory: now, and its peak since the last reset. Linux resets the peak
     (VmHWM) on "5" written to clear_refs; elsewhere the peak is the process's (ascending sizes keep it
     honest: each size's peak is at least the smaller ones')."""
-
-    def _status(self, key: str) -> float:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-        except (OSError, ValueError, IndexError):
-            pass
-        return 0.0
 
     def reset(self) -> None:
         try:
@@ -139,10 +133,10 @@ class HostMemory:
             pass
 
     def current_mb(self) -> float:
-        return self._status("VmRSS")
+        return proc_field_mb("/proc/self/status", "VmRSS")
 
     def peak_mb(self) -> float:
-        return self._status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return proc_field_mb("/proc/self/status", "VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class DeviceMemory:
@@ -152,18 +146,12 @@ class DeviceMemory:
         self.device = device
 
     def reset(self) -> None:
-        import torch
-
         torch.cuda.reset_peak_memory_stats(self.device)
 
     def current_mb(self) -> float:
-        import torch
-
         return torch.cuda.memory_allocated(self.device) / 2**20
 
     def peak_mb(self) -> float:
-        import torch
-
         return torch.cuda.max_memory_allocated(self.device) / 2**20
 
 
@@ -196,15 +184,11 @@ class Size:
 
 
 def is_out_of_memory(e: BaseException) -> bool:
-    import torch
-
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
 def sweep_batch(job: dict[str, Any], memory: Any = None) -> dict[str, Any]:
     """Try and time the candidate sizes of `job` (see sweep_job); returns the table and the choice."""
-    import torch
-
     from study.session import build_session
     from study.spec import StageSpec
 
