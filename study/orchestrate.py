@@ -58,6 +58,23 @@ def check_measured_steps(cfg: RunConfig, train_samples: int, available: int = 0)
                           f"{cfg.warmup} excludes them all from timing; {' or '.join(fixes)}")
 
 
+def record_data_checks(cfg: RunConfig, console) -> None:
+    """A check the dataset's reader skipped (a release's MD5s, for a synthetic or UNVERIFIED copy) as a
+    "data" row of results.jsonl, which the report's header repeats, and on the console."""
+    import time
+
+    from study.data.integrity import skipped_checks
+    from study.records import StageResult, append_jsonl
+
+    skipped = skipped_checks(cfg.data_root, cfg.dataset)
+    if skipped:
+        append_jsonl(cfg.report_dir / "results.jsonl", StageResult(
+            run=cfg.run_name, stage=-1, name="data", kind="data", status="ok", notes={"skipped_checks": skipped},
+            started=time.time(), finished=time.time()))
+        for line in skipped:
+            console.print(f"  data: {line}", markup=False, highlight=False)
+
+
 def record_verdicts(report_dir: Path) -> None:
     """Each ok stage's findings and advice, decided now that the ladder (and the search) ended, on the
     machine that measured them, into results.jsonl: the report shows what was decided here and then."""
@@ -121,6 +138,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     del bundle
     lock.acquire()  # from here on this study writes reports/<run>/
     moved = archive_previous(cfg)  # a rerun: the earlier study's files out of the way, never mixed in
+    record_data_checks(cfg, console)
     from study import sanity
 
     checked = None  # does the pipeline learn at all? Seconds on one batch, before the long part

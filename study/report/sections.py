@@ -33,6 +33,9 @@ def header(run: RunData) -> Part:
                   f"device {first.device_name or first.device or '?'} · torch {first.versions.get('torch', '?')} · "
                   f"git {first.git_sha or '?'}. Every figure below comes from results.jsonl or a profile file "
                   f"of this run.")
+    checks = [c for r in run.results if r.kind == "data" for c in r.notes.get("skipped_checks", [])]
+    if checks:  # the dataset was read without a check its release has (synthetic, or accepted UNVERIFIED)
+        part.para("Data: " + "; ".join(dict.fromkeys(checks)) + ".")
     if run.skipped:
         part.para(f"results.jsonl has {len(run.skipped)} line(s) that hold no row, left out of every figure: "
                   + "; ".join(run.skipped[:3]) + ("; …" if len(run.skipped) > 3 else ""))
