@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 from optimizations.base import candidates as registry_candidates
 from optimizations.base import fixes_for, how_of, toggle_name
 from study.env import Env
+from study.machine_load import is_busy
 from study.stats import crosswise
 
 # --- evidence ------------------------------------------------------------------------------------
@@ -189,6 +190,7 @@ class Measured:
     low: float
     high: float
     diverged: bool = False  # its loss went NaN/inf: however fast, it trained nothing
+    busy: bool = False  # others used much of the machine while one side ran: it neither proves nor refutes
 
     @property
     def gained(self) -> bool:
@@ -257,8 +259,10 @@ def ladder_measurements(stages: list[Any]) -> list[Measured]:
             continue
         if prev is not None and len(r.stack) == len(prev.stack) + 1 and list(r.stack[:-1]) == list(prev.stack):
             diverged = getattr(r, "diverged_step", -1) >= 0
-            out.append(Measured(r.stack[-1], f"stage {r.name}" + (" (its loss diverged)" if diverged else ""),
-                                *crosswise(r, prev), diverged=diverged))
+            busy = is_busy(getattr(r, "foreign_cpu_share", -1.0)) or is_busy(getattr(prev, "foreign_cpu_share", -1.0))
+            out.append(Measured(r.stack[-1], f"stage {r.name}" + (" (its loss diverged)" if diverged else "")
+                                + (" (on a busy machine)" if busy else ""), *crosswise(r, prev), diverged=diverged,
+                                busy=busy))
         prev = r
     return out
 
@@ -267,6 +271,8 @@ def refutations(measured: Iterable[Measured]) -> dict[str, Measured]:
     """Toggle specs (and names) measured without gain; the latest measurement of each wins."""
     out: dict[str, Measured] = {}
     for m in measured:
+        if m.busy:  # a neighbour's load moved one side: no evidence either way
+            continue
         if not m.gained and math.isfinite(m.ratio):
             out[m.toggle] = m
         else:

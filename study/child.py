@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from study.faults import describe_exit, rank_error_files, rank_errors
+from study.machine_load import LoadWatch
 from study.spec import child_env, read_progress
 
 
@@ -37,10 +38,11 @@ def wait_quietly(proc: subprocess.Popen, poll: Callable[[], None], every: float 
     return proc.returncode
 
 
-def run_child(cmd: list[str], log: Path, out: Path,
-              on_steps: Callable[[int, int], None] | None = None) -> tuple[dict | None, str]:
+def run_child(cmd: list[str], log: Path, out: Path, on_steps: Callable[[int, int], None] | None = None,
+              record_load: bool = False) -> tuple[dict | None, str]:
     """Run one pass; returns (payload, error). The child's output goes to its log file; its step
-    count is polled from a small progress file so the parent's progress bar can show it."""
+    count is polled from a small progress file so the parent's progress bar can show it. With
+    `record_load`, the payload (a timing row) gets `foreign_cpu_share`: what others used meanwhile."""
     log.parent.mkdir(parents=True, exist_ok=True)
     progress = out.with_suffix(".progress")
     for stale in (out, progress, *rank_error_files(out)):
@@ -52,6 +54,7 @@ def run_child(cmd: list[str], log: Path, out: Path,
         if got is not None:
             on_steps(*got)
 
+    watch = LoadWatch()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=child_env(progress), cwd=os.getcwd(), preexec_fn=die_with_parent)
@@ -67,6 +70,8 @@ def run_child(cmd: list[str], log: Path, out: Path,
     progress.unlink(missing_ok=True)
     payload = json.loads(out.read_text()) if out.exists() else None
     if proc.returncode == 0 and payload and not payload.get("error"):
+        if record_load:
+            payload["foreign_cpu_share"] = round(watch.foreign_share(), 4)
         return payload, ""
     # The rank that failed first holds the cause (a DDP stage); a single process writes rank 0's.
     err = rank_errors(out, payload) or (payload or {}).get("error", "")

@@ -87,6 +87,12 @@ class StageResult:
     diverged_step: int = -1  # the first training step's loss (0: not recorded, rows before it existed)
     steps_total: int = 0
     epochs: int = 0
+    # Share of all CPU time that processes outside the study used while the pass ran (0-1; -1: not
+    # measured, rows before it existed). A stage row carries the highest of the runs it kept.
+    foreign_cpu_share: float = -1.0
+    # Whether the measured steps showed no trend (the second half's median step within noise of the
+    # first's); None: too few steps to tell, or rows before it existed.
+    steady: bool | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
     config_hash: str = ""
@@ -214,6 +220,9 @@ def aggregate(repeats: list[StageResult]) -> StageResult:
                   "setup_seconds", "warmup_seconds", "mfu", "step_time_cv"):
             setattr(agg, f, statistics.median([getattr(r, f) for r in ok]))
         agg.peak_memory_mb = max(r.peak_memory_mb for r in ok)
+    agg.foreign_cpu_share = max(r.foreign_cpu_share for r in ok)
+    steadiness = [r.steady for r in ok if r.steady is not None]
+    agg.steady = all(steadiness) if steadiness else None
     # metric: the first repeat's (all repeats train the same seed; keep one consistent figure)
     return agg
 

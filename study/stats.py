@@ -78,3 +78,24 @@ def crosswise(cur: Any, ref: Any, ratio: float | None = None) -> tuple[float, fl
     lo = cur.throughput_ci_low / ref.throughput_ci_high * scale if ref.throughput_ci_high else r
     hi = cur.throughput_ci_high / ref.throughput_ci_low * scale if ref.throughput_ci_low else r
     return r, lo, hi
+
+
+# Halves of the measured steps whose medians differ by less than this are steady whatever their
+# intervals say: a few percent of drift is below what the ladder can resolve anyway.
+STEADY_DRIFT = 0.05
+MIN_STEADY_STEPS = 8  # fewer measured steps cannot show a trend apart from noise
+
+
+def steadiness(times: list[float]) -> tuple[bool | None, float]:
+    """(steady, drift) of a run's step times: drift is the second half's median over the first's,
+    minus 1; steady unless the two medians' intervals do not overlap and the drift exceeds
+    STEADY_DRIFT. None when there are too few steps to tell."""
+    if len(times) < MIN_STEADY_STEPS:
+        return None, 0.0
+    half = len(times) // 2
+    first, second = times[:half], times[len(times) - half:]
+    m1, m2 = statistics.median(first), statistics.median(second)
+    drift = m2 / m1 - 1 if m1 > 0 else 0.0
+    (lo1, hi1), (lo2, hi2) = median_ci(first), median_ci(second)
+    apart = lo2 > hi1 or hi2 < lo1
+    return not (apart and abs(drift) > STEADY_DRIFT), drift

@@ -22,7 +22,7 @@ from study.loop import PHASES, LoopResult, StepHook, StepRecord, fit, keep_weigh
 from study.records import (TYPE_BATCH, TYPE_TRAIN, TYPE_VAL, StageResult, load_seed_rows,
                            seed_rows_to_csv, versions, write_atomic)
 from study.session import Session
-from study.stats import median_ci, percentile
+from study.stats import median_ci, percentile, steadiness
 from study.spec import PROGRESS_ENV, write_progress
 
 PROGRESS_EVERY_S = 1.0
@@ -62,10 +62,32 @@ def memory_capacity(device: torch.device) -> float:
         return 0.0
 
 
+# A measured step more than this much slower than the next one means the stage was still warming
+# up (TorchScript's profiling executor, compile's recompiles, allocator and cache warm-up take several
+# steps): it joins the warm-up, and so on while the steps still fall, within EXTRA_WARMUP_MAX steps
+# and never more than half of the measured ones.
+STILL_FALLING = 1 / 0.9
+EXTRA_WARMUP_MAX = 10
+
+
+def extend_warmup(steps: list[StepRecord]) -> int:
+    """Move the leading measured steps that were still speeding up into the warm-up (their
+    `measured` flag); returns how many moved."""
+    measured = [r for r in steps if r.measured]
+    limit = min(EXTRA_WARMUP_MAX, len(measured) // 2)
+    moved = 0
+    while moved < limit and measured[moved].seconds > STILL_FALLING * measured[moved + 1].seconds:
+        measured[moved].measured = False
+        moved += 1
+    return moved
+
+
 def rank_summary(steps: list[StepRecord], device: torch.device) -> dict[str, Any]:
     """One process's share of a timing pass, in the form result_row combines across processes."""
+    extended = extend_warmup(steps)
     measured = [r for r in steps if r.measured]
     return {
+        "warmup_extended": extended,
         "samples": sum(r.samples for r in measured),
         "seconds": sum(r.seconds for r in measured),
         "step_times": [r.seconds for r in measured],
@@ -171,6 +193,11 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
     empty = "" if n else (f"measured no step: the stage was at step {sess.state.step} of its training when this pass "
                           f"started{' (resumed from its checkpoint)' if 'resumed_from_step' in sess.notes else ''}; "
                           f"rerun without --resume to train it afresh")
+    steady, drift = steadiness(step_times)
+    if ranks[0].get("warmup_extended"):  # steps that still sped up, left out of the timing
+        sess.notes["warmup_extended"] = ranks[0]["warmup_extended"]
+    if steady is not None:
+        sess.notes["step_time_drift"] = round(drift, 4)  # second half's median step over the first's, minus 1
     row = StageResult(
         **identity, kind="repeat", repeat=repeat, repeats=cfg.repeats,
         status="failed" if empty else "ok", error=empty,
@@ -180,6 +207,7 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
         step_time_p50=p50, step_time_p90=percentile(step_times, 0.9),
         step_time_ci_low=lo, step_time_ci_high=hi, ci_basis="steps",
         step_time_cv=statistics.stdev(step_times) / statistics.fmean(step_times) if n >= 2 else 0.0,
+        steady=steady,
         t_data=phases["data"], t_h2d=phases["h2d"], t_forward=phases["forward"],
         t_backward=phases["backward"], t_optimizer=phases["optimizer"],
         data_wait_share=phases["data"] / total if total else 0.0,

@@ -44,7 +44,7 @@ def every_field_set(**changes) -> StageResult:
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         kind = type(default) if default is not MISSING else {"run": str, "stage": int, "name": str}[f.name]
         values[f.name] = {str: f"{f.name}-value", int: i + 2, float: i + 0.25, list: [f"{f.name}-a", f"{f.name}-b"],
-                          dict: {f"{f.name}-key": i + 0.5}}[kind]
+                          dict: {f"{f.name}-key": i + 0.5}, type(None): False}[kind]  # None: an unknown yes/no
     values["notes"] = {"text": "two\nlines", "nested": {"sweep": [{"workers": 1, "samples_per_s": 2.5}]}}
     return StageResult(**{**values, **changes})
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from study.machine_load import is_busy
 from study.records import StageResult, read_results, write_atomic
 from study import fmt
 from study.report import tables
@@ -45,6 +46,10 @@ def checks(r: StageResult) -> str:
         found.append(f"few steps ({r.steps_measured} measured)")
     if r.step_time_cv > NOISY_CV:
         found.append(f"noisy (step time CV {r.step_time_cv * 100:.0f}%)")
+    if is_busy(r.foreign_cpu_share):
+        found.append(f"busy machine (others used {r.foreign_cpu_share * 100:.0f}% of the CPU time)")
+    if r.steady is False:
+        found.append("not steady (the measured steps' second half differs from the first beyond noise)")
     if r.diverged_step >= 0:
         found.append(f"diverged: loss not finite from step {r.diverged_step} (lower --lr; amp=fp16 needs its "
                      f"scaler; clip gradients); its speed is no gain")

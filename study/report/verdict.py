@@ -14,6 +14,7 @@ from optimizations.base import how_of
 from study.advice import (RULES, Advice, Finding, Measured, StageVerdict, evidence_of, figures, ladder_measurements,
                           refutations, stage_verdict, verdict_from_record)
 from study.env import Env
+from study.machine_load import is_busy
 from study import sanity
 from study.records import StageResult
 from study import fmt
@@ -194,6 +195,12 @@ def verdict(run: RunData) -> Part:
             target = next((r for r in run.ok if r.stage == 0), ladder[0] if ladder else None)
             lines.append("No stage beat the baseline beyond noise (every speed-up interval in the ladder reaches 1.0 "
                          "or below).")
+    busy = [r for r in run.ok if is_busy(r.foreign_cpu_share)]
+    if busy:  # the figures above include a neighbour's load: say so where they are stated
+        worst = max(busy, key=lambda r: r.foreign_cpu_share)
+        lines.append(f"The machine was busy during {len(busy)} of {len(run.ok)} stages even after measuring them "
+                     f"again (others used up to {worst.foreign_cpu_share * 100:.0f} % of the CPU time, in {worst.name}): "
+                     f"their figures include that load; rerun them on a quieter machine before trusting them.")
     base = next((r for r in run.ok if r.stage == 0), None)
     if target is not None and base is not None and target is not base and target.metric_name:
         # Toggles that change how training proceeds (hogwild, ddp's larger global batch, amp's precision)

@@ -1,0 +1,135 @@
+"""Figures on a real machine: the share of the CPU others used while a stage was timed (a busy run is
+timed again, flagged, and never refutes a toggle), and whether the measured steps were steady (a
+slow start joins the warm-up)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from study.advice import ladder_measurements, refutations
+from study.loop import StepRecord
+from study.machine_load import BUSY_SHARE, LoadWatch, own_cpu_seconds
+from study.records import StageResult
+from study.report.ladder import checks
+from study.stats import steadiness
+from study.timing import extend_warmup
+
+BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
+
+
+def test_the_studys_own_waited_children_count_as_its_own():
+    before = own_cpu_seconds()
+    subprocess.run([sys.executable, "-c", BURN.format(s=0.5)], check=True, timeout=60)
+    assert own_cpu_seconds() - before >= 0.45  # the child's CPU reaches the parent when it is waited for
+
+
+@pytest.mark.slow  # two burners of 2 CPU-seconds each
+def test_a_cpu_burner_outside_the_study_raises_the_foreign_share():
+    import os
+
+    watch = LoadWatch()
+    t0 = time.monotonic()
+    burners = [subprocess.Popen([sys.executable, "-c", BURN.format(s=2.0)]) for _ in range(2)]
+    deadline = t0 + 60
+    while any(b.poll() is None for b in burners) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    share = watch.foreign_share()  # read before the burners are waited for: they are not the study's
+    wall = time.monotonic() - t0
+    for b in burners:
+        b.wait(timeout=60)
+    burnt = 4.0 / ((os.cpu_count() or 1) * wall)  # the burners' share alone, whatever else ran
+    assert share >= 0.8 * min(burnt, 1.0), (share, burnt)
+
+
+def row(name: str, stage: int, stack: list[str], tps: float, foreign: float = 0.0, **kw) -> StageResult:
+    return StageResult(run="r", stage=stage, name=name, stack=stack, throughput=tps, throughput_ci_low=tps * 0.95,
+                       throughput_ci_high=tps * 1.05, steps_measured=20, foreign_cpu_share=foreign, **kw)
+
+
+def test_a_busy_stage_is_flagged_and_never_refutes_its_toggle():
+    base = row("00-base", 0, [], 100.0)
+    quiet_amp = row("01-amp", 1, ["amp"], 50.0)
+    busy_amp = row("01-amp", 1, ["amp"], 50.0, foreign=0.6)
+    assert "busy machine (others used 60% of the CPU time)" in checks(busy_amp)
+    assert "busy" not in checks(quiet_amp)
+    assert "amp" in refutations(ladder_measurements([base, quiet_amp]))
+    measured = ladder_measurements([base, busy_amp])
+    assert measured[0].busy and "busy machine" in measured[0].where and refutations(measured) == {}
+    assert refutations(ladder_measurements([row("00-base", 0, [], 100.0, foreign=0.5), quiet_amp])) == {}
+
+
+def test_steadiness_sees_a_trend_and_not_noise():
+    assert steadiness([1.0, 1.02, 0.98, 1.01, 0.99, 1.03, 0.97, 1.0, 1.01, 0.99]) == (True, pytest.approx(0.0, abs=0.03))
+    steady, drift = steadiness([1.0] * 6 + [1.3] * 6)  # the second half 30 % slower: a thermal throttle
+    assert steady is False and drift == pytest.approx(0.3)
+    assert steadiness([1.0, 2.0, 3.0]) == (None, 0.0)  # too few steps to tell
+
+
+def steps(seconds: list[float], warmup: int) -> list[StepRecord]:
+    return [StepRecord(step=i, epoch=0, start=0.0, seconds=s, phases={}, samples=8, loss=1.0, measured=i >= warmup)
+            for i, s in enumerate(seconds)]
+
+
+def test_a_slow_start_joins_the_warm_up_within_its_bound():
+    falling = steps([3.0, 1.0, 0.5, 0.3, 0.2, 0.2, 0.21, 0.2, 0.2, 0.2], warmup=1)
+    assert extend_warmup(falling) == 3  # 1.0, 0.5, 0.3 were still speeding up; 0.2 is where it settled
+    assert [r.measured for r in falling] == [False] * 4 + [True] * 6
+    flat = steps([3.0] + [0.2] * 9, warmup=1)
+    assert extend_warmup(flat) == 0
+    endless = steps([2.0 * 0.8 ** i for i in range(12)], warmup=2)  # never settles
+    assert extend_warmup(endless) == 5  # never more than half of the measured steps
+
+
+def test_a_stage_with_a_planted_slow_start_extends_its_warm_up_and_is_steady(synthetic_root, tmp_path):
+    from study.timing import timing_pass
+    from tests.optimizations.helpers import make_session, tiny_config
+
+    sess = make_session(tiny_config(synthetic_root, tmp_path, steps=12, warmup=1, subset=128))  # 12 of 16 batches
+    delays = iter([0.4, 0.3, 0.2, 0.1])  # the first forwards slow, as a profiling executor's are
+    model = sess.state.model
+    forward = model.forward
+
+    def slow_start(x):
+        time.sleep(next(delays, 0.0))
+        return forward(x)
+
+    model.forward = slow_start
+    row = timing_pass(sess, 0)
+    assert row.status == "ok", row.error
+    assert row.notes["warmup_extended"] >= 3, row.notes  # 0.3, 0.2, 0.1 s steps left out of the timing
+    assert row.steps_measured == 11 - row.notes["warmup_extended"]
+    assert row.step_time_p50 < 0.1 and row.steady is not False
+
+
+@pytest.mark.slow  # a short study beside two CPU burners: about 20-40 s
+def test_a_study_beside_cpu_burners_measures_again_flags_the_stage_and_says_so(synthetic_root, tmp_path, monkeypatch,
+                                                                             capsys):
+    import json
+    import os
+
+    from study.cli import main
+
+    monkeypatch.setenv("STUDY_BUSY_RETRIES", "1")
+    monkeypatch.chdir(tmp_path)
+    burners = [subprocess.Popen([sys.executable, "-c", BURN.format(s=120)]) for _ in range(os.cpu_count() or 1)]
+    try:
+        code = main(["--model", "tiny", "--data-root", str(synthetic_root), "--steps", "6", "--warmup", "1",
+                     "--subset", "64", "--batch-size", "8", "--val-steps", "1", "--profile", "", "--no-pictures",
+                     "--run-name", "busy"])
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(ln) for ln in (tmp_path / "reports" / "busy" / "results.jsonl").read_text().splitlines()]
+    timed = [r for r in rows if r["kind"] == "repeat"]
+    assert len(timed) == 2 and timed[1]["notes"]["attempt"] == 1  # measured again, both attempts kept
+    assert all(r["foreign_cpu_share"] >= BUSY_SHARE for r in timed), [r["foreign_cpu_share"] for r in timed]
+    stage = next(r for r in rows if r["kind"] == "stage")
+    assert stage["foreign_cpu_share"] == min(r["foreign_cpu_share"] for r in timed)  # the quieter attempt
+    summary = (tmp_path / "reports" / "busy" / "summary.md").read_text()
+    assert "The machine was busy during 1 of 1 stages" in summary and "busy machine (others used" in summary
+    assert "measuring it again" in capsys.readouterr().err
