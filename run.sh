@@ -22,7 +22,7 @@ setup() {
 }
 
 data_present() {
-  [ -d data/cifar-10-batches-py ] && [ -d data/oxford-iiit-pet ]
+  [ -d data/cifar-10-batches-py ] && [ -d data/oxford-iiit-pet ] && [ -d data/cifar-100-python ] && [ -d data/CUB_200_2011 ]
 }
 
 setup

@@ -46,12 +46,14 @@ def test_everything_keyed_by_dataset_covers_the_catalog() -> None:
 
 
 MODULES = ["study.data", "study.catalog", "study.data.bundle", "study.data.checksum", "study.data.synthetic",
-           "study.data.prepare", "study.data.cifar", "study.data.pets", "study.data.imagefolder", "study.data.s3",
+           "study.data.prepare", "study.data.cifar", "study.data.cifar100", "study.data.cub", "study.data.pets",
+           "study.data.imagefolder", "study.data.integrity", "study.data.prepare_imagenet",
+           "study.data.synthetic_cifar100", "study.data.synthetic_cub", "study.data.s3",
            "study.data.s3.urls", "study.data.s3.errors", "study.data.s3.client", "study.data.s3.datasets",
            "study.data.s3.cache", "study.data.s3.upload"]
 
 
-@pytest.mark.slow  # one fresh interpreter per module, sixteen in all
+@pytest.mark.slow  # one fresh interpreter per module, twenty-two in all
 def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     """An import loop shows as a module that fails when it is the first one imported; and the torch-free
     modules must stay torch-free (the parent process imports them)."""
@@ -66,5 +68,7 @@ def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     assert set(rows) == set(MODULES)
     for m, row in rows.items():
         assert row.startswith("0 "), (m, row)
-    light = ["study.data", "study.catalog", "study.data.bundle", "study.data.checksum", "study.data.prepare"]
+    light = ["study.data", "study.catalog", "study.data.bundle", "study.data.checksum", "study.data.prepare",
+             "study.data.integrity", "study.data.prepare_imagenet", "study.data.synthetic_cifar100",
+             "study.data.synthetic_cub"]
     assert all(rows[m].startswith("0 False False") for m in light), {m: rows[m] for m in light}
