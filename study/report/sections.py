@@ -123,6 +123,24 @@ def worker_sweep(run: RunData) -> Part:
     return part
 
 
+def batch_sweep(run: RunData) -> Part:
+    """batch=auto's table as the first stage with it recorded it in its notes (results.jsonl alone)."""
+    part = Part()
+    stage = next((r for r in run.stages if isinstance(r.notes.get("batch_sweep"), list)), None)
+    if stage is None:
+        return part
+    chosen = stage.notes.get("batch_sweep_chosen")
+    part.heading("Batch-size sweep")
+    part.para("batch=auto: samples/s by median step of each size that fit, timed side by side in turned rounds; "
+              "a size that ran out of memory (or over the CPU budget) was dropped and no larger one tried.")
+    part.table([{"batch/process": r.get("batch"),
+                 "samples/s": fmt.num(r.get("samples_per_s"), ".1f") if r.get("fits", True) else "",
+                 "peak MB": fmt.num(r.get("peak_mb"), ".0f") if r.get("peak_mb") else "",
+                 "note": "✓ chosen" if r.get("batch") == chosen else r.get("reason", "")}
+                for r in stage.notes["batch_sweep"]])
+    return part
+
+
 def pictures(run: RunData) -> Part:
     """What the trained model of the last ok stage predicts: reports/<run>/pictures.json and its PNGs."""
     part, pics = Part(), run.pictures()
@@ -318,7 +336,7 @@ def disk(run: RunData) -> Part:
 
 
 RUN_SECTIONS: list[Section] = [header, verdict, ladder, search_table, phases, mfu, bottlenecks, compile_stats, quality,
-                               pictures, worker_sweep, trace_categories, trace_diff, profiles, skipped, disk]
+                               pictures, worker_sweep, batch_sweep, trace_categories, trace_diff, profiles, skipped, disk]
 
 
 def run_report(run_dir: Path, sections: list[Section] | None = None) -> Doc:

@@ -190,7 +190,7 @@ def test_auto_records_a_chosen_batch_and_its_sweep(toggle_stage):
     """A real stage of batch=auto on the tiny dry run (batch 32, 512 samples): the sweep in its child
     times 16, 32 and 64 (128 would leave the stage fewer than 3 measured steps); the stage trains with
     the size it chose and its row says so."""
-    row, _ = toggle_stage("batch=auto")
+    row, stage_dir = toggle_stage("batch=auto")
     assert row.status == "ok", row.error
     sweep = row.notes["batch_sweep"]
     assert [r["batch"] for r in sweep] == [16, 32, 64]
@@ -198,3 +198,10 @@ def test_auto_records_a_chosen_batch_and_its_sweep(toggle_stage):
     chosen = row.notes["batch_sweep_chosen"]
     assert chosen == max(sweep, key=lambda r: r["samples_per_s"])["batch"]
     assert row.batch_size == chosen and row.throughput == pytest.approx(chosen / row.step_time_p50, rel=1e-6)
+    # the report's table comes from results.jsonl alone
+    from study.report.reading import RunData
+    from study.report.sections import batch_sweep
+
+    (table,) = [rows for kind, rows in batch_sweep(RunData(stage_dir.parent.parent)).blocks if kind == "table"]
+    assert [r["batch/process"] for r in table] == [16, 32, 64]
+    assert [r["note"] for r in table].count("✓ chosen") == 1 and table[[16, 32, 64].index(chosen)]["note"] == "✓ chosen"
