@@ -344,7 +344,7 @@ class Batch(Optimization):
     description = ("the stage's batch size per process; auto times the sizes that fit and keeps the fastest per "
                    "sample; :accumulate keeps the config's effective batch")
     value_help = "N|auto[:accumulate]"
-    prior = 55
+    prior = 75  # after the toggles that leave the training as it is: a larger batch changes the optimisation
     cost = Cost(cold_s={"cpu": 30.0, "cuda": 30.0})  # the sweep, once per study, before its first run
     addresses = {
         "host-bound": "a larger batch spreads each step's launches and Python over more samples",
