@@ -49,10 +49,11 @@ def label_file_kind(path: Path) -> str:
                       f"(lines 'n01440764 tench, Tinca tinca')")
 
 
-def read_synsets(path: Path) -> dict[str, str]:
-    """wnid -> "wnid first-name" ("n01440764 tench"), from a LOC_synset_mapping.txt."""
+def read_synsets(path: Path | str) -> dict[str, str]:
+    """wnid -> "wnid first-name" ("n01440764 tench"), from a LOC_synset_mapping.txt (a path, or its text)."""
     names = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    text = path if isinstance(path, str) else path.read_text(encoding="utf-8", errors="replace")
+    for line in text.splitlines():
         wnid, _, words = line.strip().partition(" ")
         if wnid:
             names[wnid] = f"{wnid} {words.split(',')[0].strip()}".strip()

@@ -387,3 +387,18 @@ def test_silent_endpoint_fails_in_one_line_within_a_minute(server: Server, tmp_p
     assert len(accepted) == attempts, accepted  # the retry cap: no attempt beyond it
     assert attempts * 1.0 <= elapsed < 60  # each attempt waited its read timeout out
     assert "\n" not in str(e.value) and SECRET not in str(e.value)
+
+
+def test_imagenet_class_names_travel_to_the_bucket(server: Server, tmp_path: Path) -> None:
+    """The LOC_synset_mapping.txt that prepare.sh --imagenet copies beside the links names the classes
+    when they are streamed from a bucket too."""
+    from study.data.prepare import main as prepare
+    from study.data.synthetic import write_imagefolder
+
+    root = tmp_path / "data"
+    write_imagefolder(root, n_classes=2, n_train_per_class=2, n_val_per_class=1)
+    (root / "imagenet" / "LOC_synset_mapping.txt").write_text("n00000001 tench, Tinca tinca\nn00000002 goldfish\n")
+    assert prepare(["--root", str(root), "--upload", f"s3://{BUCKET}/named", "--s3-endpoint", server.endpoint]) == 0
+    cfg = RunConfig(dataset="imagefolder", data_root=f"s3://{BUCKET}/named", s3_endpoint=server.endpoint)
+    local = open_datasets(RunConfig(dataset="imagefolder", data_root=str(root)))
+    assert open_datasets(cfg).classes == local.classes == ["n00000001 tench", "n00000002 goldfish"]

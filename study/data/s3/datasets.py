@@ -193,6 +193,7 @@ def open_imagefolder(loc: Location, endpoint: str, train: bool, size: int) -> S3
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     from study.data.imagefolder import build_transform
+    from study.data.prepare_imagenet import SYNSETS, read_synsets
 
     split = "train" if train else "val"
     url = f"{loc.url(IMAGEFOLDER.folder, split)}/"
@@ -207,13 +208,23 @@ def open_imagefolder(loc: Location, endpoint: str, train: bool, size: int) -> S3
     classes = sorted(by_class)
     if not classes:
         raise ConfigError(f"no ImageFolder {split} set under {url}; upload it with ./prepare.sh --upload {loc.url()}")
+    names = loc.key(IMAGEFOLDER.folder, SYNSETS)  # the class names prepare.sh --imagenet copied beside the links
+    with s3_errors(f"listing {loc.url(IMAGEFOLDER.folder, SYNSETS)}", endpoint, loc.bucket):
+        mapping = names in list_objects(client_for(endpoint), loc.bucket, names)
+    shown = classes
+    if mapping:
+        try:
+            wnids = read_synsets(read_object(endpoint, loc.bucket, names).decode("utf-8", "replace"))
+        except S3ReadError as e:
+            raise ConfigError(str(e)) from None
+        shown = [wnids.get(c, c) for c in classes]
     samples = []
     for idx, cls in enumerate(classes):
         keys = sorted(k for k in by_class[cls] if k.lower().endswith(IMG_EXTENSIONS))
         if not keys:
             raise ConfigError(f"unusable ImageFolder at {url}: class {cls!r} has no image objects")
         samples += [(k, idx) for k in keys]
-    return S3ImageFolder(endpoint, loc.bucket, samples, classes, build_transform(size, train))
+    return S3ImageFolder(endpoint, loc.bucket, samples, shown, build_transform(size, train))
 
 
 def open_cub(loc: Location, endpoint: str, train: bool, size: int) -> Any:
