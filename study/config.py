@@ -12,6 +12,7 @@ from typing import Any
 from study import catalog
 from study.errors import ConfigError  # noqa: F401 — the name every module imports from here
 from study.plan import PLAN_FIELDS
+from study.until import parse_target
 from study.values import LIBRARIES, check_reference, check_s3_endpoint, is_reference
 
 
@@ -120,6 +121,12 @@ class MeasuringOptions:
     """Timed runs per stage; median and 95% CI are taken over them."""
     ablate: bool = False
     """Also run leave-one-out stages on the full stack."""
+    until: str = ""
+    """METRIC=VALUE: train each stage until its validation metric reaches it and record the time taken."""
+    until_every: int = 0
+    """With --until, validate every N training steps (0: four times an epoch)."""
+    until_minutes: float = 30.0
+    """With --until, stop a stage that has not reached the target after this many minutes."""
     dry_run: bool = False
     """Tiny study: few steps, small subset, one epoch, checkpoint save and reload."""
     sanity: bool = option(False, measured=False)
@@ -202,8 +209,11 @@ class RunConfig(LaunchOptions, OutputOptions, ProfilingOptions, MeasuringOptions
         for name in ("batch_size", "epochs", "repeats", "nnodes", "log_every", "profile_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        parse_target(self.until)  # METRIC=VALUE, or one line saying the form
+        if not (math.isfinite(self.until_minutes) and self.until_minutes > 0):
+            raise ConfigError(f"--until-minutes must be a positive number, got {self.until_minutes}")
         for name in ("image_size", "subset", "val_subset", "steps", "val_steps", "warmup", "threads",
-                     "checkpoint_every", "node_rank"):
+                     "checkpoint_every", "node_rank", "until_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):

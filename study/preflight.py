@@ -25,6 +25,7 @@ from study import catalog
 from study.data import DataBundle
 from study.model_facts import ModelFacts, facts_of
 from study.data.bundle import SAMPLES_PER_SPLIT, all_targets, sample_indices  # noqa: F401
+from study.data.integrity import remake_hint
 
 
 
@@ -61,15 +62,15 @@ def check_sample(cfg: RunConfig, split: str, index: int, item: Any, num_classes:
             isinstance(y, torch.Tensor) and y.numel() == 1 and not y.is_floating_point())
         if not scalar or not 0 <= int(y) < num_classes:
             raise ConfigError(f"{where} has label {y!r}, outside the {num_classes} classes of the dataset; the "
-                              f"label files are damaged: make the dataset again with ./prepare.sh")
+                              f"label files are damaged: {remake_hint(cfg.data_root, cfg.dataset)}")
     else:
         if not (isinstance(y, torch.Tensor) and tuple(y.shape) == tuple(x.shape[1:])):
-            raise ConfigError(f"{where}: its mask does not match the image's size; make the dataset again with "
-                              f"./prepare.sh")
+            raise ConfigError(f"{where}: its mask does not match the image's size; "
+                              f"{remake_hint(cfg.data_root, cfg.dataset)}")
         bad = set(torch.unique(y).tolist()) - set(range(num_classes)) - {255}
         if bad:
             raise ConfigError(f"{where}: mask values {sorted(bad)[:5]} are no class of {num_classes} (nor 255, ignored); "
-                              f"make the dataset again with ./prepare.sh")
+                              f"{remake_hint(cfg.data_root, cfg.dataset)}")
 
 
 def check_plugin_sample(cfg: RunConfig, where: str, x: Any, y: Any, num_classes: int) -> None:
@@ -89,21 +90,21 @@ def check_plugin_sample(cfg: RunConfig, where: str, x: Any, y: Any, num_classes:
 
 def check_samples(cfg: RunConfig, bundle: DataBundle) -> tuple[Any, Any]:
     """Read SAMPLES_PER_SPLIT items of each split; returns the first training item (image, target)."""
-    hint = ("replace or delete that file, or make the dataset again with ./prepare.sh (it drops files that do "
-            "not decode)") if not is_reference(cfg.dataset) else "fix the dataset's __getitem__"
+    hint = (f"replace or delete that file, or {remake_hint(cfg.data_root, cfg.dataset)}"
+            if not is_reference(cfg.dataset) else "fix the dataset's __getitem__")
     first = None
     for split, ds in (("train", bundle.train), ("val", bundle.val)):
         n = len(ds)
         if n == 0:
             raise ConfigError(f"the {split} split of {_where(cfg)} is empty" +
-                              ("" if is_reference(cfg.dataset) else "; make the dataset again with ./prepare.sh"))
+                              ("" if is_reference(cfg.dataset) else f"; {remake_hint(cfg.data_root, cfg.dataset)}"))
         targets = all_targets(ds)
         if targets and (cfg.task in ("classify", "segment")):
             lo, hi = min(targets), max(targets)
             if lo < 0 or hi >= bundle.num_classes:
                 raise ConfigError(f"{_where(cfg)}: the {split} labels run from {lo} to {hi}, outside the "
-                                  f"{bundle.num_classes} classes; the label files are damaged: make the dataset again "
-                                  f"with ./prepare.sh")
+                                  f"{bundle.num_classes} classes; the label files are damaged: "
+                                  f"{remake_hint(cfg.data_root, cfg.dataset)}")
         for i in sample_indices(n):
             try:
                 item = ds[i]
@@ -213,10 +214,23 @@ def check_resume(cfg: RunConfig, own: dict[str, torch.Tensor], num_classes: int)
                               f"another --run-name")
 
 
+def check_target(cfg: RunConfig, num_classes: int) -> None:
+    """--until names a metric the task computes (where the task says what it computes)."""
+    from study.tasks import build_task
+    from study.until import parse_target
+
+    target = parse_target(cfg.until)
+    names = build_task(cfg.task, num_classes).metric_names if target is not None else ()
+    if names and target.metric not in names:
+        raise ConfigError(f"--until {cfg.until}: task {cfg.task} measures {', '.join(names)}, not {target.metric}; "
+                          f"e.g. --until {names[0]}=0.5")
+
+
 def run(cfg: RunConfig, bundle: DataBundle) -> ModelFacts:
     """Every preflight check, cheapest first; ConfigError (one line) for the first problem found.
     Returns the model's facts, from which the ladder skips toggles that cannot apply to it."""
     sample = check_samples(cfg, bundle)
+    check_target(cfg, bundle.num_classes)
     own, facts = check_model(cfg, bundle, sample)
     check_resume(cfg, own, bundle.num_classes)
     return facts

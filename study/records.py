@@ -90,6 +90,10 @@ class StageResult:
     # Share of all CPU time that processes outside the study used while the pass ran (0-1; -1: not
     # measured, rows before it existed). A stage row carries the highest of the runs it kept.
     foreign_cpu_share: float = -1.0
+    # With --until: seconds from the first training step to the validation that reached the target,
+    # and the steps it took; -1: not reached within the caps, or no target asked.
+    time_to_target_s: float = -1.0
+    steps_to_target: int = -1
     # Whether the measured steps showed no trend (the second half's median step within noise of the
     # first's); None: too few steps to tell, or rows before it existed.
     steady: bool | None = None
@@ -221,6 +225,10 @@ def aggregate(repeats: list[StageResult]) -> StageResult:
             setattr(agg, f, statistics.median([getattr(r, f) for r in ok]))
         agg.peak_memory_mb = max(r.peak_memory_mb for r in ok)
     agg.foreign_cpu_share = max(r.foreign_cpu_share for r in ok)
+    # a stage reached its target only if every repeat did; its time is their median
+    times = [r.time_to_target_s for r in ok]
+    agg.time_to_target_s = statistics.median(times) if min(times) >= 0 else -1.0
+    agg.steps_to_target = int(statistics.median([r.steps_to_target for r in ok])) if min(times) >= 0 else -1
     steadiness = [r.steady for r in ok if r.steady is not None]
     agg.steady = all(steadiness) if steadiness else None
     # metric: the first repeat's (all repeats train the same seed; keep one consistent figure)

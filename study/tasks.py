@@ -94,6 +94,7 @@ class IoU(Metric):
 class Task:
     name = ""
     metric_name = ""
+    metric_names: tuple[str, ...] = ()  # what compute() returns, where known: --until is checked against it
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -111,6 +112,7 @@ class Task:
 class Classification(Task):
     name = "classify"
     metric_name = "top1"
+    metric_names = ("top1", "top5")
 
     def __init__(self, num_classes: int) -> None:
         super().__init__(num_classes)
@@ -126,6 +128,7 @@ class Classification(Task):
 class Segmentation(Task):
     name = "segment"
     metric_name = "miou"
+    metric_names = ("miou", "pixel_acc")
 
     def __init__(self, num_classes: int) -> None:
         super().__init__(num_classes)

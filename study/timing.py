@@ -18,11 +18,12 @@ from typing import Any, Callable
 
 import torch
 
-from study.loop import PHASES, LoopResult, StepHook, StepRecord, fit, keep_weights_only, load_checkpoint
+from study.loop import PHASES, LoopResult, StepHook, StepRecord, fit, keep_weights_only, load_checkpoint, save_checkpoint
 from study.records import (TYPE_BATCH, TYPE_TRAIN, TYPE_VAL, StageResult, load_seed_rows,
                            seed_rows_to_csv, versions, write_atomic)
 from study.session import Session
 from study.stats import median_ci, percentile, steadiness
+from study.until import fit_until, parse_target
 from study.spec import PROGRESS_ENV, write_progress
 
 PROGRESS_EVERY_S = 1.0
@@ -126,6 +127,16 @@ def progress_hooks(sess: Session) -> list[StepHook]:
 def train_in_process(sess: Session, kit: TrainerKit) -> tuple[LoopResult, list[dict[str, Any]]]:
     """The default trainer: the one loop in this process (one rank of DDP, or the only process)."""
     cfg, ctx = sess.cfg, sess.ctx
+    target = parse_target(cfg.until)
+    if target is not None:  # time to a result: train until the validation metric reaches the target
+        every = cfg.until_every or max(len(sess.train_loader) // 4, 1)
+        result, outcome = fit_until(sess.state, sess.train_loader, sess.val_loader, target, every=every,
+                                    cap_s=cfg.until_minutes * 60, max_steps=cfg.steps, val_steps=cfg.val_steps,
+                                    warmup=sess.warmup, hooks=progress_hooks(sess))
+        if ctx.rank == 0:
+            save_checkpoint(sess.checkpoint_path, sess.state)
+        sess.notes["until"] = {"target": str(target), "every": every, **outcome.__dict__}
+        return result, gather(rank_summary(result.steps, ctx.device), ctx.world_size)
     result = fit(sess.state, sess.train_loader, sess.val_loader, epochs=cfg.epochs, max_steps=cfg.steps,
                  val_steps=cfg.val_steps, warmup=sess.warmup, hooks=progress_hooks(sess),
                  checkpoint=sess.checkpoint_path, checkpoint_every=cfg.checkpoint_every)
@@ -198,8 +209,11 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
         sess.notes["warmup_extended"] = ranks[0]["warmup_extended"]
     if steady is not None:
         sess.notes["step_time_drift"] = round(drift, 4)  # second half's median step over the first's, minus 1
+    until = sess.notes.get("until") or {}
     row = StageResult(
         **identity, kind="repeat", repeat=repeat, repeats=cfg.repeats,
+        time_to_target_s=until.get("seconds", -1.0) if until.get("reached") else -1.0,
+        steps_to_target=until.get("steps", -1) if until.get("reached") else -1,
         status="failed" if empty else "ok", error=empty,
         device=str(ctx.device), device_name=device_name(ctx.device), threads=torch.get_num_threads(),
         steps_measured=n,

@@ -102,6 +102,9 @@ def ladder_frame(results: list[StageResult]) -> pd.DataFrame:
             "peak_mem_mb": r.peak_memory_mb if ok else None,
             "metric_name": r.metric_name,
             "metric": r.metric if ok else None,
+            "until": (r.notes.get("until") or {}).get("target", ""),
+            "time_to_target_s": r.time_to_target_s if ok and r.time_to_target_s >= 0 else None,
+            "steps_to_target": r.steps_to_target if ok and r.steps_to_target >= 0 else None,
             "reason": r.reason or r.error,
         })
         if ok and not is_ablation(r):
@@ -109,8 +112,20 @@ def ladder_frame(results: list[StageResult]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def to_target(until: str, seconds: float | None, steps: float | None, status: str) -> str:
+    if status != "ok" or not until:
+        return fmt.DASH
+    return "not reached" if fmt.missing(seconds) else f"{seconds:.1f} s ({int(steps)} steps)"
+
+
 def display_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """The human table: one column per figure a reader compares across stages."""
+    """The human table: one column per figure a reader compares across stages (time to target only
+    when the run was given one)."""
+    extra = {}
+    if "until" in df and df.until.astype(bool).any():
+        target = next(u for u in df.until if u)
+        extra[f"to {target}"] = [to_target(u, t, n, st) for u, t, n, st in
+                                 zip(df.until, df.time_to_target_s, df.steps_to_target, df.status)]
     return pd.DataFrame({
         "stage": [f"{s} {n}" for s, n in zip(df.stage, df.name)],
         "toggles": df.toggles,
@@ -119,6 +134,7 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
                     for v, lo, hi in zip(df.samples_per_s, df.ci_low, df.ci_high)],
         "vs prev": [fmt.speedup(*t) for t in zip(df.speedup_vs_prev, df.speedup_vs_prev_low, df.speedup_vs_prev_high)],
         "vs base": [fmt.speedup(*t) for t in zip(df.speedup_vs_base, df.speedup_vs_base_low, df.speedup_vs_base_high)],
+        **extra,
         "data wait %": [fmt.num(v, ".1f") for v in df.data_wait_pct],
         # DDP/hogwild split the cores between processes: a reader comparing stages must see it
         "procs×threads": [f"{p}×{t}" if st == "ok" and t else fmt.DASH

@@ -21,6 +21,7 @@ from study import fmt
 from study.report.doc import Part
 from study.report.ladder import is_ablation, speedup_of
 from study.report.reading import RunData
+from study.report.target import target_of, time_to_target_lines
 from study.search.notes import ResultNote, RoundNote, RunNote
 from study.search import CUT, DROPPED, FAILED, FASTER, KEPT, NO_GAIN, NOT_RETRIED, RACE_DROP, SLOWER
 
@@ -185,6 +186,10 @@ def verdict(run: RunData) -> Part:
         lines.append(f"The search ran {s.rounds} round(s) in {fmt.num(s.seconds / 60, '.1f')} "
                      f"min (budget {fmt.num(s.budget_s / 60, '.0f')} min) and stopped: {s.stopped or '?'}.")
         target = ladder[-1] if ladder else None
+    elif target_of(run):  # --until: time to a result decides, not step time
+        more, target = time_to_target_lines(run)
+        lines += more
+        target = target or next((r for r in run.ok if r.stage == 0), ladder[0] if ladder else None)
     else:
         target, sp = best_ladder_stage(run)
         if target is not None:
