@@ -51,7 +51,7 @@ def drive(stage: str, mode: str, out: str) -> int:
     before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
     payload, err = run_child(worker_command(spec, Path(stage), "timing", 0, work / "timing.json"), work / "timing.log",
-                             work / "timing.json", on_steps=lambda done, total: None)
+                             work / "timing.json", on_steps=lambda *progress: None)
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_SELF)
     if payload is None:

@@ -38,7 +38,7 @@ def wait_quietly(proc: subprocess.Popen, poll: Callable[[], None], every: float 
     return proc.returncode
 
 
-def run_child(cmd: list[str], log: Path, out: Path, on_steps: Callable[[int, int], None] | None = None,
+def run_child(cmd: list[str], log: Path, out: Path, on_steps: Callable[[int, int, float, float], None] | None = None,
               record_load: bool = False) -> tuple[dict | None, str]:
     """Run one pass; returns (payload, error). The child's output goes to its log file; its step
     count is polled from a small progress file so the parent's progress bar can show it. With

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -79,17 +80,22 @@ class StageSpec:
                     config_hash=self.hash())
 
 
-def write_progress(path: str | Path, done: int, total: int) -> None:
-    write_atomic(Path(path), f"{done} {total}")
+def write_progress(path: str | Path, done: int, total: int, loss: float = math.nan,
+                   samples_per_s: float = math.nan) -> None:
+    """Steps done of total, and the last step's loss and speed (the parent draws them live)."""
+    write_atomic(Path(path), f"{done} {total} {loss!r} {samples_per_s!r}")
 
 
-def read_progress(path: Path) -> tuple[int, int] | None:
-    """(done, total), or None when there is no progress file yet or it was caught mid-rename."""
+def read_progress(path: Path) -> tuple[int, int, float, float] | None:
+    """(done, total, last loss, last samples/s), or None when there is no progress file yet or it was
+    caught mid-rename; the two figures are NaN when a writer did not give them."""
     try:
-        done, total = map(int, path.read_text().split())
-    except (OSError, ValueError):
+        fields = path.read_text().split()
+        done, total = int(fields[0]), int(fields[1])
+        loss, speed = (float(v) for v in (fields[2:4] if len(fields) >= 4 else ("nan", "nan")))
+    except (OSError, ValueError, IndexError):
         return None
-    return done, total
+    return done, total, loss, speed
 
 
 def child_env(progress_file: Path | None = None) -> dict[str, str]:

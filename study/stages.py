@@ -9,6 +9,7 @@ its real error, and the ladder goes on.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from study.env import Env
 from study.model_facts import ModelFacts
 from study.config import RunConfig
 from study.child import run_child
+from study.live import LiveScalars
 from study.machine_load import busy_retries, describe, is_busy
 from study.clean import prune_checkpoints, weights_stage
 from study.records import StageResult, aggregate, append_jsonl, git_sha, read_results, versions, write_atomic
@@ -95,12 +97,15 @@ class StageRunner:
         self.on_warning: Callable[[str], None] = lambda text: None  # one line for the user, now
         self.stages = plan(cfg, toggles, env, model)  # once: configure() may measure (workers=auto)
 
-    def step_reporter(self, what: str) -> Callable[[int, int], None]:
+    def step_reporter(self, what: str, live: LiveScalars | None = None) -> Callable[[int, int, float, float], None]:
         """Progress text for a pass: steps done and the time left, estimated from the steps so far
-        (process start and warm-up included, so the first estimates err on the long side)."""
+        (process start and warm-up included, so the first estimates err on the long side); with `live`,
+        the last step's loss and speed to TensorBoard as well."""
         t0, warned = time.monotonic(), [False]
 
-        def on_steps(done: int, total: int) -> None:
+        def on_steps(done: int, total: int, loss: float = math.nan, samples_per_s: float = math.nan) -> None:
+            if live is not None:
+                live.add(done, loss, samples_per_s)
             elapsed = time.monotonic() - t0
             left = elapsed / done * (total - done) if done else 0.0
             self.on_pass(f"{what}, step {done}/{total}, ~{short_duration(left)} left")
@@ -215,8 +220,15 @@ class StageRunner:
             what = f"{st.spec.name}: timing {r + 1}/{cfg.repeats}" + (", again (busy machine)" if attempt else "")
             self.on_pass(what)
             out = rep_dir / f"timing-{tag}.json"
-            payload, err = run_child(worker_command(st.spec, stage_file, "timing", r, out), rep_dir / f"timing-{tag}.log",
-                                     out, on_steps=self.step_reporter(what), record_load=True)
+            # the live curve of the stage's first timing run, as its train/ scalars are the first run's
+            live = LiveScalars(st.spec.profile_dir) if r == 0 and attempt == 0 else None
+            try:
+                payload, err = run_child(worker_command(st.spec, stage_file, "timing", r, out),
+                                         rep_dir / f"timing-{tag}.log", out, on_steps=self.step_reporter(what, live),
+                                         record_load=True)
+            finally:
+                if live is not None:
+                    live.close()
             if payload is None:
                 row = StageResult(status="failed", error=err, kind="repeat", repeat=r, repeats=cfg.repeats,
                                   versions=versions(), started=time.time(), finished=time.time(), **common)

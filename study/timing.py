@@ -120,7 +120,8 @@ def progress_hooks(sess: Session) -> list[StepHook]:
         now = time.monotonic()
         if now - last[0] >= PROGRESS_EVERY_S or rec.step + 1 >= total:
             last[0] = now
-            write_progress(path, rec.step + 1, total)
+            write_progress(path, rec.step + 1, total, rec.loss,
+                           rec.samples * sess.ctx.world_size / rec.seconds if rec.seconds > 0 else math.nan)
     return [report]
 
 

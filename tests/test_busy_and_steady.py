@@ -133,3 +133,30 @@ def test_a_study_beside_cpu_burners_measures_again_flags_the_stage_and_says_so(s
     summary = (tmp_path / "reports" / "busy" / "summary.md").read_text()
     assert "The machine was busy during 1 of 1 stages" in summary and "busy machine (others used" in summary
     assert "measuring it again" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a child that reports progress for about 5 s
+def test_the_parent_draws_the_live_curve_from_the_progress_file(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from study.child import run_child
+    from study.live import LiveScalars
+    from study.spec import PROGRESS_ENV
+
+    child = (f"import json, os, time\nfrom study.spec import write_progress\n"
+             f"for step in range(1, 6):\n"
+             f"    write_progress(os.environ[{PROGRESS_ENV!r}], step, 5, 2.0 / step, 100.0 * step)\n"
+             f"    time.sleep(1.0)\n"
+             f"open({str(tmp_path / 'out.json')!r}, 'w').write(json.dumps({{'ok': 1}}))\n")
+    live = LiveScalars(tmp_path / "tb")
+    seen = []
+    payload, err = run_child([sys.executable, "-c", child], tmp_path / "log.txt", tmp_path / "out.json",
+                             on_steps=lambda *p: (seen.append(p), live.add(*p[:1], *p[2:])))
+    live.close()
+    assert payload == {"ok": 1}, err
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    losses = events.Scalars("live/train_loss")
+    assert 2 <= len(losses) <= 5 and [e.step for e in losses] == sorted({e.step for e in losses})
+    assert all(e.value == pytest.approx(2.0 / e.step) for e in losses)  # the point the child reported at that step
+    assert all(e.value == pytest.approx(100.0 * e.step) for e in events.Scalars("live/samples_per_s"))
