@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from optimizations.base import Cost, Env, Optimization, Plan, TrainContext, load_all, parse_int, register
+from optimizations.base import Env, Optimization, Plan, TrainContext, load_all, parse_int, register
 from study.config import ConfigError, RunConfig
 from study.context import same_loss
 
@@ -117,14 +117,9 @@ def proc_field_mb(path: str, key: str) -> float:
     return 0.0
 
 
-def available_mb() -> float:
-    return proc_field_mb("/proc/meminfo", "MemAvailable")
-
-
 class HostMemory:
-    """This process's resident memory: now, and its peak since the last reset. Linux resets the peak
-    (VmHWM) on "5" written to clear_refs; elsewhere the peak is the process's (ascending sizes keep it
-    honest: each size's peak is at least the smaller ones')."""
+    """This process's resident memory, now and its peak since reset() (Linux: VmHWM, reset by "5" in
+    clear_refs; elsewhere the process's peak, which ascending sizes keep honest)."""
 
     def reset(self) -> None:
         try:
@@ -158,12 +153,12 @@ class DeviceMemory:
 # --- the sweep, in its own process -----------------------------------------------------------------
 
 class Size:
-    """One candidate size in the sweep: its loader, endlessly, and its timed steps."""
+    """One candidate size in the sweep: its loader, endlessly, its timed steps and its row of the table."""
 
-    def __init__(self, sess: Any, size: int, micro_batches: int) -> None:
+    def __init__(self, sess: Any, size: int, micro_batches: int, row: dict[str, Any]) -> None:
         from study.session import build_loaders
 
-        self.size, self.micro_batches, self.sess = size, micro_batches, sess
+        self.size, self.micro_batches, self.sess, self.row = size, micro_batches, sess, row
         sess.ctx.plan = sess.ctx.plan.replace(stage_batch_size=size, accumulate_steps=micro_batches)
         loader, _ = build_loaders(sess.cfg, sess.bundle, sess.ctx)
         self.stream = self._forever(loader)
@@ -203,14 +198,16 @@ def sweep_batch(job: dict[str, Any], memory: Any = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     fitting: list[Size] = []
 
-    def probe(size: int) -> str:
-        """'' when `size` fits (and keep it), else why not."""
+    def probe(size: int) -> bool:
+        """Try `size` and add its row to the table; True when it fits (then it is kept for timing)."""
+        row: dict[str, Any] = {"batch": size, "fits": False}
+        rows.append(row)
         if fitting and budget:
-            last = fitting[-1]
-            grown = start_mb + (rows[-1]["peak_mb"] - start_mb) * size / last.size
+            grown = start_mb + (fitting[-1].row["peak_mb"] - start_mb) * size / fitting[-1].size
             if grown > budget:
-                return f"not tried: its peak would be about {grown:.0f} MB, over the budget of {budget:.0f} MB"
-        cand = Size(sess, size, cfg.batch_size // size if accumulate else 1)
+                row["reason"] = f"not tried: its peak would be about {grown:.0f} MB, over the budget of {budget:.0f} MB"
+                return False
+        cand = Size(sess, size, cfg.batch_size // size if accumulate else 1, row)
         memory.reset()
         try:
             for _ in range(warmup):
@@ -222,29 +219,25 @@ def sweep_batch(job: dict[str, Any], memory: Any = None) -> dict[str, Any]:
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            return "out of memory"
-        peak = memory.peak_mb()
-        rows.append({"batch": size, "accumulate": cand.micro_batches, "fits": True, "peak_mb": round(peak, 1)})
-        if budget and peak > budget:
-            rows[-1].update(fits=False, reason=f"peak {peak:.0f} MB over the budget of {budget:.0f} MB")
-            return rows[-1]["reason"]
+            row["reason"] = "out of memory"
+            return False
+        row["peak_mb"] = round(memory.peak_mb(), 1)
+        if budget and row["peak_mb"] > budget:
+            row["reason"] = f"peak {row['peak_mb']:.0f} MB over the budget of {budget:.0f} MB"
+            return False
+        row.update(fits=True, accumulate=cand.micro_batches)
         fitting.append(cand)
-        return ""
+        return True
 
-    for i, size in enumerate(sizes):
-        why = probe(size)
-        if why and (not rows or rows[-1]["batch"] != size):
-            rows.append({"batch": size, "fits": False, "reason": why})
-        if why and i == 0:  # not even the smallest: halve until one fits
-            for smaller in smaller_sizes(size, cfg.batch_size, accumulate):
-                why = probe(smaller)
-                if not why:
-                    break
-                if not rows or rows[-1]["batch"] != smaller:
-                    rows.append({"batch": smaller, "fits": False, "reason": why})
+    # Smallest first; the first size that does not fit ends it (a larger one needs more memory still),
+    # and when that was the smallest, its halves are tried until one fits.
+    for size in sizes:
+        if not probe(size):
             break
-        if why:
-            break  # larger sizes need more memory still: none is tried
+    if not fitting:
+        for size in smaller_sizes(sizes[0], cfg.batch_size, accumulate):
+            if probe(size):
+                break
     for r in range(job.get("rounds", ROUNDS)):
         turn = r % max(len(fitting), 1)
         for cand in fitting[turn:] + fitting[:turn]:
@@ -253,13 +246,10 @@ def sweep_batch(job: dict[str, Any], memory: Any = None) -> dict[str, Any]:
                 cand.times.append(cand.step())
                 if time.perf_counter() - t0 > ROUND_MAX_SECONDS:
                     break
-    by_size = {c.size: c for c in fitting}
-    for row in rows:
-        cand = by_size.get(row["batch"])
-        if cand is not None and row["fits"]:
-            step_s = statistics.median(cand.times)
-            row.update(steps=len(cand.times), step_s=step_s,
-                       samples_per_s=cand.size * cand.micro_batches / step_s if step_s > 0 else 0.0)
+    for cand in fitting:
+        step_s = statistics.median(cand.times)
+        cand.row.update(steps=len(cand.times), step_s=step_s,
+                        samples_per_s=cand.size * cand.micro_batches / step_s if step_s > 0 else 0.0)
     rows.sort(key=lambda r: r["batch"])
     timed = [r for r in rows if r.get("samples_per_s")]
     chosen = max(timed, key=lambda r: r["samples_per_s"])["batch"] if timed else 0
@@ -279,7 +269,7 @@ def sweep_job(plan: Plan, cfg: RunConfig, env: Env, accumulate: bool, own_spec: 
     stack = tuple(s for s in stack if "launcher" not in registry[s.partition("=")[0]].plans)
     sweep_cfg = cfg.replace(stack=stack)
     sweep_plan = plan.replace(launcher="local", world_size=1, sweep={}, batch_sweep={})
-    budget = 0.0 if env.device_type == "cuda" else BUDGET_SHARE * available_mb() / max(plan.world_size, 1)
+    budget = 0.0 if env.device_type == "cuda" else BUDGET_SHARE * proc_field_mb("/proc/meminfo", "MemAvailable") / max(plan.world_size, 1)
     key = hashlib.sha256(f"{sweep_cfg.hash()}|{sweep_plan.hash()}|{accumulate}|{env.to_dict()}".encode()).hexdigest()[:12]
     spec = StageSpec(index=0, name="batch-sweep", stack=stack, config=sweep_cfg, plan=sweep_plan)
     return {"key": key, "spec": spec.to_dict(), "accumulate": accumulate, "budget_mb": budget,
@@ -341,11 +331,10 @@ def main(argv: list[str] | None = None) -> int:
 @register
 class Batch(Optimization):
     name = "batch"
-    description = ("the stage's batch size per process; auto times the sizes that fit and keeps the fastest per "
-                   "sample; :accumulate keeps the config's effective batch")
-    value_help = "N|auto[:accumulate]"
+    description = ("the stage's batch size per process (N, or K times --batch-size); auto times the sizes that fit "
+                   "and keeps the fastest per sample; :accumulate keeps the config's effective batch")
+    value_help = "N|xK|auto[:accumulate]"
     prior = 75  # after the toggles that leave the training as it is: a larger batch changes the optimisation
-    cost = Cost(cold_s={"cpu": 30.0, "cuda": 30.0})  # the sweep, once per study, before its first run
     addresses = {
         "host-bound": "a larger batch spreads each step's launches and Python over more samples",
         "optimizer-heavy": "a larger batch spreads each step's parameter update over more samples",
@@ -355,21 +344,32 @@ class Batch(Optimization):
 
     @classmethod
     def search_values(cls, env: Env) -> list[str | None]:
-        return ["auto"]
+        # Multiples of the config's batch, not auto: the search measures candidates itself, and a sweep
+        # at plan time for every incumbent would cost minutes its budget never sees.
+        return ["x2", "x4"] if env.device_type == "cuda" else ["x2"]
 
-    def parse_value(self, value: str | None) -> tuple[int | str, bool]:
+    def parse_value(self, value: str | None) -> tuple[str, int, bool]:
+        """(kind, number, accumulate): ("auto", 0, ...), ("size", N, ...) or ("times", K, False)."""
         size, colon, mode = (value or "auto").partition(":")
-        if colon and mode != ACCUMULATE:
-            raise ConfigError(f"bad value for batch: {value!r}; expected N, auto, N:{ACCUMULATE} or auto:{ACCUMULATE}")
-        return parse_int("batch", size, minimum=1, extra=("auto",)), bool(colon)
+        if (colon and mode != ACCUMULATE) or (size.startswith("x") and not (size[1:].isdigit() and int(size[1:]) >= 2)):
+            raise ConfigError(f"bad value for batch: {value!r}; expected N, xK (K times --batch-size, K of 2 or more), "
+                              f"auto, N:{ACCUMULATE} or auto:{ACCUMULATE}")
+        if size.startswith("x"):
+            if colon:
+                raise ConfigError(f"batch={value}: accumulation keeps --batch-size per step, so it cannot grow it; "
+                                  f"use batch=N:{ACCUMULATE} with N a divisor of --batch-size, or batch={size}")
+            return "times", int(size[1:]), False
+        n = parse_int("batch", size, minimum=1, extra=("auto",))
+        return ("auto", 0, bool(colon)) if n == "auto" else ("size", int(n), bool(colon))
 
     def __init__(self, value: str | None = None) -> None:
         super().__init__(value)
         self.sweep: dict[str, Any] | None = None
 
     def configure(self, plan: Plan, cfg: RunConfig, env: Env) -> Plan:
-        size, accumulate = self.value
-        if size == "auto":
+        kind, n, accumulate = self.value
+        size = n * cfg.batch_size if kind == "times" else n
+        if kind == "auto":
             if self.sweep is None:  # plan() configures every later stage too: they get the same size
                 self.sweep = load_or_sweep(sweep_job(plan, cfg, env, accumulate, self.spec), cfg)
             size, plan = int(self.sweep["chosen"]), plan.replace(batch_sweep=self.sweep)

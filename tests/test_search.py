@@ -102,7 +102,7 @@ def test_budget_cuts_the_least_promising_but_lets_a_cheap_one_in():
 # --- a whole search on a fake machine --------------------------------------------------------------
 
 GAIN = {"amp=bf16": 1.30, "channels_last": 1.0, "compile=default": 1.0, "workers=1": 1.0, "workers=2": 1.0,
-        "fused_optim": 1.0, "ddp=2": 0.5, "script": 0.3, "hogwild=2": 0.9}
+        "fused_optim": 1.0, "ddp=2": 0.5, "script": 0.3, "hogwild=2": 0.9, "batch=x2": 1.0}
 
 
 class FakeMachine:

@@ -69,11 +69,23 @@ def test_an_accumulated_step_is_one_update_of_the_mean_gradient(tiny_cfg):
 def test_bad_values_exit_2_with_one_line(synthetic_root, tmp_path, capsys):
     from study.cli import main
 
-    for bad, says in (("0", "at least 1"), ("x", "expected an integer"), ("8:twice", "N:accumulate")):
+    for bad, says in (("0", "at least 1"), ("y", "expected an integer"), ("x", "xK (K times --batch-size"),
+                      ("x1", "K of 2 or more"), ("8:twice", "N:accumulate"), ("x2:accumulate", "cannot grow it")):
         code = main(["--model", "tiny", "--data-root", str(synthetic_root), "--reports-root", str(tmp_path / "r"),
                      "--profiles-root", str(tmp_path / "p"), "--stack", f"batch={bad}"])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and says in err, (bad, err)
+
+
+def test_a_multiple_of_the_configs_batch_is_what_the_search_tries(tiny_cfg):
+    from optimizations.base import candidates
+    from tests.optimizations.helpers import cuda_env
+
+    assert parse_stack("batch=x2")[0].configure(Plan(), tiny_cfg, cpu_env()).stage_batch_size == 16
+    assert parse_stack("batch=x4")[0].configure(Plan(), tiny_cfg.replace(batch_size=3), cpu_env()).stage_batch_size == 12
+    # the search measures its candidates itself: no plan-time sweep per incumbent
+    assert [c for c in candidates(cpu_env()) if c.startswith("batch")] == ["batch=x2"]
+    assert [c for c in candidates(cuda_env()) if c.startswith("batch")] == ["batch=x2", "batch=x4"]
 
 
 def test_candidates_and_halves():
