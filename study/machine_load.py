@@ -72,3 +72,46 @@ def is_busy(share: float) -> bool:
 
 def describe(share: float) -> str:
     return f"others used {share * 100:.0f} % of the machine's CPU time while it ran"
+
+
+STUDY_PID_ENV = "STUDY_PID"  # the study process's pid, set for every pass it starts (study.spec.child_env)
+
+
+def parent_of(pid: int) -> int:
+    """The parent pid of `pid` from /proc (0 when it is gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def in_study(pid: int, study_pid: int) -> bool:
+    """Whether `pid` is the study process or one of its descendants."""
+    seen = 0
+    while pid > 1 and seen < 64:
+        if pid == study_pid:
+            return True
+        pid, seen = parent_of(pid), seen + 1
+    return False
+
+
+def foreign_gpu_processes(device_index: int) -> int:
+    """Processes outside the study computing on CUDA device `device_index`, as NVML lists them; -1
+    where NVML is not installed (the nvidia-ml-py package) or cannot answer."""
+    try:
+        import pynvml
+    except ImportError:
+        return -1
+    try:
+        pynvml.nvmlInit()
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+            pids = [p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 — NVML errors are many (no driver, no permission): no answer
+        return -1
+    study_pid = int(os.environ.get(STUDY_PID_ENV, os.getpid()))
+    return sum(not in_study(pid, study_pid) for pid in pids)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from study.config import RunConfig
+from study.machine_load import STUDY_PID_ENV
 from study.plan import Plan
 from study.records import write_atomic
 
@@ -101,6 +102,7 @@ def read_progress(path: Path) -> tuple[int, int, float, float] | None:
 def child_env(progress_file: Path | None = None) -> dict[str, str]:
     """Environment of a child process: this checkout importable from any working directory."""
     env = dict(os.environ)
+    env.setdefault(STUDY_PID_ENV, str(os.getpid()))  # the study itself: its descendants' load is its own
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if progress_file is not None:
         env[PROGRESS_ENV] = str(progress_file)

@@ -180,6 +180,10 @@ def timing_pass(sess: Session, repeat: int) -> StageResult:
         if cfg.dry_run:
             sess.notes["checkpoint_verified"] = verify_checkpoint(sess)
     row = result_row(sess, repeat, ranks, result, started)
+    if ctx.device.type == "cuda":  # others computing on this GPU, where NVML can tell
+        from study.machine_load import foreign_gpu_processes
+
+        row.notes = {**row.notes, "foreign_gpu_processes": foreign_gpu_processes(ctx.device.index or 0)}
     if ctx.rank == 0:
         from study.flops import fill_mfu
 

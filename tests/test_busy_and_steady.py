@@ -160,3 +160,23 @@ def test_the_parent_draws_the_live_curve_from_the_progress_file(tmp_path):
     assert 2 <= len(losses) <= 5 and [e.step for e in losses] == sorted({e.step for e in losses})
     assert all(e.value == pytest.approx(2.0 / e.step) for e in losses)  # the point the child reported at that step
     assert all(e.value == pytest.approx(100.0 * e.step) for e in events.Scalars("live/samples_per_s"))
+
+
+def test_gpu_processes_of_the_study_are_its_own_and_others_are_counted(monkeypatch):
+    import os
+    import types
+
+    from study import machine_load
+
+    assert machine_load.in_study(os.getpid(), os.getppid())  # a child of the study is the study's
+    assert not machine_load.in_study(os.getppid(), os.getpid())  # its parent is not
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed: no answer, not zero
+    assert machine_load.foreign_gpu_processes(0) == -1
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetComputeRunningProcesses=lambda h: [types.SimpleNamespace(pid=os.getpid()),
+                                                        types.SimpleNamespace(pid=1)])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv(machine_load.STUDY_PID_ENV, str(os.getppid()))
+    assert machine_load.foreign_gpu_processes(0) == 1  # pid 1 is no part of the study; this process is
+    assert "shared GPU (1 other processes" in checks(row("01-amp", 1, ["amp"], 50.0, notes={"foreign_gpu_processes": 1}))
