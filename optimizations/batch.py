@@ -1,4 +1,5 @@
-"""batch: the per-process batch size of the stage, fixed (`batch=N`) or measured (`batch=auto`).
+"""batch: the stage's batch size per process, fixed (`batch=N`; `batch=xK`: K times --batch-size, what
+the search tries, as it measures its candidates itself) or measured (`batch=auto`).
 
 A larger batch spreads what a step costs whatever its size (launches, Python, the optimizer's update,
 DDP's all-reduce) over more samples, until memory runs out. `batch=auto` measures at plan time
