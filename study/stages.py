@@ -215,7 +215,8 @@ class StageRunner:
         again (at most busy_retries() times); every attempt is a row, and the stage keeps the quietest."""
         cfg, rep_dir = st.cfg, st.spec.report_dir
         attempts: list[StageResult] = []
-        for attempt in range(1 + busy_retries()):
+        tries = 1 + busy_retries()
+        for attempt in range(tries):
             tag = f"r{r}" if attempt == 0 else f"r{r}-again{attempt}"
             what = f"{st.spec.name}: timing {r + 1}/{cfg.repeats}" + (", again (busy machine)" if attempt else "")
             self.on_pass(what)
@@ -240,7 +241,9 @@ class StageRunner:
             attempts.append(row)
             if row.status != "ok" or not is_busy(row.foreign_cpu_share):
                 break
-            self.on_warning(f"{st.spec.name} timing {r + 1}: {describe(row.foreign_cpu_share)}; measuring it again")
+            self.on_warning(f"{st.spec.name} timing {r + 1}: {describe(row.foreign_cpu_share)}; " +
+                            ("measuring it again" if attempt + 1 < tries else
+                             f"still busy after {tries} runs, keeping the quietest (the report flags it)"))
         return min(attempts, key=lambda a: (a.status != "ok", a.foreign_cpu_share))
 
     def run_profiles(self, st: PlannedStage, stage_file: Path, rep_dir: Path) -> dict[str, str]:
