@@ -25,14 +25,20 @@ class Dataset:
     """The task its labels serve."""
     classes: tuple[str, ...] = ()
     """Fixed class names (segmentation: what the mask values mean); empty: read from the data."""
+    prepare: str = ""
+    """What ``prepare.sh`` takes to prepare the published download (hints name it)."""
 
 
-CIFAR10 = Dataset("cifar10", "cifar-10-batches-py", "study.data.cifar", "CIFAR-10", 32, "classify")
-CIFAR100 = Dataset("cifar100", "cifar-100-python", "study.data.cifar100", "CIFAR-100", 32, "classify")
-CUB200 = Dataset("cub200", "CUB_200_2011", "study.data.cub", "CUB-200-2011", 224, "classify")
+CIFAR10 = Dataset("cifar10", "cifar-10-batches-py", "study.data.cifar", "CIFAR-10", 32, "classify",
+                  prepare="--cifar cifar-10-python.tar.gz")
+CIFAR100 = Dataset("cifar100", "cifar-100-python", "study.data.cifar100", "CIFAR-100", 32, "classify",
+                   prepare="--cifar cifar-100-python.tar.gz")
+CUB200 = Dataset("cub200", "CUB_200_2011", "study.data.cub", "CUB-200-2011", 224, "classify",
+                 prepare="--cub CUB_200_2011.tgz")
 OXFORD_PETS = Dataset("oxford-pets", "oxford-iiit-pet", "study.data.pets", "Oxford-IIIT Pet", 256, "segment",
-                      classes=("background", "pet"))
-IMAGEFOLDER = Dataset("imagefolder", "imagenet", "study.data.imagefolder", "ImageFolder", 224, "classify")
+                      classes=("background", "pet"), prepare="--pets images.tar.gz annotations.tar.gz")
+IMAGEFOLDER = Dataset("imagefolder", "imagenet", "study.data.imagefolder", "ImageFolder", 224, "classify",
+                      prepare="--imagenet IMAGENET_DIR")
 
 DATASETS = (CIFAR10, OXFORD_PETS, IMAGEFOLDER, CIFAR100, CUB200)
 BY_NAME = {d.name: d for d in DATASETS}

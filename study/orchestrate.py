@@ -138,7 +138,6 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     del bundle
     lock.acquire()  # from here on this study writes reports/<run>/
     moved = archive_previous(cfg)  # a rerun: the earlier study's files out of the way, never mixed in
-    record_data_checks(cfg, console)
     from study import sanity
 
     checked = None  # does the pipeline learn at all? Seconds on one batch, before the long part
@@ -158,6 +157,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
 
     write_atomic(cfg.report_dir / "stages" / "_preflight" / "records-r0.csv",
                  seed_rows_to_csv(load_seed_rows(loads)))
+    record_data_checks(cfg, console)
     console.print(f"[bold]study[/] {cfg.run_name}: {cfg.task} {cfg.model} on {cfg.dataset} "
                   f"({sizes[0]} train / {sizes[1]} val), device {env.device_type}, "
                   f"stack: {','.join(cfg.stack) or '(baseline only)'}")

@@ -81,3 +81,16 @@ def prepare_hint(root: str | os.PathLike, action: str) -> str:
                 f"data/) and pass --data-root data")
     r = root_option(root)
     return f"run ./prepare.sh{r} --synthetic or ./prepare.sh{r} {action}"
+
+
+def remake_hint(root: str | os.PathLike, dataset: str) -> str:
+    """How to make a damaged copy of ``dataset`` under ``root`` whole again: write a synthetic set anew,
+    prepare the download again, or upload it again to a bucket."""
+    root = str(root)
+    entry = catalog.get(dataset)
+    if root.startswith("s3://"):
+        return f"upload it again with ./prepare.sh --root DATA_ROOT --upload {root}"
+    r = root_option(root)
+    if is_synthetic(Path(root) / entry.folder):
+        return f"make it again with ./prepare.sh{r} --synthetic --force"
+    return f"prepare it again from its download with ./prepare.sh{r} {entry.prepare}"

@@ -33,6 +33,7 @@ from torchvision.transforms import functional as F
 
 from study.config import ConfigError, RunConfig
 from study.catalog import OXFORD_PETS
+from study.data.integrity import prepare_hint, remake_hint
 from study.data.samples import unreadable
 
 MEAN = (0.485, 0.456, 0.406)
@@ -103,8 +104,7 @@ class JointTransform:
 def check_folder(root: str | os.PathLike) -> None:
     root = str(root)
     folder = Path(root) / OXFORD_PETS.folder
-    r = "" if os.path.normpath(root) == "data" else f" --root {root}"
-    hint = f"run ./prepare.sh{r} --synthetic or ./prepare.sh{r} --pets images.tar.gz annotations.tar.gz"
+    hint = prepare_hint(root, OXFORD_PETS.prepare)
     if not folder.is_dir():
         raise ConfigError(f"no Oxford-IIIT Pet at {folder}; {hint}")
     need = [folder / "images", folder / "annotations" / "trimaps",
@@ -124,7 +124,7 @@ def open_split(cfg: RunConfig, train: bool) -> OxfordIIITPet:
                       transforms=JointTransform(size, train), download=False)
     except ValueError as e:  # a malformed split-file line
         raise ConfigError(f"cannot read the Oxford-IIIT Pet split files in {folder}: {e} (lines are \"Name_N class_id "
-                          f"species breed_id\"); make the dataset again with ./prepare.sh") from None
+                          f"species breed_id\"); {remake_hint(cfg.data_root, OXFORD_PETS.name)}") from None
     check_listed(folder, split, [*ds._images, *ds._segs], str(cfg.data_root))
     return ds
 

@@ -56,7 +56,7 @@ def upload(root: str, url: str, endpoint: str) -> None:
     if not files:
         folders = ", ".join(d.folder for d in DATASETS[:-1]) + f" or {DATASETS[-1].folder}"
         raise ConfigError(f"nothing to upload: no {folders} folder under {root}; run ./prepare.sh --root {root} "
-                          f"--synthetic (or --cifar/--pets/--imagenet) first")
+                          f"--synthetic (or --cifar/--cub/--pets/--imagenet) first")
     prefix = loc.key() + "/" if loc.prefix else ""
     probe(endpoint, loc.bucket, prefix, f"checking bucket {loc.bucket!r}")
     client = client_for(endpoint)
