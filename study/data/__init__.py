@@ -1,10 +1,12 @@
 """Data layer: open the train/val datasets a RunConfig names, and time how long loading took.
 
 ``catalog`` lists the datasets (folder, reader, title, default size). One module per source/format:
-``cifar`` (CIFAR-10 python batches), ``pets`` (Oxford-IIIT Pet segmentation), ``imagefolder``
-(ILSVRC-style folders), ``s3`` (the same files as objects under an ``s3://`` prefix; needs boto3),
-``synthetic`` (writes small datasets in those real formats), ``prepare`` (the ``prepare.sh`` command
-line). ``bundle`` holds what every source returns and shares. Readers are torchvision's own; datasets
+``cifar`` (CIFAR-10 python batches), ``cifar100`` (CIFAR-100's), ``cub`` (CUB-200-2011 from its index
+files), ``pets`` (Oxford-IIIT Pet segmentation), ``imagefolder`` (ILSVRC-style folders), ``s3`` (the
+same files as objects under an ``s3://`` prefix; needs boto3), ``synthetic`` and its ``synthetic_*``
+siblings (write small datasets in those real formats), ``prepare`` and ``prepare_imagenet`` (the
+``prepare.sh`` command line), ``integrity`` (the checks a folder skips, and the hints that say what to
+run). ``bundle`` holds what every source returns and shares. Readers are torchvision's own; datasets
 are picklable and, where the format allows, read files per item.
 """
 from __future__ import annotations
