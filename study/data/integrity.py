@@ -65,7 +65,7 @@ def holds_other_data(root: str | os.PathLike) -> bool:
     """True when ``root`` holds something other than this tool's dataset folders (hidden entries
     aside): a user's own dataset tree, never a place to write synthetic data into."""
     p = Path(root)
-    if not p.is_dir():
+    if not p.is_dir() or os.path.normpath(str(root)) == "data":  # data/ is this tool's root by convention
         return False
     ours = {d.folder for d in catalog.DATASETS}
     return any(not e.name.startswith(".") and e.name not in ours for e in p.iterdir())
