@@ -179,15 +179,24 @@ def test_a_real_budget_below_the_process_fits_nothing(tiny_cfg):
 
 def test_auto_sweeps_once_and_the_table_travels_to_the_notes(tiny_cfg, monkeypatch):
     calls = []
-    fake = {"key": "k", "table": [{"batch": 4, "fits": True, "samples_per_s": 100.0, "peak_mb": 10.0},
+    fake = {"table": [{"batch": 4, "fits": True, "samples_per_s": 100.0, "peak_mb": 10.0},
                                   {"batch": 8, "fits": True, "samples_per_s": 150.0, "peak_mb": 12.0},
                                   {"batch": 16, "fits": False, "reason": "out of memory"}], "chosen": 8}
-    monkeypatch.setattr(b, "sweep_in_child", lambda job: calls.append(job) or fake)
+    monkeypatch.setattr(b, "sweep_in_child", lambda job: calls.append(job) or fake | {"key": job["key"]})
+    monkeypatch.setattr(b, "_SWEEPS", {})
     (toggle,) = parse_stack("batch=auto")
     plan = toggle.configure(Plan(), tiny_cfg, cpu_env())
     assert plan.stage_batch_size == 8 and plan.batch_sweep["chosen"] == 8
     assert toggle.configure(Plan(), tiny_cfg, cpu_env()).stage_batch_size == 8 and len(calls) == 1
     assert json.loads((tiny_cfg.report_dir / b.SWEEP_FILE).read_text())["chosen"] == 8
+    # the search plans the same stack again with a new toggle: this study's sweep, not a new one
+    assert parse_stack("batch=auto")[0].configure(Plan(), tiny_cfg, cpu_env()).stage_batch_size == 8
+    # a resumed study (a new process) reads batch_sweep.json when it measured the same settings
+    monkeypatch.setattr(b, "_SWEEPS", {})
+    assert parse_stack("batch=auto")[0].configure(Plan(), tiny_cfg.replace(resume=True), cpu_env()).stage_batch_size == 8
+    assert len(calls) == 1
+    parse_stack("batch=auto")[0].configure(Plan(), tiny_cfg.replace(resume=True, lr=0.5), cpu_env())
+    assert len(calls) == 2  # other settings: measured again
     assert plan.hash() == Plan(stage_batch_size=8).hash()  # the table is evidence, not a setting
     from study.context import TrainContext
 
@@ -217,3 +226,32 @@ def test_auto_records_a_chosen_batch_and_its_sweep(toggle_stage):
     (table,) = [rows for kind, rows in batch_sweep(RunData(stage_dir.parent.parent)).blocks if kind == "table"]
     assert [r["batch/process"] for r in table] == [16, 32, 64]
     assert [r["note"] for r in table].count("✓ chosen") == 1 and table[[16, 32, 64].index(chosen)]["note"] == "✓ chosen"
+
+
+def test_the_sweep_trains_the_toggles_under_it_in_one_process(tiny_cfg):
+    """Under batch=auto in the ladder: channels_last stays, ddp's launch is left out (its ranks each
+    take the batch, per process), fused_optim comes after it; on a CPU each of ddp's 2 processes gets
+    half the memory budget."""
+    from optimizations.ddp import ddp_plan
+
+    cfg = tiny_cfg.replace(stack=("channels_last", "ddp=2", "batch=auto", "fused_optim"))
+    plan = ddp_plan(Plan(), cfg, cpu_env(), 2)
+    job = b.sweep_job(plan, cfg, cpu_env(), accumulate=False, own_spec="batch=auto")
+    alone = b.sweep_job(Plan(), cfg, cpu_env(), accumulate=False, own_spec="batch=auto")
+    assert job["spec"]["stack"] == ["channels_last"] and job["spec"]["config"]["stack"] == ["channels_last"]
+    assert (job["spec"]["plan"]["launcher"], job["spec"]["plan"]["world_size"], job["stage_world"]) == ("local", 1, 2)
+    assert job["spec"]["plan"]["threads"] == plan.threads  # one rank's share of the cores
+    assert job["budget_mb"] == pytest.approx(alone["budget_mb"] / 2, rel=0.05)
+
+
+def test_a_stage_batch_larger_than_the_data_fails_with_that_reason(tiny_cfg):
+    with pytest.raises(RuntimeError, match="64 training samples make no full step of 128 x 1"):
+        make_session(tiny_cfg, "batch=128")
+
+
+def test_a_config_file_may_not_set_the_stage_batch():
+    from study.cli import refuse_plan_fields
+
+    with pytest.raises(ConfigError, match="the batch toggle sets it"):
+        refuse_plan_fields({"training": {"stage_batch_size": 64}})
+    refuse_plan_fields({"batch_size": 64})  # the option itself stays an option
