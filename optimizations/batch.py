@@ -179,10 +179,6 @@ class Size:
         return timer.end()
 
 
-def is_out_of_memory(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
-
-
 def sweep_batch(job: dict[str, Any], memory: Any = None) -> dict[str, Any]:
     """Try and time the candidate sizes of `job` (see sweep_job); returns the table and the choice."""
     from study.session import build_session
@@ -214,13 +210,14 @@ def sweep_batch(job: dict[str, Any], memory: Any = None) -> dict[str, Any]:
             for _ in range(warmup):
                 cand.step()
         except RuntimeError as e:
-            if not is_out_of_memory(e):
+            if not (isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()):
                 raise
-            sess.state.optimizer.zero_grad()  # the failed step's gradients, then its cached blocks
+            row["reason"] = "out of memory"
+        if row.get("reason"):  # out of the except block: its traceback no longer holds the step's tensors
+            sess.state.optimizer.zero_grad()
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            row["reason"] = "out of memory"
             return False
         row["peak_mb"] = round(memory.peak_mb(), 1)
         if budget and row["peak_mb"] > budget:

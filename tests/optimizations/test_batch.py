@@ -169,6 +169,29 @@ def test_when_nothing_fits_halves_are_tried_down_to_one(tiny_cfg, monkeypatch):
     assert result["chosen"] == 2 and [r["batch"] for r in result["table"]] == [2, 4]
 
 
+@pytest.mark.parametrize("limit, tried, chosen_from", [(16, [4, 8, 16], (4, 8)), (4, [4, 2], (2,))])
+def test_a_size_out_of_device_memory_is_dropped_and_no_larger_one_tried(tiny_cfg, monkeypatch, limit, tried, chosen_from):
+    """As on CUDA (no budget, the device says when it is full): a step of `limit` samples or more runs
+    out of memory. The sizes from `limit` up are not tried beyond the first; when that is the smallest
+    candidate, its halves are tried until one fits."""
+    import torch
+
+    real_step, steps_of = b.Size.step, []
+
+    def step(self):
+        steps_of.append(self.size)
+        if self.size >= limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(self)
+
+    monkeypatch.setattr(b.Size, "step", step)
+    result, _ = planted_sweep(tiny_cfg, monkeypatch, 0.0, steps=2)
+    assert list(dict.fromkeys(steps_of)) == tried
+    table = {r["batch"]: r for r in result["table"]}
+    assert sorted(table) == sorted(tried) and table[limit] == {"batch": limit, "fits": False, "reason": "out of memory"}
+    assert result["chosen"] in chosen_from and all(table[s]["fits"] for s in chosen_from)
+
+
 def test_a_real_budget_below_the_process_fits_nothing(tiny_cfg):
     """The real resident memory of this process (torch alone is hundreds of MB) against 1 MB."""
     job = b.sweep_job(Plan(), tiny_cfg, cpu_env(), accumulate=False, own_spec="batch=auto") | {"budget_mb": 1.0}
