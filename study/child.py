@@ -39,10 +39,12 @@ def wait_quietly(proc: subprocess.Popen, poll: Callable[[], None], every: float 
 
 
 def run_child(cmd: list[str], log: Path, out: Path, on_steps: Callable[[int, int, float, float], None] | None = None,
-              record_load: bool = False) -> tuple[dict | None, str]:
+              record_load: bool = False, expect_payload: bool = True) -> tuple[dict | None, str]:
     """Run one pass; returns (payload, error). The child's output goes to its log file; its step
     count is polled from a small progress file so the parent's progress bar can show it. With
-    `record_load`, the payload (a timing row) gets `foreign_cpu_share`: what others used meanwhile."""
+    `record_load`, the payload (a timing row) gets `foreign_cpu_share`: what others used meanwhile.
+    Without `expect_payload` (a follower node's part of a pass: rank 0 and its result are elsewhere) a
+    clean exit is success, ({}, "")."""
     log.parent.mkdir(parents=True, exist_ok=True)
     progress = out.with_suffix(".progress")
     for stale in (out, progress, *rank_error_files(out)):
@@ -69,6 +71,8 @@ def run_child(cmd: list[str], log: Path, out: Path, on_steps: Callable[[int, int
             raise
     progress.unlink(missing_ok=True)
     payload = json.loads(out.read_text()) if out.exists() else None
+    if proc.returncode == 0 and not expect_payload and not rank_errors(out, payload):
+        return payload or {}, ""
     if proc.returncode == 0 and payload and not payload.get("error"):
         if record_load:
             payload["foreign_cpu_share"] = round(watch.foreign_share(), 4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def _run_parser() -> argparse.ArgumentParser:
+def run_parser() -> argparse.ArgumentParser:
     docs = field_docs()
     p = _Parser(prog="study", description="Train a base model, stack optimizations as a ladder of stages, "
                 "measure every stage the same honest way, profile it, and report which toggles paid off.",
@@ -108,6 +109,10 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     for key in LIST_OPTIONS:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
+    from study.nodes import slurm_launch
+
+    for key, value in slurm_launch(dict(os.environ)).items():  # under srun; flags and config files win
+        values.setdefault(key, value)
     for key in LIST_OPTIONS:
         v = values.get(key)
         if isinstance(v, str):
@@ -125,7 +130,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(argv: list[str]) -> int:
-    args = _run_parser().parse_args(argv)
+    args = run_parser().parse_args(argv)
     cfg = build_config(args)
     from study.orchestrate import run_study
 

@@ -13,7 +13,7 @@ from study import catalog
 from study.errors import ConfigError  # noqa: F401 — the name every module imports from here
 from study.plan import PLAN_FIELDS
 from study.until import parse_target
-from study.values import LIBRARIES, check_reference, check_s3_endpoint, is_reference
+from study.values import LIBRARIES, check_launch, check_reference, check_s3_endpoint, is_reference
 
 
 TASKS = ("classify", "segment")
@@ -173,11 +173,13 @@ class OutputOptions:
 @dataclass(frozen=True, kw_only=True)
 class LaunchOptions:
     nnodes: int = 1
-    """Nodes taking part (passed through to torchrun)."""
+    """Nodes taking part; node 0 leads the study, the others join its DDP stages (Slurm's, under srun)."""
     node_rank: int = 0
-    """This node's rank (passed through to torchrun)."""
+    """This node's rank: 0 leads (under srun: Slurm's node id)."""
     rdzv_endpoint: str = ""
-    """host:port of the rendezvous for multi-node torchrun; empty: standalone."""
+    """host:port of node 0 for a multi-node study (under srun: the node list's first host)."""
+    rdzv_timeout: float = option(300.0, measured=False)
+    """Seconds a multi-node stage waits for every node, and a follower for the leader's next stage."""
 
 
 # In --help order. Loader and launch settings that toggles decide are not here: they are the stage's
@@ -210,6 +212,7 @@ class RunConfig(LaunchOptions, OutputOptions, ProfilingOptions, MeasuringOptions
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         parse_target(self.until)  # METRIC=VALUE, or one line saying the form
+        check_launch(self.nnodes, self.node_rank, self.rdzv_endpoint, self.rdzv_timeout)
         if not (math.isfinite(self.until_minutes) and self.until_minutes > 0):
             raise ConfigError(f"--until-minutes must be a positive number, got {self.until_minutes}")
         for name in ("image_size", "subset", "val_subset", "steps", "val_steps", "warmup", "threads",

@@ -112,6 +112,9 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     from study.env import Env
 
     auto = cfg.stack == ("auto",)  # the search picks the stack; its ladder then runs like any other
+    if auto and cfg.nnodes > 1:
+        raise ConfigError("--stack auto measures its candidates on one node; run the search without --nnodes, then "
+                          "the stack it found with --nnodes")
     toggles = parse_stack(list(cfg.stack)) if cfg.stack and not auto else []
     _check_writable(cfg.report_dir)
     _check_writable(cfg.profile_dir)
@@ -136,6 +139,10 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     # an opened dataset (CIFAR-10's arrays, a file index) is memory the child could use.
     sizes, loads = (len(bundle.train), len(bundle.val)), bundle.loads
     del bundle
+    if cfg.node_rank > 0:  # a follower: it joins node 0's multi-node passes and writes no ladder of its own
+        from study.nodes import follow
+
+        return follow(cfg, lambda text: console.print(text, markup=False, highlight=False))
     lock.acquire()  # from here on this study writes reports/<run>/
     moved = archive_previous(cfg)  # a rerun: the earlier study's files out of the way, never mixed in
     from study import sanity
@@ -197,7 +204,13 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
         runner.on_result = result
         runner.on_pass = on_pass
         runner.on_warning = lambda text: console.print(f"[yellow]warning:[/] {text}")
-        results = runner.run()
+        from study.nodes import fleet_of
+
+        runner.fleet = fleet_of(cfg)  # the other nodes, told of each multi-node pass
+        try:
+            results = runner.run()
+        finally:
+            runner.fleet.finish()
     record_verdicts(cfg.report_dir)
     write_ladder(cfg.report_dir)
     build_report([cfg.report_dir])

@@ -50,6 +50,7 @@ class StageResult:
     device: str = ""
     device_name: str = ""
     world_size: int = 1
+    nodes: int = 1  # machines the stage's processes ran on (world_size counts them all)
     threads: int = 0  # torch intra-op threads per process (DDP/hogwild split the cores)
     batch_size: int = 0  # per process
     steps_measured: int = 0

@@ -118,8 +118,11 @@ def worker_command(spec: StageSpec, stage_file: Path, pass_name: str, repeat: in
         return [sys.executable, *args]
     launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={plan.world_size}",
               f"--nnodes={cfg.nnodes}"]
-    if cfg.rdzv_endpoint:
-        launch += [f"--node-rank={cfg.node_rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}"]
+    if cfg.nnodes > 1:
+        # torchrun's static rendezvous: node 0's ranks are 0..N-1, so the leader's rank 0 writes the
+        # stage's result; each pass gets its own id, so a node late for one pass cannot join the next.
+        launch += ["--rdzv-backend=static", f"--rdzv-endpoint={cfg.rdzv_endpoint}", f"--node-rank={cfg.node_rank}",
+                   f"--rdzv-id={spec.name}-{pass_name}-{repeat}", f"--rdzv-conf=timeout={int(cfg.rdzv_timeout)}"]
     else:
         launch += ["--standalone"]
     return launch + args

@@ -22,6 +22,7 @@ from study.model_facts import ModelFacts
 from study.config import RunConfig
 from study.child import run_child
 from study.live import LiveScalars
+from study.nodes import OneNode
 from study.machine_load import busy_retries, describe, is_busy
 from study.clean import prune_checkpoints, weights_stage
 from study.records import StageResult, aggregate, append_jsonl, git_sha, read_results, versions, write_atomic
@@ -95,6 +96,7 @@ class StageRunner:
         self.on_result = on_result or (lambda r: None)
         self.on_pass = on_pass or (lambda what: None)  # progress display: "01-workers timing r0"
         self.on_warning: Callable[[str], None] = lambda text: None  # one line for the user, now
+        self.fleet: OneNode = OneNode()  # the other nodes of a multi-node study (study.nodes), set by the study
         self.stages = plan(cfg, toggles, env, model)  # once: configure() may measure (workers=auto)
 
     def step_reporter(self, what: str, live: LiveScalars | None = None) -> Callable[[int, int, float, float], None]:
@@ -210,6 +212,16 @@ class StageRunner:
         self.merge_records()
         return agg
 
+    def run_pass(self, spec: StageSpec, stage_file: Path, pass_name: str, repeat: int, out: Path, log: Path,
+                 cmd: list[str] | None = None, **watch) -> tuple[dict | None, str]:
+        """One pass in its child process; a pass that spans nodes is posted to the followers first, and
+        when it fails, what they said of it joins the error."""
+        slot = self.fleet.announce(spec, pass_name, repeat) if spec.plan.launcher == "torchrun" else None
+        payload, err = run_child(cmd or worker_command(spec, stage_file, pass_name, repeat, out), log, out, **watch)
+        if payload is None and slot is not None:
+            err = "; ".join(e for e in (err, self.fleet.follower_errors(slot)) if e)
+        return payload, err
+
     def timed_run(self, st: PlannedStage, stage_file: Path, r: int, common: dict) -> StageResult:
         """Repeat r of a stage's timing. A run during which others used much of the machine is run
         again (at most busy_retries() times); every attempt is a row, and the stage keeps the quietest."""
@@ -224,9 +236,8 @@ class StageRunner:
             # the live curve of the stage's first timing run, as its train/ scalars are the first run's
             live = LiveScalars(st.spec.profile_dir) if r == 0 and attempt == 0 else None
             try:
-                payload, err = run_child(worker_command(st.spec, stage_file, "timing", r, out),
-                                         rep_dir / f"timing-{tag}.log", out, on_steps=self.step_reporter(what, live),
-                                         record_load=True)
+                payload, err = self.run_pass(st.spec, stage_file, "timing", r, out, rep_dir / f"timing-{tag}.log",
+                                             on_steps=self.step_reporter(what, live), record_load=True)
             finally:
                 if live is not None:
                     live.close()
@@ -243,7 +254,8 @@ class StageRunner:
                 break
             self.on_warning(f"{st.spec.name} timing {r + 1}: {describe(row.foreign_cpu_share)}; " +
                             ("measuring it again" if attempt + 1 < tries else
-                             f"still busy after {tries} runs, keeping the quietest (the report flags it)"))
+                             f"still busy after {tries} runs, keeping the quietest (the report flags it)" if tries > 1
+                             else "not measured again ($STUDY_BUSY_RETRIES is 0); the report flags it"))
         return min(attempts, key=lambda a: (a.status != "ok", a.foreign_cpu_share))
 
     def run_profiles(self, st: PlannedStage, stage_file: Path, rep_dir: Path) -> dict[str, str]:
@@ -257,7 +269,7 @@ class StageRunner:
                 from study.profiling.pyspy import wrap_command
 
                 cmd = wrap_command(cmd, self.cfg.profile_dir / st.spec.name)
-            payload, err = run_child(cmd, rep_dir / f"{name}.log", out)
+            payload, err = self.run_pass(st.spec, stage_file, name, 0, out, rep_dir / f"{name}.log", cmd=cmd)
             if payload is None:
                 paths[f"{name}_error"] = err
             else:

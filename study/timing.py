@@ -201,7 +201,8 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
     lo, hi = median_ci(step_times)
     p50 = percentile(step_times, 0.5)
     throughput = median_throughput(ranks)
-    identity = sess.spec.identity() | dict(world_size=ctx.world_size)
+    nodes = cfg.nnodes if sess.plan.launcher == "torchrun" else 1
+    identity = sess.spec.identity() | dict(world_size=ctx.world_size, nodes=nodes)
     # a plug-in task that names no metric_name: the first value its metric computes
     metric_name = sess.state.task.metric_name or next(iter(result.metrics), "")
     # A pass that measured no step (a resumed stage whose checkpoint had finished its training) has

@@ -36,3 +36,25 @@ def check_s3_endpoint(endpoint: str) -> None:
     if parts.username or parts.password:  # config.json would keep them: refuse
         raise ConfigError("the S3 endpoint must not carry credentials (user:password@); use the standard "
                           "AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws)")
+
+
+def endpoint_parts(endpoint: str) -> tuple[str, int]:
+    """("host", port) of a host:port rendezvous endpoint; ConfigError when it has no port."""
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65535:
+        raise ConfigError(f"--rdzv-endpoint {endpoint!r} is not HOST:PORT (node 0's address and a free port, e.g. "
+                          f"node0:29500)")
+    return host, int(port)
+
+
+def check_launch(nnodes: int, node_rank: int, endpoint: str, timeout: float) -> None:
+    """A multi-node study names node 0 and each node's place in it."""
+    if nnodes > 1 and not endpoint:
+        raise ConfigError(f"--nnodes {nnodes} needs --rdzv-endpoint HOST:PORT, node 0's address (under srun, Slurm's "
+                          f"environment gives it)")
+    if endpoint:
+        endpoint_parts(endpoint)
+    if not 0 <= node_rank < max(nnodes, 1):
+        raise ConfigError(f"--node-rank {node_rank} is outside 0..{nnodes - 1} for --nnodes {nnodes}")
+    if not timeout > 0:
+        raise ConfigError(f"--rdzv-timeout must be positive seconds, got {timeout}")

@@ -78,7 +78,7 @@ def test_config_files(tmp_path):
 def test_sections_own_every_option_once_and_a_config_file_may_use_them(tmp_path):
     from dataclasses import fields
 
-    from study.cli import build_config, _run_parser
+    from study.cli import build_config, run_parser
     from study.config import SECTIONS
 
     owned = [f.name for cls in SECTIONS.values() for f in fields(cls)]
@@ -86,8 +86,8 @@ def test_sections_own_every_option_once_and_a_config_file_may_use_them(tmp_path)
     nested, flat = tmp_path / "nested.yaml", tmp_path / "flat.yaml"
     nested.write_text("model:\n  model: tiny\ntraining:\n  batch-size: 8\n  lr: 0.05\nmeasuring:\n  repeats: 2\n")
     flat.write_text("model: tiny\nbatch_size: 8\nlr: 0.05\nrepeats: 2\n")
-    a = build_config(_run_parser().parse_args(["--config", str(nested)]))
-    b = build_config(_run_parser().parse_args(["--config", str(flat)]))
+    a = build_config(run_parser().parse_args(["--config", str(nested)]))
+    b = build_config(run_parser().parse_args(["--config", str(flat)]))
     assert a == b and (a.model, a.batch_size, a.lr, a.repeats) == ("tiny", 8, 0.05, 2)
 
 

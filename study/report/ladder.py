@@ -86,6 +86,7 @@ def ladder_frame(results: list[StageResult]) -> pd.DataFrame:
             "ci_basis": r.ci_basis,
             "repeats": r.repeats,
             "processes": r.world_size,
+            "nodes": r.nodes,
             "threads": r.threads,
             "step_time_p50_ms": r.step_time_p50 * 1000 if ok else None,
             "step_time_p90_ms": r.step_time_p90 * 1000 if ok else None,
@@ -139,8 +140,8 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
         **extra,
         "data wait %": [fmt.num(v, ".1f") for v in df.data_wait_pct],
         # DDP/hogwild split the cores between processes: a reader comparing stages must see it
-        "procs×threads": [f"{p}×{t}" if st == "ok" and t else fmt.DASH
-                          for p, t, st in zip(df.processes, df.threads, df.status)],
+        "procs×threads": [(f"{n} nodes × {p // n}×{t}" if n > 1 else f"{p}×{t}") if st == "ok" and t else fmt.DASH
+                          for p, n, t, st in zip(df.processes, df.nodes, df.threads, df.status)],
         "metric": [fmt.metric(m, v) for m, v in zip(df.metric_name, df.metric)],
         "status": [s if not r else f"{s}: {r}" for s, r in zip(df.status, df.reason)],
         "check": [c or fmt.DASH for c in df.checks],
