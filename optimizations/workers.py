@@ -63,6 +63,9 @@ def measure_loader(cfg: RunConfig, dataset: Any, workers: int, batches: int = SW
                                   generator=torch.Generator().manual_seed(cfg.seed))
     if workers:
         kwargs.update(prefetch_factor=PREFETCH_FACTOR, persistent_workers=True)
+    if hasattr(dataset, "for_loader"):  # a sharded stream orders itself: no shuffle, its own spans per worker
+        del kwargs["shuffle"]
+        dataset = dataset.for_loader(0, 1, cfg.batch_size, drop_last=True)
     loader = DataLoader(dataset, **kwargs)
     if len(loader) == 0:
         return {"workers": workers, "samples_per_s": 0.0, "samples": 0, "seconds": 0.0, "startup_seconds": 0.0}

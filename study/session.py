@@ -65,7 +65,12 @@ def build_loaders(cfg: RunConfig, bundle: Any, ctx: TrainContext) -> tuple[Any, 
         common["persistent_workers"] = plan.persistent_workers
         if plan.prefetch_factor:
             common["prefetch_factor"] = plan.prefetch_factor
-    if ctx.world_size > 1:
+    batch = common["batch_size"]
+    if hasattr(bundle.train, "for_loader"):  # a sharded stream: each rank and worker reads its own span, in order
+        train = DataLoader(bundle.train.for_loader(ctx.rank, ctx.world_size, batch, drop_last=True), drop_last=True,
+                           generator=torch.Generator().manual_seed(cfg.seed), **common)
+        val = DataLoader(bundle.val.for_loader(ctx.rank, ctx.world_size, batch, drop_last=False), **common)
+    elif ctx.world_size > 1:
         train_sampler = DistributedSampler(bundle.train, num_replicas=ctx.world_size, rank=ctx.rank,
                                            shuffle=True, seed=cfg.seed, drop_last=True)
         val_sampler = DistributedSampler(bundle.val, num_replicas=ctx.world_size, rank=ctx.rank,

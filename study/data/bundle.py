@@ -55,7 +55,8 @@ def take_subset(ds: Dataset, n: int, seed: int) -> Dataset:
         return ds
     g = torch.Generator().manual_seed(seed)
     idx = sorted(torch.randperm(size, generator=g)[:n].tolist())
-    return Subset(ds, idx)
+    select = getattr(ds, "select", None)  # a sharded stream keeps the same samples and reads only theirs
+    return select(idx) if select is not None else Subset(ds, idx)
 
 
 def timed_load(split: str, load: Callable[[], Dataset]) -> tuple[Dataset, LoadRecord]:

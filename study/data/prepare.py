@@ -7,6 +7,7 @@
     ./prepare.sh --pets images.tar.gz annotations.tar.gz  # extract, drop images that do not decode
     ./prepare.sh --imagenet /datasets/imagenet            # link Kaggle's ImageNet (or ILSVRC/, CLS-LOC/) in
     ./prepare.sh --upload s3://bucket/prefix              # copy data/ to object storage
+    ./prepare.sh --upload s3://bucket/prefix --shards     # ... as WebDataset tar shards + an index
 
 Actions combine and run in that order. Bad input (missing or broken archive, wrong layout) is one
 line on stderr and exit status 2, never a traceback. Archives are extracted with tarfile's "data"
@@ -174,7 +175,8 @@ def prepare_cub(root: Path, archive: str) -> None:
     _drop_synthetic(target, CUB200.title)
     t0 = time.perf_counter()
     _extract(tar, root, archive, under=CUB200.folder)
-    ix = read_index(lambda name: (target / name).read_text(encoding="utf-8", errors="replace"), str(target))
+    ix = read_index(lambda name: (target / name).read_text(encoding="utf-8", errors="replace"), str(target),
+                    again=f"{archive} is damaged: download it again")
     lost = [p for p in ix.paths.values() if not (target / "images" / p).is_file()]
     if lost:
         raise PrepareError(f"{archive} lacks {len(lost)} images that {CUB200.folder}/images.txt lists (first: "
@@ -277,13 +279,19 @@ def prepare_pets(root: Path, archives: list[str]) -> None:
         f"to scan)")
 
 
-def upload(root: Path, url: str, endpoint: str) -> None:
+def upload(root: Path, url: str, endpoint: str, shards: bool = False, shard_mb: float = 0) -> None:
+    """Per-sample objects, or tar shards of ``shard_mb`` (0: the default) with ``shards``."""
     if not url.startswith("s3://") or len(url) <= len("s3://"):
         raise PrepareError(f"--upload needs an s3://bucket/prefix URL, got {url!r}")
     s3 = s3_package("S3 upload")
     t0 = time.perf_counter()
     try:
-        s3.upload(str(root), url, endpoint)
+        if shards:
+            from study.data.s3.shard_write import DEFAULT_SHARD_MB, upload_shards
+
+            upload_shards(str(root), url, endpoint, shard_mb or DEFAULT_SHARD_MB, say)
+        else:
+            s3.upload(str(root), url, endpoint)
     except (ConfigError, PrepareError):
         raise
     except Exception as e:  # credentials, network, missing bucket: one line, not a traceback
@@ -319,6 +327,11 @@ def parser() -> argparse.ArgumentParser:
                    help="with --imagenet: LOC_val_solution.csv or LOC_synset_mapping.txt where they are not beside "
                    "the folder (repeatable)")
     p.add_argument("--upload", metavar="S3_URL", help="copy <root> to s3://bucket/prefix after the other actions")
+    p.add_argument("--shards", action="store_true", help="with --upload: write each dataset as WebDataset tar "
+                   "shards (<key>.jpg with <key>.cls or <key>.png) plus an index, under PREFIX/shards/, instead of "
+                   "one object per file; a study reads them in order")
+    p.add_argument("--shard-size", type=float, default=0, metavar="MB", help="with --shards: close a shard once it "
+                   "holds this many MB (default 100)")
     p.add_argument("--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL", ""),
                    help="endpoint URL of an S3-compatible store (default: $AWS_ENDPOINT_URL, else AWS)")
     return p
@@ -334,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if root.exists() and not root.is_dir():
             raise PrepareError(f"--root {root} is not a folder")
+        if (args.shards or args.shard_size) and not args.upload:
+            raise PrepareError("--shards and --shard-size go with --upload s3://bucket/prefix")
+        if args.shard_size and not args.shards:
+            raise PrepareError("--shard-size goes with --shards")
         if args.synthetic:
             make_synthetic(root, force=args.force, seed=args.seed)
         if args.cifar:
@@ -347,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.imagenet:
             prepare_imagenet(root, args.imagenet, args.imagenet_labels, say)
         if args.upload:
-            upload(root, args.upload, args.s3_endpoint)
+            upload(root, args.upload, args.s3_endpoint, args.shards, args.shard_size)
     except (PrepareError, ConfigError, FileExistsError) as e:
         print(f"prepare: {_line(e)}", file=sys.stderr)
         return 2

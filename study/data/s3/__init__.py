@@ -1,7 +1,9 @@
 """Datasets stored as objects under an ``s3://bucket/prefix``, read with boto3.
 
 The objects are the same files as on disk, in the native layout (``prepare.sh --upload`` writes
-them, see ``upload``). Two ways to read them, chosen by ``--s3-cache``:
+them, see ``upload``), or WebDataset tar shards with an index (``--upload --shards``, see
+``shard_write``; read in order by ``shards``, preferred where both are there and no ``--s3-cache``
+is given). Two ways to read the per-sample objects, chosen by ``--s3-cache``:
 
 * streaming (no ``--s3-cache``): nothing touches the local disk (``datasets``);
 * cached (``--s3-cache DIR``): the objects a split needs are synced into ``DIR/<bucket>/<key>``,
@@ -44,6 +46,14 @@ def open_datasets(cfg: RunConfig) -> DataBundle:
     # Import the reader (torch, torchvision) before the clock starts, as the local path does.
     reader(cfg.dataset)
     import torchvision.datasets.folder  # noqa: F401
+    from study.data.s3.shards import has_shards, shard_loader  # torch's IterableDataset: imported on use
+
+    if not cfg.s3_cache and has_shards(loc, endpoint, cfg.dataset):  # shards, where written, over per-sample objects
+        if cfg.coarse_labels or cfg.crop_to_box:
+            flag = "--coarse-labels" if cfg.coarse_labels else "--crop-to-box"
+            raise ConfigError(f"{flag} is read by the local reader, which shards skip: add --s3-cache DIR to read "
+                              f"the per-sample objects through the cache")
+        return open_bundle(cfg, shard_loader(cfg, loc, endpoint))
     where = loc.url(entry.folder) + "/"
     if not probe(endpoint, loc.bucket, loc.key(entry.folder) + "/", f"listing {where}"):
         raise ConfigError(f"no {entry.title} under {where} at {shown_endpoint(endpoint)}; upload it with "

@@ -110,11 +110,20 @@ def probe(endpoint: str, bucket: str, prefix: str, what: str) -> bool:
     return bool(page.get("KeyCount") or page.get("Contents"))
 
 
-def read_object(endpoint: str, bucket: str, key: str) -> bytes:
-    """The whole object, through this process's client; S3ReadError (one line) when it cannot be had."""
+def read_object(endpoint: str, bucket: str, key: str, first: int = 0, end: int = 0) -> bytes:
+    """The whole object, or with ``end`` its bytes ``first`` to ``end - 1`` (one ranged GET), through
+    this process's client; S3ReadError (one line) when it cannot be had."""
     client = client_for(endpoint)
+    ranged = {"Range": f"bytes={first}-{end - 1}"} if end else {}
+
+    def get() -> bytes:
+        body = client.get_object(Bucket=bucket, Key=key, **ranged)["Body"].read()
+        if end and len(body) != end - first:  # a body cut short: transient, so the retry helper tries again
+            raise OSError(f"{len(body)} of {end - first} bytes")
+        return body
+
     try:
-        return retry(lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return retry(get)
     except Exception as e:  # noqa: BLE001 — filtered below
         if not (is_s3_error(e) or isinstance(e, OSError)):
             raise
