@@ -12,7 +12,7 @@ from typing import Any
 from study import catalog
 from study.errors import ConfigError  # noqa: F401 — the name every module imports from here
 from study.plan import PLAN_FIELDS
-from study.until import parse_target
+from study.target import parse_target
 from study.values import LIBRARIES, check_launch, check_reference, check_s3_endpoint, is_reference
 
 

@@ -217,7 +217,7 @@ def check_resume(cfg: RunConfig, own: dict[str, torch.Tensor], num_classes: int)
 def check_target(cfg: RunConfig, num_classes: int) -> None:
     """--until names a metric the task computes (where the task says what it computes)."""
     from study.tasks import build_task
-    from study.until import parse_target
+    from study.target import parse_target
 
     target = parse_target(cfg.until)
     names = build_task(cfg.task, num_classes).metric_names if target is not None else ()

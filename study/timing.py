@@ -23,7 +23,8 @@ from study.records import (TYPE_BATCH, TYPE_TRAIN, TYPE_VAL, StageResult, load_s
                            seed_rows_to_csv, versions, write_atomic)
 from study.session import Session
 from study.stats import median_ci, percentile, steadiness
-from study.until import fit_until, parse_target
+from study.target import parse_target
+from study.until import fit_until
 from study.spec import PROGRESS_ENV, write_progress
 
 PROGRESS_EVERY_S = 1.0
