@@ -37,11 +37,12 @@ def row(name: str, trials, seconds_of_exhaustive) -> list[str]:
             f"{ratios[max(int(0.1 * n) - 1, 0)]:.3f}", f"{ratios[0]:.3f}",
             f"{statistics.median(t.seconds for t in trials) / 60:.0f}",
             f"{statistics.median(shares):.2f}", f"{max(shares):.2f}",
-            f"{statistics.median(t.runs for t in trials):.0f}", str(wrong)]
+            f"{statistics.median(t.runs for t in trials):.0f}", str(wrong), f"{statistics.fmean(t.idle for t in trials):.2f}"]
 
 
 HEAD = ["search", "best found (≤ 5 %)", "ratio median", "ratio p10", "ratio worst", "minutes (median)",
-        "cost / exhaustive (median)", "cost / exhaustive (max)", "runs (median)", "wrong \"nothing helps\""]
+        "cost / exhaustive (median)", "cost / exhaustive (max)", "runs (median)", "wrong \"nothing helps\"",
+        "idle toggles per answer"]
 
 
 def table(rows: list[list[str]]) -> str:
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--strategies", default=",".join(STRATEGIES), help=f"of {', '.join(STRATEGIES)}")
     ap.add_argument("--misses", action="store_true", help="list every machine a strategy missed")
+    ap.add_argument("--settings", default="quiet,bursts", help="quiet, bursts or both")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     profiles = measured_profiles() + [random_profile(rng, i) for i in range(args.machines)]
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     strategies = [s for s in args.strategies.split(",") if s]
     with tempfile.TemporaryDirectory() as tmp:
         for label, bursts in (("quiet", None), ("bursts", SHARED)):
+            if label not in args.settings.split(","):
+                continue
             rows = []
             for strategy in strategies:
                 trials = []
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                                   f"vs best {'+'.join(t.best.best)} {t.best.best_speedup:.2f}×; {t.stopped}")
             exh = [[ "exhaustive", f"100 % ({len(profiles)}/{len(profiles)})", "1.000", "1.000", "1.000",
                     f"{statistics.median(c for c in cost.values()) / 60:.0f}", "1.00", "1.00",
-                    f"{statistics.median(ex.runs for ex in truth.values()):.0f}", "0"]]
+                    f"{statistics.median(ex.runs for ex in truth.values()):.0f}", "0", "0"]]
             print(f"\n{label}: {len(profiles)} machines ({len(profiles) - args.machines} measured or published, "
                   f"{args.machines} random), --repeats {args.repeats}"
                   + ("" if bursts is None else f", bursts {bursts.per_hour:g}/h of mean {bursts.mean_s:g} s, "

@@ -10,7 +10,7 @@ import pytest
 from optimizations.base import Env
 from study.config import RunConfig
 from study.records import StageResult, read_results
-from study.search import (CUT, DROPPED, FAILED, FASTER, KEPT, NO_GAIN, NOT_RETRIED, SLOWER, AutoSearch, Outcome,
+from study.search import (CUT, DROPPED, FAILED, FASTER, GREEDY, KEPT, NO_GAIN, NOT_RETRIED, SLOWER, AutoSearch, Outcome,
                           decide, fit_round, not_retried, paired_ratios, pass_sequence, speedup_interval)
 
 CPU = Env(device_type="cpu", cuda_count=0, cpu_count=2, bf16_native=True)
@@ -136,9 +136,9 @@ def config(tmp_path, **kw) -> RunConfig:
                      repeats=3, stack=("auto",), **{"budget_minutes": 600.0, **kw})
 
 
-def test_search_keeps_amp_then_channels_last_and_stops(tmp_path):
+def test_greedy_keeps_amp_then_channels_last_and_stops(tmp_path):
     m = FakeMachine()
-    result = AutoSearch(config(tmp_path), CPU, measure=m.measure, clock=m.clock).run()
+    result = AutoSearch(config(tmp_path), CPU, measure=m.measure, clock=m.clock, strategy=GREEDY).run()
     assert result.stack == ["amp=bf16", "channels_last"]
     assert result.rounds == 3 and result.stopped.startswith("no measured candidate helped")
     assert result.low > 1.0 and result.speedup == pytest.approx(1.30 * 1.15, rel=0.03)
@@ -151,6 +151,18 @@ def test_search_keeps_amp_then_channels_last_and_stops(tmp_path):
     kinds = {r.kind for r in rows}
     assert kinds == {"search-repeat", "search", "search-result"}  # nothing the ladder would read as a stage
     assert rows[-1].kind == "search-result" and rows[-1].stack == ["amp=bf16", "channels_last"]
+
+
+def test_racing_keeps_the_same_stack_then_tries_pairs_before_it_stops(tmp_path):
+    m = FakeMachine()
+    result = AutoSearch(config(tmp_path), CPU, measure=m.measure, clock=m.clock).run()  # the default: racing
+    assert result.stack == ["amp=bf16", "channels_last"]  # the ±1 % wobble of a neutral toggle is never kept
+    assert result.rounds == 4 and result.stopped.startswith("no measured candidate helped beyond noise, nor a pair")
+    by_round = {(o.round, o.spec): o for o in result.outcomes}
+    assert by_round[(1, "script")].decision == DROPPED and by_round[(1, "script")].runs == 2  # confirmed
+    assert by_round[(2, "script")].decision == DROPPED  # readmitted: a toggle may pay on a new incumbent
+    pairs = [o for o in result.outcomes if o.round == 4]
+    assert pairs and all("+" in o.spec and o.decision != KEPT for o in pairs)
 
 
 def test_resume_replays_finished_runs_without_measuring(tmp_path):

@@ -15,8 +15,8 @@ from study.faults import one_line
 from study.records import StageResult, aggregate, append_jsonl, read_results
 from study.stats import crosswise
 from study.search.notes import ResultNote, RoundNote, RunNote
-from study.search.rules import (CUT, DROPPED, FAILED, GREEDY, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW,
-                                Outcome, Strategy,
+from study.search.rules import (CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW,
+                                RACING, Outcome, Strategy,
                                 decide, fit_round, not_retried, paired_ratios, pass_sequence, round_cost,
                                 speedup_interval, trimmed)
 from study.search.moves import apply, pair_moves, single_moves
@@ -68,7 +68,7 @@ class AutoSearch:
     def __init__(self, cfg: RunConfig, env: Env, *, measure: Measure | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_pass: Callable[[str], None] | None = None,
-                 on_outcome: Callable[[Outcome], None] | None = None, strategy: Strategy = GREEDY) -> None:
+                 on_outcome: Callable[[Outcome], None] | None = None, strategy: Strategy = RACING) -> None:
         self.cfg, self.env = cfg, env
         self.strategy = strategy
         self.passes = cfg.repeats
@@ -217,7 +217,7 @@ class AutoSearch:
                           for s in cut]
             round_out += [Outcome(rnd, s, apply(stack, s), decision=NOT_RETRIED,
                                   detail=f"{left_out[s].decision} in round {left_out[s].round}") for s in skipped]
-            winner = decide(round_out)
+            winner = decide(round_out, self.strategy.min_gain)
             inc = [r for r in runs if r.role == "incumbent"]
             inc_ok = [r.row for r in inc if r.ok]
             inc_tp = statistics.median(r.throughput for r in inc_ok) if inc_ok else 0.0
@@ -265,11 +265,11 @@ class AutoSearch:
         interval still straddles 1.0 with a point estimate above it, and that could beat the fastest
         candidate already proven faster."""
         est = {s: speedup_interval(self.ratios_of(outcomes[s])) for s in active}
-        bar = max((m for m, lo, _ in est.values() if lo > 1.0), default=1.0)
+        bar = max((m for m, lo, _ in est.values() if lo > 1.0 and m >= 1.0 + self.strategy.min_gain), default=1.0)
         return [s for s in active if est[s][1] <= 1.0 < est[s][0] and est[s][2] > bar]
 
     def ratios_of(self, o: Outcome) -> list[float]:
-        return trimmed(o.ratios) if self.strategy.robust else o.ratios
+        return trimmed(o.ratios, self.strategy.robust) if self.strategy.robust else o.ratios
 
     def run_round(self, rnd: int, stack: tuple[str, ...], chosen: list[str]) -> tuple[list[Outcome], list[Run]]:
         """Measure the incumbent and `chosen` in `passes` passes (and, racing, more passes of the
@@ -309,12 +309,14 @@ class AutoSearch:
                 outcomes[spec].ratios += ratios
             if stop:
                 break
-            if p == 0 and self.passes > 1:
+            confirm = self.strategy.confirm_drop
+            if (p == 0 or confirm and p == 1) and self.passes > 1:
                 for spec in list(active):
                     r = outcomes[spec].ratios
-                    if r and r[0] < RACE_DROP:
+                    if r and r[p if confirm else 0] < RACE_DROP and (not confirm or len(r) > 1 and max(r[:2]) < RACE_DROP):
                         outcomes[spec].decision = DROPPED
-                        outcomes[spec].detail = f"{r[0]:.2f}× the incumbent in its first run; not measured again"
+                        outcomes[spec].detail = (f"{r[0]:.2f}× the incumbent in its first run; not measured again" if not confirm
+                                                 else f"{max(r[:2]):.2f}× the incumbent at best in two runs; not measured again")
                         active.remove(spec)
             if not active:
                 break

@@ -33,16 +33,20 @@ class Strategy:
     swaps: bool = False  # another value of a toggle in the stack is a candidate (workers=2 -> workers=8)
     readmit: bool = False  # dropped and slower candidates come back in later rounds (only failed ones stay out)
     pairs: int = 0  # where no single move wins, up to this many pairs of moves are tried together
-    robust: bool = False  # a ratio more than OUTLIER off the median of its candidate's others is left out
+    robust: float = 0.0  # a ratio more than this many times off its candidate's median is left out (0: none)
+    confirm_drop: bool = False  # a candidate is dropped below RACE_DROP only when two runs say so
     honest_nothing: bool = False  # "nothing helps" carries the best candidate's interval, not 1.00 [1.00-1.00]
+    # A candidate is kept only if it gains at least this: the more runs racing takes, the surer a
+    # neutral toggle's few-tenths-of-a-per-cent wobble looks, and such a toggle is no answer.
+    min_gain: float = 0.0
 
 
 GREEDY = Strategy()
-STRATEGIES = {"greedy": GREEDY,
-              "race": Strategy("race", race=3, robust=True, honest_nothing=True),
-              "race+moves": Strategy("race+moves", race=3, robust=True, honest_nothing=True, swaps=True, readmit=True),
-              "race+moves+pairs": Strategy("race+moves+pairs", race=3, robust=True, honest_nothing=True, swaps=True,
-                                           readmit=True, pairs=12)}
+# What --stack auto runs, chosen by benchmarks/search_quality.py (the README's table): racing with
+# drops confirmed by a second run, robust ratios, swaps, readmission and up to 20 pairs where stuck.
+RACING = Strategy("racing", race=3, robust=OUTLIER, confirm_drop=True, swaps=True, readmit=True, pairs=20,
+                  honest_nothing=True, min_gain=0.02)
+STRATEGIES = {"greedy": GREEDY, "racing": RACING}
 
 
 # --- the arithmetic of a round (pure, tested on hand-made numbers) -------------------------------
@@ -115,24 +119,25 @@ class Outcome:
     detail: str = ""
 
 
-def judge(o: Outcome) -> str:
-    """The decision an interval supports on its own (before the round picks its winner)."""
+def judge(o: Outcome, min_gain: float = 0.0) -> str:
+    """The decision an interval supports on its own (before the round picks its winner); a gain
+    below `min_gain` is no gain, however sure."""
     if o.decision in (DROPPED, FAILED, CUT, NOT_RETRIED):
         return o.decision
     if not math.isfinite(o.low):
         return NO_GAIN
     if o.low > 1.0:
-        return FASTER
+        return FASTER if o.speedup >= 1.0 + min_gain else NO_GAIN
     if o.high < 1.0:
         return SLOWER
     return NO_GAIN
 
 
-def decide(outcomes: list[Outcome]) -> str | None:
+def decide(outcomes: list[Outcome], min_gain: float = 0.0) -> str | None:
     """The stopping rule. Marks every outcome; returns the spec to keep: the fastest candidate whose
     interval lies above 1.0, or None (the search stops)."""
     for o in outcomes:
-        o.decision = judge(o)
+        o.decision = judge(o, min_gain)
     faster = [o for o in outcomes if o.decision == FASTER]
     if not faster:
         return None

@@ -116,16 +116,19 @@ def run_seconds(p: Profile, stack: tuple[str, ...], tp: float, cold: bool) -> fl
 @functools.lru_cache(maxsize=16)
 def all_stacks(env: Env) -> tuple[tuple[str, ...], ...]:
     """Every stack the search could reach here: each set of candidates (one value per toggle, no
-    conflicts, as the registry offers them), once, in the registry's order."""
+    conflicts, as the registry offers them), once, in the registry's order. The registry's rules are
+    pairwise (one value per toggle, declared conflicts), so a set is allowed when each pair is."""
+    specs = candidates(env)
+    fits = {a: set(candidates(env, (a,))) for a in specs}
     out: list[tuple[str, ...]] = []
 
     def grow(stack: tuple[str, ...], rest: list[str]) -> None:
         out.append(stack)
         for i, spec in enumerate(rest):
-            if spec in candidates(env, stack):
+            if all(spec in fits[s] for s in stack):
                 grow(stack + (spec,), rest[i + 1:])
 
-    grow((), candidates(env))
+    grow((), specs)
     return tuple(out)
 
 
@@ -222,6 +225,7 @@ class Trial:
     """One search on one simulated machine, against the truth."""
 
     profile: str
+    p: Profile
     stack: tuple[str, ...]
     claimed: tuple[float, float, float]  # the speed-up the search reports, with its interval
     speedup: float  # the true speed-up of its stack
@@ -238,6 +242,11 @@ class Trial:
     @property
     def found(self) -> bool:
         return self.ratio >= 1 / 1.05
+
+    @property
+    def idle(self) -> int:
+        """Toggles of the answer that do nothing here (without one, the stack is within 1 %)."""
+        return sum(speedup(self.p, tuple(x for x in self.stack if x != s)) >= self.speedup / 1.01 for s in self.stack)
 
     @property
     def wrong_nothing(self) -> bool:
@@ -259,5 +268,5 @@ def run_search(p: Profile, seed: int, root, *, repeats: int = 3, budget_minutes:
                     batch_size=p.batch_size)
     result = AutoSearch(cfg, p.env, measure=machine.measure, clock=machine.clock, **options).run()
     stack = tuple(result.stack)
-    return Trial(p.name, stack, (result.speedup, result.low, result.high), speedup(p, stack),
+    return Trial(p.name, p, stack, (result.speedup, result.low, result.high), speedup(p, stack),
                  best or exhaustive(p, repeats), result.seconds, len(machine.runs), result.stopped)
