@@ -25,8 +25,9 @@ def search_stack(cfg: RunConfig, env: Env, console) -> RunConfig:
 
     from study import fmt
 
-    console.print(f"[bold]--stack auto[/]: greedy search over {', '.join(candidates(env)) or 'nothing'} "
-                  f"({cfg.repeats} runs each per round, budget {cfg.budget_minutes:g} min)")
+    console.print(f"[bold]--stack auto[/]: racing search over {', '.join(candidates(env)) or 'nothing'} "
+                  f"({cfg.repeats} runs each per round, more for a close one; pairs where no single one helps; "
+                  f"budget {cfg.budget_minutes:g} min)")
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed:.1f}/{task.total:g} min of the budget"), TimeElapsedColumn(),
                   console=console, transient=True, auto_refresh=False) as progress:
