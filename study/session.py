@@ -175,7 +175,8 @@ def build_session(spec: StageSpec) -> Session:
 
     bundle = open_datasets(cfg)
     train_loader, val_loader = build_loaders(cfg, bundle, ctx)
-    if len(train_loader) < ctx.micro_batches:  # a stage's own batch (the batch toggle) can outgrow the data
+    sized = hasattr(train_loader.dataset, "__len__")  # a stream without a length shows its end itself
+    if sized and len(train_loader) < ctx.micro_batches:  # a stage's own batch (the batch toggle) can outgrow the data
         raise RuntimeError(f"{len(bundle.train)} training samples{f' over {world} processes' if world > 1 else ''} "
                            f"make no full step of {plan.per_process_batch(cfg.batch_size)} x {ctx.micro_batches} "
                            f"per process; use a smaller batch or a larger --subset")
