@@ -113,7 +113,8 @@ def progress_hooks(sess: Session) -> list[StepHook]:
     if not path or sess.ctx.rank != 0:
         return []
     cfg = sess.cfg
-    total = min(cfg.steps or len(sess.train_loader), len(sess.train_loader)) * cfg.epochs
+    per_epoch = len(sess.train_loader) // sess.ctx.micro_batches  # a step of accumulated batches takes several
+    total = min(cfg.steps or per_epoch, per_epoch) * cfg.epochs
     last = [0.0]
 
     def report(rec: StepRecord) -> None:
