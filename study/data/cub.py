@@ -25,7 +25,7 @@ from typing import Callable
 from study.config import ConfigError, RunConfig
 from study.catalog import CUB200
 from study.data.imagefolder import MEAN, STD, build_transform  # noqa: F401 — MEAN/STD: the checkpoint's normalisation
-from study.data.integrity import prepare_hint, root_option
+from study.data.integrity import prepare_hint, remake_hint
 from study.data.samples import unreadable
 
 INDEX_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
@@ -86,7 +86,7 @@ def read_index(read_text: Callable[[str], str], where: str, boxes: bool = False,
     bad = [i for i, c in ix.labels.items() if not 0 <= c < len(ix.classes)]
     if bad:
         raise ConfigError(f"{where}/image_class_labels.txt gives image {bad[0]} class {ix.labels[bad[0]] + 1}, "
-                          f"outside the {len(ix.classes)} classes of classes.txt")
+                          f"outside the {len(ix.classes)} classes of classes.txt; {again}")
     return ix
 
 
@@ -125,7 +125,7 @@ class CUBImages:
 
 def check_folder(root: str) -> Path:
     folder = Path(root) / CUB200.folder
-    hint = prepare_hint(root, "--cub CUB_200_2011.tgz")
+    hint = prepare_hint(root, CUB200.prepare)
     if not folder.is_dir():
         raise ConfigError(f"no {CUB200.title} at {folder}; {hint}")
     missing = [n for n in (*INDEX_FILES, "images") if not (folder / n).exists()]
@@ -136,7 +136,7 @@ def check_folder(root: str) -> Path:
 
 def open_split(cfg: RunConfig, train: bool) -> CUBImages:
     folder = check_folder(str(cfg.data_root))
-    again = f"extract the dataset again with ./prepare.sh{root_option(cfg.data_root)} --cub CUB_200_2011.tgz"
+    again = remake_hint(cfg.data_root, CUB200.name)
     if cfg.crop_to_box and not (folder / BOXES).is_file():
         raise ConfigError(f"--crop-to-box needs {folder / BOXES}, which is missing; {again}, or drop --crop-to-box")
     ix = read_index(lambda name: (folder / name).read_text(encoding="utf-8", errors="replace"), str(folder),

@@ -72,19 +72,26 @@ def test_signal_colour_means_beat_chance(synthetic_root: Path) -> None:
 
 @pytest.mark.parametrize("damage, words", [
     (lambda f: (f / "classes.txt").unlink(), ["incomplete CUB-200-2011", "classes.txt", "--cub"]),
-    (lambda f: (f / "image_class_labels.txt").write_text("1 1\n"), ["image_class_labels.txt has no line", "--cub"]),
-    (lambda f: (f / "images.txt").write_text("one two three\n"), ["images.txt: line 1", "--cub"]),
+    (lambda f: (f / "image_class_labels.txt").write_text("1 1\n"), ["image_class_labels.txt has no line"]),
+    (lambda f: (f / "images.txt").write_text("one two three\n"), ["images.txt: line 1"]),
     (lambda f: (f / "image_class_labels.txt").write_text(
         "".join(f"{i} 99\n" for i in range(1, 301))), ["class 99", "outside the 10 classes"]),
-    (lambda f: shutil.rmtree(f / "images" / "003.Sooty_Albatross"), ["images listed", "missing", "--cub"]),
+    (lambda f: shutil.rmtree(f / "images" / "003.Sooty_Albatross"), ["images listed", "missing"]),
 ])
-def test_damaged_copy_is_one_line(tmp_path: Path, synthetic_root: Path, damage, words: list[str]) -> None:
+@pytest.mark.parametrize("marked", [True, False], ids=["synthetic", "download"])
+def test_damaged_copy_is_one_line(tmp_path: Path, synthetic_root: Path, damage, words: list[str], marked: bool) -> None:
+    """The hint fits the copy: a synthetic one is written anew, a download prepared again (--root kept)."""
     shutil.copytree(synthetic_root / "CUB_200_2011", tmp_path / "CUB_200_2011")
+    if not marked:
+        (tmp_path / "CUB_200_2011" / "SYNTHETIC").unlink()
     damage(tmp_path / "CUB_200_2011")
     with pytest.raises(ConfigError) as e:
         open_datasets(cfg(tmp_path))
     msg = str(e.value)
     assert "\n" not in msg and all(w in msg for w in words), msg
+    if "incomplete" not in msg:
+        again = "--synthetic --force" if marked else "--cub CUB_200_2011.tgz"
+        assert f"./prepare.sh --root {tmp_path} {again}" in msg, msg
 
 
 def test_prepare_cub_extracts_the_published_archive(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
