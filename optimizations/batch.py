@@ -384,7 +384,8 @@ class Batch(Optimization):
         sweep = plan.batch_sweep
         if self.value[0] == "auto" and sweep:
             note = f"auto → {note}"
-            ctx.notes["batch_sweep"] = [{"batch": r["batch"], "samples_per_s": round(r.get("samples_per_s", 0.0), 1),
+            ctx.notes["batch_sweep"] = [{"batch": r["batch"], "accumulate": r["accumulate"],
+                                         "samples_per_s": round(r.get("samples_per_s", 0.0), 1),
                                          "peak_mb": r.get("peak_mb", 0.0)} if r["fits"] else
                                         {"batch": r["batch"], "fits": False, "reason": r.get("reason", "")}
                                         for r in sweep["table"]]

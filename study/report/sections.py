@@ -133,7 +133,7 @@ def batch_sweep(run: RunData) -> Part:
     part.heading("Batch-size sweep")
     part.para("batch=auto: samples/s by median step of each size that fit, timed side by side in turned rounds; "
               "a size that ran out of memory (or over the CPU budget) was dropped and no larger one tried.")
-    part.table([{"batch/process": r.get("batch"),
+    part.table([{"batch/process": f"{r.get('batch')} ×{r['accumulate']}" if r.get("accumulate", 1) > 1 else r.get("batch"),
                  "samples/s": fmt.num(r.get("samples_per_s"), ".1f") if r.get("fits", True) else "",
                  "peak MB": fmt.num(r.get("peak_mb"), ".0f") if r.get("peak_mb") else "",
                  "note": "✓ chosen" if r.get("batch") == chosen else r.get("reason", "")}

@@ -202,9 +202,9 @@ def test_a_real_budget_below_the_process_fits_nothing(tiny_cfg):
 
 def test_auto_sweeps_once_and_the_table_travels_to_the_notes(tiny_cfg, monkeypatch):
     calls = []
-    fake = {"table": [{"batch": 4, "fits": True, "samples_per_s": 100.0, "peak_mb": 10.0},
-                                  {"batch": 8, "fits": True, "samples_per_s": 150.0, "peak_mb": 12.0},
-                                  {"batch": 16, "fits": False, "reason": "out of memory"}], "chosen": 8}
+    fake = {"table": [{"batch": 4, "accumulate": 1, "fits": True, "samples_per_s": 100.0, "peak_mb": 10.0},
+                      {"batch": 8, "accumulate": 1, "fits": True, "samples_per_s": 150.0, "peak_mb": 12.0},
+                      {"batch": 16, "fits": False, "reason": "out of memory"}], "chosen": 8}
     monkeypatch.setattr(b, "sweep_in_child", lambda job: calls.append(job) or fake | {"key": job["key"]})
     monkeypatch.setattr(b, "_SWEEPS", {})
     (toggle,) = parse_stack("batch=auto")
