@@ -29,8 +29,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from study.config import ConfigError, RunConfig
 from study import catalog
 from study.data import checksum
-from study.data.integrity import is_unchecked, root_option
-from study.data.synthetic import is_synthetic
+from study.data.integrity import is_unchecked, remake_hint, root_option
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -67,10 +66,7 @@ def _hint(root: str, dataset: str) -> str:
 
 def _rewrite_hint(root: str, folder: Path) -> str:
     """For a damaged folder without the release's checksum (one that passed its MD5 check cannot be damaged)."""
-    r = root_option(root)
-    if is_synthetic(folder):
-        return f"make it again with ./prepare.sh{r} --synthetic --force"
-    return f"extract the release again with ./prepare.sh{r} --cifar ARCHIVE"
+    return remake_hint(root, next(d for d, rd in READERS.items() if rd.base_folder == folder.name))
 
 
 def check_folder(root: str | os.PathLike, dataset: str = catalog.CIFAR10.name) -> bool:
