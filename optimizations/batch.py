@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from optimizations.base import Env, Optimization, Plan, TrainContext, load_all, parse_int, register
+from optimizations.base import Env, Optimization, Plan, TrainContext, load_all, parse_int, register, toggle_name
 from study.config import ConfigError, RunConfig
 from study.context import same_loss
 
@@ -264,10 +264,11 @@ def sweep_job(plan: Plan, cfg: RunConfig, env: Env, accumulate: bool, own_spec: 
     registry = load_all()
     stack = tuple(cfg.stack[:cfg.stack.index(own_spec)] if own_spec in cfg.stack else cfg.stack)
     # DDP and hogwild start processes of their own: the sweep measures the batch of one of them
-    stack = tuple(s for s in stack if "launcher" not in registry[s.partition("=")[0]].plans)
+    stack = tuple(s for s in stack if "launcher" not in registry[toggle_name(s)].plans)
     sweep_cfg = cfg.replace(stack=stack)
     sweep_plan = plan.replace(launcher="local", world_size=1, sweep={}, batch_sweep={})
-    budget = 0.0 if env.device_type == "cuda" else BUDGET_SHARE * proc_field_mb("/proc/meminfo", "MemAvailable") / max(plan.world_size, 1)
+    available = proc_field_mb("/proc/meminfo", "MemAvailable")
+    budget = 0.0 if env.device_type == "cuda" else BUDGET_SHARE * available / max(plan.world_size, 1)
     key = hashlib.sha256(f"{sweep_cfg.hash()}|{sweep_plan.hash()}|{accumulate}|{env.to_dict()}".encode()).hexdigest()[:12]
     spec = StageSpec(index=0, name="batch-sweep", stack=stack, config=sweep_cfg, plan=sweep_plan)
     return {"key": key, "spec": spec.to_dict(), "accumulate": accumulate, "budget_mb": budget,
