@@ -35,7 +35,8 @@ from study.data.s3.shard_index import (INDEX, Shard, check_against_listing, memb
 from study.data.s3.urls import Location
 from study.data.samples import SampleError
 
-PIECE_BYTES = 32 * 2**20  # one ranged GET at most: bounds a reader's memory to (PREFETCH + 1) pieces
+# One ranged GET at most: bounds a reader's memory to PREFETCH + 1 pieces, and its wait for the first one.
+PIECE_BYTES = 8 * 2**20
 PREFETCH = 2  # pieces downloading while one decodes
 SHUFFLE_BUFFER = 512  # training samples (encoded bytes) each reader mixes
 
