@@ -125,7 +125,9 @@ class FakeMachine:
         tp = 100.0
         for s in stack:
             tp *= GAIN[s] if not (s == "channels_last" and "amp=bf16" in stack) else 1.15
-        tp *= 1 + 0.01 * ((len(self.runs) * 7) % 3 - 1)  # ±1 %: a quiet machine
+        # ±1 %: a quiet machine; each stack's own runs go round -1, 0, +1 %, so no neutral toggle's runs
+        # all land on the same side of its incumbent's, whatever else the search runs between them
+        tp *= 1 + 0.01 * (self.runs.count(stack) % 3 - 1)
         return StageResult(run="x", stage=0, name=sspec.name, stack=list(stack), status="ok", throughput=tp,
                            throughput_ci_low=tp * 0.97, throughput_ci_high=tp * 1.03, t_forward=0.03,
                            t_backward=0.05, t_optimizer=0.004, t_data=0.002, device="cpu"), self.run_s

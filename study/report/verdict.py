@@ -23,7 +23,7 @@ from study.report.ladder import is_ablation, speedup_of
 from study.report.reading import RunData
 from study.report.target import target_of, time_to_target_lines
 from study.search.notes import ResultNote, RoundNote, RunNote
-from study.search import CUT, DROPPED, FAILED, FASTER, KEPT, NO_GAIN, NOT_RETRIED, RACE_DROP, SLOWER
+from study.search import CUT, DROPPED, FAILED, FASTER, KEPT, NO_GAIN, NOT_RETRIED, RACE_DROP, RACING, SLOWER
 
 TOP_ADVICE = 3
 
@@ -289,12 +289,20 @@ def search_table(run: RunData) -> Part:
         return part
     part.heading("Search (--stack auto)")
     s = ResultNote.of(found) if found is not None else None
-    part.para("Greedy forward selection. Each round measured the best stack so far (the incumbent) and every "
+    racing = bool(s and s.strategy == "racing")  # rows before the racing search name no strategy: greedy
+    part.para(("Forward selection with racing. " if racing else "Greedy forward selection. ")
+              + "Each round measured the best stack so far (the incumbent) and every "
               "remaining candidate on top of it, interleaved; a candidate's speed-up is its samples/s ÷ the "
               "incumbent runs just before and after it, as a geometric mean over the runs with a 95 % t-interval. "
-              "A round keeps the fastest candidate whose interval lies above 1.0; the search stops when none "
-              f"does. Candidates below {(s.race_drop if s else 0.0) or RACE_DROP:.2f}× in their first run are not measured "
-              "again; failed or clearly slower ones are not retried. "
+              + (f"A close candidate was measured again, up to {RACING.race}× --repeats; a round keeps the fastest "
+                 f"candidate whose interval lies above 1.0 and that gains {RACING.min_gain:.0%} or more; where none "
+                 "did, pairs of the round's "
+                 "candidates (+ joins them) were tried before the search stopped. Candidates below "
+                 f"{s.race_drop if s else RACE_DROP:.2f}× in their first two runs are not measured again that round; "
+                 "failed ones are not retried. " if racing else
+                 "A round keeps the fastest candidate whose interval lies above 1.0; the search stops when none "
+                 f"does. Candidates below {(s.race_drop if s else 0.0) or RACE_DROP:.2f}× in their first run are not "
+                 "measured again; failed or clearly slower ones are not retried. ")
               + (f"It took {fmt.num(s.seconds / 60, '.1f')} of {fmt.num(s.budget_s / 60, '.0f')} "
                  f"budget minutes and stopped: {s.stopped or '?'}." if s else "It did not finish."))
     part.table(rows)

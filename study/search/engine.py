@@ -257,7 +257,7 @@ class AutoSearch:
             rounds=rnd, stopped=stopped, seconds=round(result.seconds, 1), budget_s=self.budget_s, speedup=speedup,
             speedup_low=lo, speedup_high=hi, pairs=self.check_pairs, baseline_throughput=self.check_base_tp,
             best_throughput=self.check_best_tp, race_drop=RACE_DROP, retry_below=RETRY_BELOW,
-            incumbent_every=INCUMBENT_EVERY), throughput=self.check_best_tp)
+            incumbent_every=INCUMBENT_EVERY, strategy=self.strategy.name), throughput=self.check_best_tp)
         return result
 
     def contenders(self, outcomes: dict[str, Outcome], active: list[str]) -> list[str]:

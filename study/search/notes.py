@@ -83,3 +83,4 @@ class ResultNote(_Note):
     race_drop: float = 0.0  # the rule's constants this search ran with
     retry_below: float = 0.0
     incumbent_every: int = 0
+    strategy: str = ""  # study.search.rules.Strategy's name ("": a row from before strategies, greedy)
