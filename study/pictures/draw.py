@@ -119,7 +119,7 @@ def attention_grid(pictures: Sequence[np.ndarray], heats: Sequence[Sequence[np.n
         for j in range(k):
             _cell(axes[i, j + 1], heat_overlay(pictures[i], heats[i][j]), names[j] if i == 0 else "")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # the title above the column names
     save(fig, path)
     return fig
 
