@@ -157,7 +157,7 @@ def open_sources(ds: str, root: Path, url: str, endpoint: str, cache: Path, size
 def study_rounds(rounds: int, root: Path, url: str, endpoint: str, work: Path, args: argparse.Namespace) -> list[dict]:
     """Whole Pets studies (--stack workers=2) from local disk and from the shards, alternating."""
     common = ["--model", "tiny", "--task", "segment", "--dataset", "oxford-pets", "--stack", "workers=2",
-              "--steps", str(args.study_steps), "--warmup", "3", "--batch-size", str(args.batch_size),
+              "--epochs", str(args.study_epochs), "--warmup", "3", "--batch-size", str(args.batch_size),
               "--image-size", str(args.study_image_size), "--val-steps", "1", "--profile", "", "--no-pictures"]
     sources = {"local": ["--data-root", str(root)], "shards": ["--data-root", url, "--s3-endpoint", endpoint]}
     # The benchmark alternates rounds itself; a stage timed again while the machine is busy would only
@@ -173,8 +173,8 @@ def study_rounds(rounds: int, root: Path, url: str, endpoint: str, work: Path, a
             if p.returncode != 0:
                 raise RuntimeError(f"the {source} study failed: {p.stderr.strip().splitlines()[-1:]}")
             rows = [json.loads(x) for x in (work / "reports" / run / "results.jsonl").read_text().splitlines()]
-            stage = next(x for x in rows if x["kind"] == "stage" and x["stage_index"] == 1)
-            row[source] = stage["samples_per_s"]
+            stage = next(x for x in rows if x["kind"] == "stage" and x["stage"] == 1)
+            row[source] = stage["throughput"]
             row[source + "_data_wait"] = stage.get("data_wait_share")
         out.append(row)
         print(f"study round {r}: local {row['local']:.1f}/s, shards {row['shards']:.1f}/s "
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--s3-endpoint", default="", help="with --s3: an S3-compatible endpoint (default: "
                     "$AWS_ENDPOINT_URL)")
     ap.add_argument("--studies", type=int, default=0, help="rounds of whole Pets studies, local vs shards")
-    ap.add_argument("--study-steps", type=int, default=20)
+    ap.add_argument("--study-epochs", type=int, default=2, help="epochs of each study (whole ones: the stream's "
+                    "epoch start, first pieces fetched, is part of what is measured)")
     ap.add_argument("--study-image-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads of this process, which does the "
                     "loading when workers=0 (0: torch's default; workers always run 1)")
@@ -299,7 +300,7 @@ def print_tables(console: Any, results: dict, sources: list[str], args: argparse
     console.print(table)
     if results["studies"]:
         ratios = [r["shards"] / r["local"] for r in results["studies"]]
-        console.print(f"Pets study (tiny model, --stack workers=2, {args.study_steps} steps, batch {args.batch_size}, "
+        console.print(f"Pets study (tiny model, --stack workers=2, {args.study_epochs} epochs, batch {args.batch_size}, "
                       f"{args.study_image_size} px), the workers=2 stage: local "
                       f"{statistics.median(r['local'] for r in results['studies']):.1f} samples/s, shards "
                       f"{statistics.median(r['shards'] for r in results['studies']):.1f} samples/s; shards / local "
