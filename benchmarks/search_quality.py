@@ -23,8 +23,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from study.search.machines import SHARED, measured_profiles, random_profile  # noqa: E402
-from study.search.rules import STRATEGIES  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+from study.search.rules import RACING, STRATEGIES  # noqa: E402
 from study.search.simulate import exhaustive, run_search  # noqa: E402
+
+
+# Racing with one of its parts off, to tell what each part buys (--strategies no-pairs,...).
+ABLATIONS = {"no-race": replace(RACING, name="no-race", race=1), "no-confirm": replace(RACING, name="no-confirm",
+             confirm_drop=False), "no-swaps": replace(RACING, name="no-swaps", swaps=False, readmit=False),
+             "no-pairs": replace(RACING, name="no-pairs", pairs=0)}
 
 
 def row(name: str, trials, seconds_of_exhaustive) -> list[str]:
@@ -55,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--machines", type=int, default=100, help="random machines beside the three measured ones")
     ap.add_argument("--repeats", type=int, default=3, help="--repeats of each search (runs per candidate)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--strategies", default=",".join(STRATEGIES), help=f"of {', '.join(STRATEGIES)}")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES), help=f"of {', '.join({**STRATEGIES, **ABLATIONS})}")
     ap.add_argument("--misses", action="store_true", help="list every machine a strategy missed")
     ap.add_argument("--settings", default="quiet,bursts", help="quiet, bursts or both")
     args = ap.parse_args(argv)
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 for i, p in enumerate(profiles):
                     trials.append(run_search(p.with_(bursts=bursts), args.seed * 100_003 + i,
                                              Path(tmp) / label / strategy / str(i), repeats=args.repeats,
-                                             best=truth[p.name], strategy=STRATEGIES[strategy]))
+                                             best=truth[p.name], strategy={**STRATEGIES, **ABLATIONS}[strategy]))
                 rows.append(row(strategy, trials, cost))
                 if args.misses:
                     for t in trials:

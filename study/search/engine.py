@@ -309,14 +309,15 @@ class AutoSearch:
                 outcomes[spec].ratios += ratios
             if stop:
                 break
-            confirm = self.strategy.confirm_drop
-            if (p == 0 or confirm and p == 1) and self.passes > 1:
+            seen = 2 if self.strategy.confirm_drop else 1  # runs below RACE_DROP that drop a candidate
+            if p == seen - 1 and self.passes > 1:
                 for spec in list(active):
-                    r = outcomes[spec].ratios
-                    if r and r[p if confirm else 0] < RACE_DROP and (not confirm or len(r) > 1 and max(r[:2]) < RACE_DROP):
+                    first = outcomes[spec].ratios[:seen]
+                    if len(first) == seen and max(first) < RACE_DROP:
                         outcomes[spec].decision = DROPPED
-                        outcomes[spec].detail = (f"{r[0]:.2f}× the incumbent in its first run; not measured again" if not confirm
-                                                 else f"{max(r[:2]):.2f}× the incumbent at best in two runs; not measured again")
+                        outcomes[spec].detail = (f"{first[0]:.2f}× the incumbent in its first run" if seen == 1 else
+                                                 f"{max(first):.2f}× the incumbent at best in two runs") \
+                            + "; not measured again"
                         active.remove(spec)
             if not active:
                 break
