@@ -279,8 +279,8 @@ def prepare_pets(root: Path, archives: list[str]) -> None:
         f"to scan)")
 
 
-def upload(root: Path, url: str, endpoint: str, shards: bool = False, shard_mb: float = 0) -> None:
-    """Per-sample objects, or tar shards of ``shard_mb`` (0: the default) with ``shards``."""
+def upload(root: Path, url: str, endpoint: str, shards: bool = False, shard_mb: float | None = None) -> None:
+    """Per-sample objects, or tar shards of ``shard_mb`` (None: the default) with ``shards``."""
     if not url.startswith("s3://") or len(url) <= len("s3://"):
         raise PrepareError(f"--upload needs an s3://bucket/prefix URL, got {url!r}")
     s3 = s3_package("S3 upload")
@@ -289,7 +289,7 @@ def upload(root: Path, url: str, endpoint: str, shards: bool = False, shard_mb: 
         if shards:
             from study.data.s3.shard_write import DEFAULT_SHARD_MB, upload_shards
 
-            upload_shards(str(root), url, endpoint, shard_mb or DEFAULT_SHARD_MB, say)
+            upload_shards(str(root), url, endpoint, DEFAULT_SHARD_MB if shard_mb is None else shard_mb, say)
         else:
             s3.upload(str(root), url, endpoint)
     except (ConfigError, PrepareError):
@@ -330,7 +330,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", action="store_true", help="with --upload: write each dataset as WebDataset tar "
                    "shards (<key>.jpg with <key>.cls or <key>.png) plus an index, under PREFIX/shards/, instead of "
                    "one object per file; a study reads them in order")
-    p.add_argument("--shard-size", type=float, default=0, metavar="MB", help="with --shards: close a shard once it "
+    p.add_argument("--shard-size", type=float, metavar="MB", help="with --shards: close a shard once it "
                    "holds this many MB (default 100)")
     p.add_argument("--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL", ""),
                    help="endpoint URL of an S3-compatible store (default: $AWS_ENDPOINT_URL, else AWS)")
@@ -340,6 +340,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     root = Path(args.root)
+    shard_option = "--shards" if args.shards else "--shard-size" if args.shard_size is not None else ""
+    if shard_option and not (args.upload and args.shards):
+        print(f"prepare: {shard_option} goes with --upload s3://bucket/prefix{'' if args.shards else ' --shards'}",
+              file=sys.stderr)
+        return 2
     if not (args.synthetic or args.cifar or args.cub or args.pets or args.imagenet or args.upload or args.no_verify):
         print("prepare: nothing to do; pass --synthetic, --cifar, --cub, --pets, --imagenet, --no-verify or --upload "
               "(see --help)", file=sys.stderr)
@@ -347,10 +352,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if root.exists() and not root.is_dir():
             raise PrepareError(f"--root {root} is not a folder")
-        if (args.shards or args.shard_size) and not args.upload:
-            raise PrepareError("--shards and --shard-size go with --upload s3://bucket/prefix")
-        if args.shard_size and not args.shards:
-            raise PrepareError("--shard-size goes with --shards")
         if args.synthetic:
             make_synthetic(root, force=args.force, seed=args.seed)
         if args.cifar:

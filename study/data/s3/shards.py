@@ -123,7 +123,8 @@ class ShardStream(IterableDataset):
         return out
 
     def for_loader(self, rank: int, world: int, batch: int, drop_last: bool) -> "ShardStream":
-        """This rank's view for a DataLoader of ``batch``: its length is what the rank yields."""
+        """This rank's view for a DataLoader of ``batch``: its length is what the rank yields. The loader
+        needs a generator seeded alike on every rank: its workers draw each epoch's shard order from it."""
         out = self._copy()
         out.rank, out.world, out.batch, out.drop_last = rank, world, max(1, batch), drop_last
         return out
