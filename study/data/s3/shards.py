@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import itertools
 import random
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -37,8 +38,10 @@ from study.data.samples import SampleError
 
 # One ranged GET at most: bounds a reader's memory to PREFETCH + 1 pieces, and its wait for the first one.
 PIECE_BYTES = 8 * 2**20
+FIRST_PIECE_BYTES = 2**20  # a span's first piece (each next one twice as large): decoding starts after 1 MiB
 PREFETCH = 2  # pieces downloading while one decodes
 SHUFFLE_BUFFER = 512  # training samples (encoded bytes) each reader mixes
+SHUFFLE_START = 16  # samples the buffer holds before it yields its first; it grows to SHUFFLE_BUFFER meanwhile
 
 
 def build_transform(dataset: str, train: bool, size: int) -> Any:
@@ -157,9 +160,9 @@ class ShardStream(IterableDataset):
 
     def pieces(self, epoch_seed: int, first: int, end: int) -> list[tuple[int, list[int]]]:
         """(shard, sample positions) runs covering [first, end) of the epoch's sequence, each at most
-        PIECE_BYTES between its first sample's start and its last one's end."""
+        PIECE_BYTES (the first FIRST_PIECE_BYTES, doubling from there) between its first sample's start and its last one's end."""
         out: list[tuple[int, list[int]]] = []
-        at = 0
+        at, cap = 0, FIRST_PIECE_BYTES
         for s in self.shard_order(epoch_seed):
             kept = self.kept[s]
             lo, hi = max(first - at, 0), min(end - at, len(kept))
@@ -168,11 +171,12 @@ class ShardStream(IterableDataset):
                 continue
             offsets, run = self.shards[s].offsets, []
             for j in kept[lo:hi]:
-                if run and offsets[j + 1] - offsets[run[0]] > PIECE_BYTES:
+                if run and offsets[j + 1] - offsets[run[0]] > cap:
                     out.append((s, run))
-                    run = []
+                    run, cap = [], min(2 * cap, PIECE_BYTES)
                 run.append(j)
             out.append((s, run))
+            cap = min(2 * cap, PIECE_BYTES)
             if at >= end:
                 break
         return out
@@ -192,12 +196,13 @@ class ShardStream(IterableDataset):
             return
         rng, buffer = random.Random(epoch_seed * 1009 + worker), []
         for sample in samples:
-            if len(buffer) < self.buffer:
-                buffer.append(sample)
-                continue
-            k = rng.randrange(len(buffer))
-            buffer[k], sample = sample, buffer[k]
-            yield self._decode(*sample)
+            buffer.append(sample)
+            if len(buffer) < self.buffer:  # growing: two in for every one out, until full
+                buffer.extend(itertools.islice(samples, 1))
+            if len(buffer) >= min(SHUFFLE_START, self.buffer):
+                k = rng.randrange(len(buffer))
+                buffer[k], buffer[-1] = buffer[-1], buffer[k]
+                yield self._decode(*buffer.pop())
         rng.shuffle(buffer)
         for sample in buffer:
             yield self._decode(*sample)
