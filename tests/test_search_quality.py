@@ -190,3 +190,15 @@ def test_a_racing_search_resumes_where_it_stopped(tmp_path):
     resumed = AutoSearch(cfg(tmp_path / "cut", resume=True), CPU2, measure=first.measure, clock=first.clock).run()
     assert first.runs == whole.runs and resumed.stack == full.stack  # nothing finished was measured twice
     assert math.isclose(resumed.speedup, full.speedup)
+
+
+def test_a_result_row_from_before_strategies_reads_as_greedy():
+    from study.records import StageResult
+    from study.search.notes import ResultNote
+
+    old = StageResult(run="a", stage=1, name="search-result", kind="search-result",
+                      notes={"search": {"rounds": 2, "stopped": "no measured candidate helped beyond noise"}})
+    note = ResultNote.of(old)
+    assert note.rounds == 2 and note.strategy == ""  # the report calls that greedy
+    assert ResultNote.of(StageResult(run="a", stage=1, name="r", kind="search-result",
+                                     notes=ResultNote(strategy="racing").as_notes())).strategy == "racing"

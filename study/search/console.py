@@ -44,8 +44,12 @@ def search_stack(cfg: RunConfig, env: Env, console) -> RunConfig:
 
         search = AutoSearch(cfg, env, on_pass=on_pass, on_outcome=on_outcome)
         result = search.run()
-    best = "+".join(result.stack) or "the baseline (no toggle)"
-    console.print(f"search: best stack {best}, {fmt.speedup(result.speedup, result.low, result.high)} the baseline's "
-                  f"samples/s side by side; {result.rounds} round(s) in {result.seconds / 60:.1f} min; "
+    if result.stack:
+        answer = (f"best stack {'+'.join(result.stack)}, {fmt.speedup(result.speedup, result.low, result.high)} "
+                  f"the baseline's samples/s side by side")
+    else:  # the upper end says how much faster a stack could still be, as measured
+        answer = "best stack the baseline (no toggle): none proved faster" + (
+            f", and the measured intervals reach up to {result.high:.2f}×" if result.high > 1.0 else "")
+    console.print(f"search: {answer}; {result.rounds} round(s) in {result.seconds / 60:.1f} min; "
                   f"stopped: {result.stopped}. Its ladder follows.")
     return cfg.replace(stack=tuple(result.stack))
