@@ -11,8 +11,8 @@ Throughput of a stack: compute samples/s = base × the effects of its toggles ×
 pairs it holds (a pair that only pays together, or two that cancel), and the input pipeline's rate
 × the data effects (workers); a step waits for both in turn (1/tp = 1/compute + 1/data), or, with
 a toggle that prefetches (workers), for the slower of the two; so a compute toggle pays little while
-the loader starves the step. Each run then draws log-normal noise,
-and a burst of load from a busy neighbour, while it lasts, slows every run by its factor.
+the loader starves the step. Each run then draws log-normal noise, and a burst of load from a busy
+neighbour, while it lasts, slows every run by its factor.
 """
 from __future__ import annotations
 
