@@ -94,6 +94,28 @@ def test_a_move_adds_swaps_or_does_both():
     assert not any(m.startswith("workers") for m in single_moves(GPU1, ("workers=2",), swaps=False))
 
 
+def test_a_rival_can_take_a_kept_toggles_place():
+    moves = single_moves(CPU2, ("ddp=2", "amp=bf16"), swaps=True)
+    assert "-ddp=2+hogwild=2" in moves and "hogwild=2" not in moves  # hogwild conflicts with ddp: only in its place
+    assert apply(("ddp=2", "amp=bf16"), "-ddp=2+hogwild=2") == ("amp=bf16", "hogwild=2")
+    # a replacement pairs with an add, never with a move on the toggles it touches
+    got = pair_moves(("ddp=2",), {"-ddp=2+hogwild=2": 0.96, "amp=bf16": 1.0, "ddp=2+x": math.nan}, limit=5)
+    assert got == ["-ddp=2+hogwild=2+amp=bf16"]
+
+
+def test_rivals_picked_wrong_first_are_undone_by_racing(tmp_path):
+    """ddp=2 beats hogwild=2 alone, but bf16 pays only on top of hogwild (as measured here: 1.77×
+    together): greedy keeps ddp=2 and stays there; racing puts hogwild=2 in its place with amp."""
+    p = Profile(name="rivals", env=CPU2, base_tp=100.0, noise=0.01, startup_s=5.0, steps_s=5.0,
+                effects={"ddp=2": 1.30, "hogwild=2": 1.20, "amp=bf16": 0.98, "compile": 0.9, "workers": 0.9,
+                         "script": 0.9, "channels_last": 0.9, "fused_optim": 0.9, "batch": 0.9},
+                pairs={("hogwild", "amp"): 1.5})
+    greedy = run_search(p, 1, tmp_path / "g", strategy=GREEDY)
+    racing = run_search(p, 1, tmp_path / "r", strategy=RACING)
+    assert greedy.stack == ("ddp=2",) and not greedy.found
+    assert set(racing.stack) == {"hogwild=2", "amp=bf16"} and racing.found
+
+
 def test_pairs_are_ranked_by_their_measured_speed_ups_and_never_conflict():
     measured = {"compile=default": 1.0, "script": 0.99, "channels_last": 0.97, "fused_optim": 0.96, "ddp=2": 0.5}
     got = pair_moves((), measured, limit=10)

@@ -2,7 +2,8 @@
 
 Round k measures the incumbent (the best stack so far; in round 1 the baseline) and every move on
 top of it: each remaining candidate (study.advice.candidates: applicable here, useful values, no
-conflicts) and each other value of a toggle already in the stack (a swap), in `--repeats` passes.
+conflicts), each other value of a toggle already in the stack (a swap) and each toggle in the place
+of a kept one it conflicts with (hogwild=2 for ddp=2), in `--repeats` passes.
 Within a pass the incumbent runs first and again after every INCUMBENT_EVERY candidates, and each
 candidate's samples/s is divided by the incumbent runs around it: load from other tenants of a
 shared machine drifts over minutes and cancels out of a ratio taken seconds apart. The paired ratios

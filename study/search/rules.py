@@ -30,7 +30,9 @@ class Strategy:
 
     name: str = "greedy"
     race: int = 1  # a candidate that could still win is measured up to race × --repeats times in its round
-    swaps: bool = False  # another value of a toggle in the stack is a candidate (workers=2 -> workers=8)
+    # another value of a toggle in the stack is a candidate (workers=2 -> workers=8), and so is a toggle
+    # in the place of one it conflicts with (hogwild=2 for ddp=2)
+    swaps: bool = False
     readmit: bool = False  # dropped and slower candidates come back in later rounds (only failed ones stay out)
     pairs: int = 0  # where no single move wins, up to this many pairs of moves are tried together
     robust: float = 0.0  # a ratio more than this many times off its candidate's median is left out (0: none)
