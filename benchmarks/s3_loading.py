@@ -167,7 +167,7 @@ def study_rounds(rounds: int, root: Path, url: str, endpoint: str, work: Path, a
     for r in range(rounds):
         row: dict[str, Any] = {"round": r}
         for source in (list(sources) if r % 2 == 0 else list(sources)[::-1]):
-            run = f"{source}-{r}"
+            run, t0 = f"{source}-{r}", time.perf_counter()
             p = subprocess.run([sys.executable, "-m", "study", *common, *sources[source], "--run-name", run], cwd=work,
                                env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1800)
             if p.returncode != 0:
@@ -176,9 +176,11 @@ def study_rounds(rounds: int, root: Path, url: str, endpoint: str, work: Path, a
             stage = next(x for x in rows if x["kind"] == "stage" and x["stage"] == 1)
             row[source] = stage["throughput"]
             row[source + "_data_wait"] = stage.get("data_wait_share")
+            row[source + "_seconds"] = time.perf_counter() - t0
         out.append(row)
         print(f"study round {r}: local {row['local']:.1f}/s, shards {row['shards']:.1f}/s "
-              f"({row['shards'] / row['local']:.2f}x)", flush=True)
+              f"({row['shards'] / row['local']:.2f}x; studies of {row['local_seconds']:.0f} s and "
+              f"{row['shards_seconds']:.0f} s)", flush=True)
     return out
 
 
