@@ -121,8 +121,12 @@ class DoesNotApply(RuntimeError):
     """A toggle's fits() said no inside a stage process: the stage fails with this reason."""
 
 
-def check_fits(toggles: list[Optimization], model: ModelFacts) -> None:
-    for t in toggles:
+def check_fits(toggles: list[Optimization], facts: Callable[[], ModelFacts]) -> None:
+    """Ask the toggles that have a say (they override fits); `facts` is called only for them, since it
+    reads samples of the data."""
+    asking = [t for t in toggles if type(t).fits is not Optimization.fits]
+    model = facts() if asking else None
+    for t in asking:
         ok, reason = t.fits(model)
         if not ok:
             raise DoesNotApply(f"{t.spec} does not apply to this model: {reason}")

@@ -103,7 +103,7 @@ class Script(Optimization):
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
         # The stage's own inputs when the session has them: a plug-in's shape and dtype (token ids) are
         # not the image batch the config implies.
-        example = ctx.example if ctx.example is not None else example_input(ctx.cfg, ctx.device, ctx.memory_format)
+        example = ctx.example() if ctx.example is not None else example_input(ctx.cfg, ctx.device, ctx.memory_format)
         wrapped, notes = script_model(model, example)
         ctx.notes.update(notes)
         return wrapped

@@ -52,9 +52,11 @@ def load_config_file(path: str) -> dict[str, Any]:
 
             data = tomllib.loads(text)
         elif p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.load(text, Loader=yaml_loader()) or {}  # noqa: S506 — a SafeLoader subclass
+            loader = yaml_loader()(text)  # a SafeLoader subclass, driven directly: no constructor runs code
+            try:
+                data = loader.get_single_data() or {}
+            finally:
+                loader.dispose()
         else:
             raise ConfigError(f"config file must end in .yaml, .yml or .toml: {path}")
     except ConfigError:

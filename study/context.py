@@ -30,7 +30,7 @@ class TrainContext:
     scaler: Any = None  # torch.amp.GradScaler; disabled one by default
     optimizer_kwargs: dict = field(default_factory=dict)
     memory_format: Any = None  # torch.memory_format for inputs, None keeps contiguous
-    example: Any = None  # two real input samples of the stage's data, batched and on the device (tracing)
+    example: Callable[[], Any] | None = None  # two real input samples of the stage's data, batched, on the device
     notes: dict = field(default_factory=dict)  # what toggles want recorded (e.g. "script: traced")
     # Gradient accumulation (batch=N:accumulate): batches per optimizer step, and what backward takes
     # of each one's loss. One batch and its loss as it is by default, so the baseline's step has no

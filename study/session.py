@@ -6,6 +6,7 @@ step that was timed. Hogwild trainers build their own session from the same spec
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import random
 import time
@@ -45,12 +46,13 @@ def seed_loader_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-def example_inputs(dataset: Any, n: int = 2) -> torch.Tensor:
+def example_inputs(dataset: Any, device: Any = "cpu", memory_format: Any = None, n: int = 2) -> torch.Tensor:
     """The inputs of the first n samples, batched as the loader batches them (2: BatchNorm in train
-    mode needs more than one)."""
+    mode needs more than one), on the stage's device and in its memory format."""
     from torch.utils.data import default_collate
 
-    return default_collate([dataset[i][0] for i in range(min(n, len(dataset)))])
+    x = default_collate([dataset[i][0] for i in range(min(n, len(dataset)))]).to(device)
+    return x.contiguous(memory_format=memory_format) if memory_format is not None else x
 
 
 def build_loaders(cfg: RunConfig, bundle: Any, ctx: TrainContext) -> tuple[Any, Any]:
@@ -182,15 +184,15 @@ def build_session(spec: StageSpec) -> Session:
                            f"per process; use a smaller batch or a larger --subset")
     task = build_task(cfg.task, bundle.num_classes)
 
-    example = example_inputs(bundle.train)  # before the seed is reset: what a random transform draws here is undone
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every stage
     base_model = build_model(cfg, bundle.num_classes).to(device)
-    check_fits(toggles, facts_of(base_model, example[0]))  # the search plans without a preflight
-    ctx.example = example.to(device)
+    # Two real samples, read only when a toggle asks (script's trace, a toggle's fits()): the baseline
+    # reads nothing its loader does not.
+    ctx.example = functools.cache(lambda: example_inputs(bundle.train, device, ctx.memory_format))
+    check_fits(toggles, lambda: facts_of(base_model, ctx.example()[0]))  # the search plans without a preflight
     if ctx.memory_format is not None:
         base_model = base_model.to(memory_format=ctx.memory_format)
-        ctx.example = ctx.example.contiguous(memory_format=ctx.memory_format)
     params = [p for p in base_model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 **ctx.optimizer_kwargs)

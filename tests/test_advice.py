@@ -138,7 +138,7 @@ def test_search_order_puts_what_the_findings_point_at_first():
     ev = evidence_of(stage(t_optimizer=0.04))
     order = order_candidates(candidates(CPU), diagnose(ev))
     # optimizer-heavy's fixes in prior order (a larger batch spreads the update too), then the rest
-    assert order[:2] == ["fused_optim", "batch=auto"] and order[2:4] == ["amp=bf16", "compile=default"]
+    assert order[:2] == ["fused_optim", "batch=x2"] and order[2:4] == ["amp=bf16", "compile=default"]
 
 
 def test_each_advised_toggle_says_its_own_reason():

@@ -65,7 +65,7 @@ def test_segmentation_beats_all_background_miou(tmp_path, synthetic_root):
     assert row["metrics"]["miou"] > all_background + 0.05, (row["metrics"], all_background)
 
 
-@pytest.mark.slow  # three studies, each with its stage process
+@pytest.mark.slow  # four studies, three with a stage process
 def test_resume_continues_the_step_count(tmp_path, synthetic_root):
     common = ["--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "r", "--steps", "4",
               "--subset", "256", "--val-steps", "1", "--profile", "", "--warmup", "1",
@@ -74,10 +74,13 @@ def test_resume_continues_the_step_count(tmp_path, synthetic_root):
     first = stage_rows(tmp_path, "r")[-1]
     assert first["steps_total"] == 4
     assert not (tmp_path / "reports" / "r" / "pictures.json").exists()  # --no-pictures: no pictures pass ran
-    # Another measured setting: the finished stage is measured anew from the start (it keeps only its
-    # weights, and a finished stage of other settings is no point to resume from).
+    # Another measured setting: --resume would mix two settings in one ladder, so it is refused; a rerun
+    # moves the earlier study aside and measures the stage anew from the start.
     p = run_study(*common, "--epochs", "2", "--resume", cwd=tmp_path)
+    assert p.returncode == 2 and "measured with other settings (epochs 1 → 2)" in p.stderr, p.stderr
+    p = run_study(*common, "--epochs", "2", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
+    assert (tmp_path / "reports" / "r" / "previous" / "1" / "results.jsonl").is_file()
     second = stage_rows(tmp_path, "r")[-1]
     assert "resumed_from_step" not in second["notes"] and second["steps_total"] == 8
     assert second["config_hash"] != first["config_hash"]

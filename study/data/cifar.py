@@ -103,6 +103,20 @@ _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHOR
 _vetted: set[tuple[str, int, int]] = set()
 
 
+class RestrictedUnpickler(pickle.Unpickler):
+    """CIFAR batches hold dicts, lists, bytes and numpy arrays: nothing else may be constructed while
+    unpickling one (a bucket's, or a local one read outside torchvision's reader)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+        return super().find_class(module, name)
+
+
 def pickle_globals(f: Any) -> Iterator[tuple[str, str]]:
     """(module, name) of every class or function a pickle would import, read from its opcodes without
     running any. ValueError for data that is not a complete pickle (truncated, garbled)."""

@@ -9,13 +9,12 @@ The same rules as CIFAR-10 (``cifar``): the official MD5s are verified unless th
 from __future__ import annotations
 
 import os
-import pickle
 
 from torchvision.datasets import CIFAR100
 
 from study.config import RunConfig
 from study.catalog import CIFAR100 as ENTRY
-from study.data.cifar import MarkerAware, open_release
+from study.data.cifar import MarkerAware, RestrictedUnpickler, open_release
 
 # Per-channel statistics of the release's training images.
 MEAN = (0.5071, 0.4865, 0.4409)
@@ -39,7 +38,7 @@ class CIFAR100Coarse(CIFAR100Batches):
         self.targets = []
         for name, _ in self.train_list if self.train else self.test_list:
             with open(os.path.join(self.root, self.base_folder, name), "rb") as f:
-                self.targets.extend(pickle.load(f, encoding="latin1")["coarse_labels"])
+                self.targets.extend(RestrictedUnpickler(f, encoding="latin1").load()["coarse_labels"])
 
 
 def open_split(cfg: RunConfig, train: bool) -> CIFAR100Batches:

@@ -17,7 +17,8 @@ def test_configure_launches_torchrun_and_splits_cores():
     assert parse_stack("ddp=3")[0].configure(Plan(), RunConfig(device="cpu"), cpu_env()).world_size == 3
     with pytest.raises(ConfigError, match="single process"):
         ddp_plan(Plan(), RunConfig(device="cpu"), cpu_env(), 1)
-    assert ddp_plan(Plan(), RunConfig(device="cpu", nnodes=2), cpu_env(), 1).world_size == 1  # one rank on each of 2 nodes
+    two_nodes = RunConfig(device="cpu", nnodes=2, rdzv_endpoint="node0:29500")
+    assert ddp_plan(Plan(), two_nodes, cpu_env(), 1).world_size == 1  # one rank on each of 2 nodes
 
 
 @pytest.mark.parametrize("spec, cores, asked, threads", [

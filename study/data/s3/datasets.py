@@ -25,20 +25,7 @@ from study.data.s3.errors import S3ReadError, s3_errors
 from study.data.s3.urls import Location
 from study.data.integrity import ACCEPTED
 from study.data.synthetic import MARKER
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """CIFAR batches hold dicts, lists, bytes and numpy arrays; a bucket is a wider trust boundary than
-    a local folder, so nothing else may be constructed while unpickling one."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
-        return super().find_class(module, name)
+from study.data.cifar import RestrictedUnpickler
 
 
 def unpickle_batch(data: bytes, url: str) -> dict:
