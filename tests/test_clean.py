@@ -157,6 +157,8 @@ def test_keep_checkpoints_keeps_every_full_checkpoint_and_every_repeat_trains_in
         assert {"optimizer", "step", "epoch", "steps_in_epoch"} <= checkpoint_keys(run / "checkpoints" / name)
     repeats = [r for r in results(tmp_path, "all") if r["kind"] == "repeat"]
     # 4 steps, 1 of them warm-up; a repeat that resumed from the end of the one before measured none
-    assert len(repeats) == 4 and all(r["status"] == "ok" and r["steps_measured"] == 3 and r["throughput"] > 0
+    # (a step still speeding up may join the warm-up: study.timing.extend_warmup)
+    assert len(repeats) == 4 and all(r["status"] == "ok" and r["throughput"] > 0
+                                     and r["steps_measured"] + r["notes"].get("warmup_extended", 0) == 3
                                      and "resumed_from_step" not in r["notes"] for r in repeats), repeats
     assert all(r["status"] == "ok" for r in stage_rows(tmp_path, "all"))
