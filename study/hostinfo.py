@@ -1,4 +1,5 @@
-"""What /proc/cpuinfo says about this machine's first CPU (empty where there is no such file)."""
+"""What /proc says about this machine: its first CPU (cpuinfo), a field of a status file (empty or 0
+where there is no such file)."""
 from __future__ import annotations
 
 import functools
@@ -20,3 +21,14 @@ def cpuinfo() -> dict[str, str]:
     except OSError:
         pass
     return info
+
+
+def proc_field_mb(path: str, key: str) -> float:
+    """A "Key: N kB" line of a /proc file, in MB (0: unknown)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from optimizations import batch as b
+from study import batch_sweep
 from optimizations.base import parse_stack
 from study.config import ConfigError
 from study.plan import Plan
@@ -136,7 +137,7 @@ def planted_sweep(tiny_cfg, monkeypatch, budget_mb, peak_of=linear, **cfg_change
     real = session_mod.build_session
     monkeypatch.setattr(session_mod, "build_session", lambda spec: sess_ref.append(real(spec)) or sess_ref[-1])
     memory = PlantedMemory(sess_ref, peak_of)
-    return b.sweep_batch(job, memory=memory), memory
+    return batch_sweep.sweep_batch(job, memory=memory), memory
 
 
 def test_a_size_over_the_budget_is_dropped_and_no_larger_one_tried(tiny_cfg, monkeypatch):
@@ -176,7 +177,7 @@ def test_a_size_out_of_device_memory_is_dropped_and_no_larger_one_tried(tiny_cfg
     candidate, its halves are tried until one fits."""
     import torch
 
-    real_step, steps_of = b.Size.step, []
+    real_step, steps_of = batch_sweep.Size.step, []
 
     def step(self):
         steps_of.append(self.size)
@@ -184,7 +185,7 @@ def test_a_size_out_of_device_memory_is_dropped_and_no_larger_one_tried(tiny_cfg
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_step(self)
 
-    monkeypatch.setattr(b.Size, "step", step)
+    monkeypatch.setattr(batch_sweep.Size, "step", step)
     result, _ = planted_sweep(tiny_cfg, monkeypatch, 0.0, steps=2)
     assert list(dict.fromkeys(steps_of)) == tried
     table = {r["batch"]: r for r in result["table"]}
@@ -195,7 +196,7 @@ def test_a_size_out_of_device_memory_is_dropped_and_no_larger_one_tried(tiny_cfg
 def test_a_real_budget_below_the_process_fits_nothing(tiny_cfg):
     """The real resident memory of this process (torch alone is hundreds of MB) against 1 MB."""
     job = b.sweep_job(Plan(), tiny_cfg, cpu_env(), accumulate=False, own_spec="batch=auto") | {"budget_mb": 1.0}
-    result = b.sweep_batch(job)
+    result = batch_sweep.sweep_batch(job)
     assert result["chosen"] == 0 and [r["batch"] for r in result["table"]] == [1, 2, 4]
     assert all(not r["fits"] and r["peak_mb"] > 1.0 for r in result["table"])
 
