@@ -50,10 +50,11 @@ MODULES = ["study.data", "study.catalog", "study.data.bundle", "study.data.check
            "study.data.imagefolder", "study.data.integrity", "study.data.prepare_imagenet",
            "study.data.synthetic_cifar100", "study.data.synthetic_cub", "study.data.s3",
            "study.data.s3.urls", "study.data.s3.errors", "study.data.s3.client", "study.data.s3.datasets",
-           "study.data.s3.cache", "study.data.s3.upload"]
+           "study.data.s3.cache", "study.data.s3.upload", "study.data.s3.shard_index", "study.data.s3.shards",
+           "study.data.s3.shard_write"]
 
 
-@pytest.mark.slow  # one fresh interpreter per module, twenty-two in all
+@pytest.mark.slow  # one fresh interpreter per module, twenty-five in all
 def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     """An import loop shows as a module that fails when it is the first one imported; and the torch-free
     modules must stay torch-free (the parent process imports them)."""
