@@ -33,7 +33,7 @@ class DelayProxy:
         self.listener = socket.create_server((HOST, 0))
         self.port = self.listener.getsockname()[1]
         self.endpoint = f"http://{HOST}:{self.port}"
-        self.sockets: list[socket.socket] = []
+        self.sockets: set[socket.socket] = set()
         self.stopped = threading.Event()
 
     def start(self) -> "DelayProxy":
@@ -55,7 +55,10 @@ class DelayProxy:
             try:
                 client, _ = self.listener.accept()
             except OSError:
-                return
+                if self.stopped.is_set():
+                    return
+                time.sleep(0.01)  # out of descriptors for a moment: the clients retry, so does this
+                continue
             try:
                 upstream = socket.create_connection((HOST, self.target_port), timeout=10)
             except OSError:
@@ -65,8 +68,9 @@ class DelayProxy:
             for s in (client, upstream):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
-                self.sockets += [client, upstream]
-            turn = {"request": True}  # the next bytes from the client start a new request
+                self.sockets |= {client, upstream}
+            # "request": the next bytes from the client start a new request; "open": pumps still running
+            turn = {"request": True, "open": 2}
             threading.Thread(target=self._requests, args=(client, upstream, turn), daemon=True).start()
             threading.Thread(target=self._responses, args=(upstream, client, turn), daemon=True).start()
 
@@ -85,7 +89,7 @@ class DelayProxy:
         except OSError:
             pass
         finally:
-            _close(dst)
+            self._done(dst, src, turn)
 
     def _responses(self, src: socket.socket, dst: socket.socket, turn: dict) -> None:
         try:
@@ -95,14 +99,21 @@ class DelayProxy:
         except OSError:
             pass
         finally:
-            _close(dst)
+            self._done(dst, src, turn)
 
-
-def _close(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
+    def _done(self, dst: socket.socket, src: socket.socket, turn: dict) -> None:
+        """One direction ended: tell the other side; the second to end closes both sockets."""
+        try:
+            dst.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        with self.lock:
+            turn["open"] -= 1
+            if turn["open"]:
+                return
+            self.sockets -= {dst, src}
+        for s in (dst, src):
+            s.close()
 
 
 def main(argv: list[str] | None = None) -> int:
