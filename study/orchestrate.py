@@ -155,7 +155,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     if auto:
         from study.search import search_stack
 
-        cfg = search_stack(cfg, env, console)
+        cfg = search_stack(cfg, env, console, facts)  # toggles that cannot take the model are not tried
         toggles = parse_stack(list(cfg.stack)) if cfg.stack else []
     runner = StageRunner(cfg, toggles, env, facts)  # plans once (workers=auto measures here)
     # The first open is the cold one (an S3 cache is filled here): keep its 10/11 records too. Written

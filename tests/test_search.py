@@ -289,3 +289,45 @@ def test_auto_study_end_to_end_on_a_tiny_model(tmp_path, synthetic_root, monkeyp
     assert main(["report", "a"]) == 0, capfd.readouterr().err
     assert "## Search (--stack auto)" in (tmp_path / "reports" / "a" / "summary.md").read_text()
     assert not list((tmp_path / "reports" / "a" / "search" / "checkpoints").glob("*.pt"))  # no leftovers
+
+
+class BusyMachine(FakeMachine):
+    """The fake machine, but others use `share` of the CPU during every run from run `from_run` on."""
+
+    def __init__(self, share: float, from_run: int = 0, **kw) -> None:
+        super().__init__(**kw)
+        self.share, self.from_run = share, from_run
+
+    def measure(self, sspec, pass_index: int, tag: str):
+        row, seconds = super().measure(sspec, pass_index, tag)
+        row.foreign_cpu_share = self.share if len(self.runs) > self.from_run else 0.02
+        if row.foreign_cpu_share > 0.5 and row.status == "ok":
+            row.throughput *= 0.3  # what a neighbour does to a run: script and ddp would look as slow as amp
+        return row, seconds
+
+
+def test_a_machine_busy_all_along_is_too_busy_to_answer_and_nothing_is_refuted(tmp_path):
+    from study.search import BUSY
+
+    m = BusyMachine(share=0.8)
+    result = AutoSearch(config(tmp_path), CPU, measure=m.measure, clock=m.clock).run()
+    assert result.stack == [] and result.stopped.startswith("the machine stayed too busy to answer")
+    first = [o for o in result.outcomes if o.round == 1]
+    assert first and all(o.decision == BUSY for o in first if o.decision != "failed"), [(o.spec, o.decision) for o in first]
+    assert not any(o.decision in (DROPPED, "slower") for o in result.outcomes)  # a busy run refutes nothing
+
+
+def test_busy_runs_are_left_out_and_quiet_ones_still_decide(tmp_path):
+    m = BusyMachine(share=0.8, from_run=10 ** 6)  # quiet: the same answer as the plain fake machine
+    quiet = AutoSearch(config(tmp_path), CPU, measure=m.measure, clock=m.clock).run()
+    assert quiet.stack[:1] == ["amp=bf16"] and not quiet.stopped.startswith("the machine stayed too busy")
+
+
+def test_moves_whose_toggles_cannot_take_the_model_are_never_tried(tmp_path):
+    from study.model_facts import ModelFacts
+
+    m = FakeMachine()
+    tokens = ModelFacts(convolutions=0, input_shape=(64,), input_dtype="torch.int64")  # a language model
+    result = AutoSearch(config(tmp_path), CPU, measure=m.measure, clock=m.clock, model=tokens).run()
+    assert not any("channels_last" in stack for stack in m.runs)
+    assert "channels_last" not in {o.spec for o in result.outcomes} and result.stack[:1] == ["amp=bf16"]

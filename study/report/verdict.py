@@ -23,7 +23,7 @@ from study.report.ladder import is_ablation, speedup_of
 from study.report.reading import RunData
 from study.report.target import target_of, time_to_target_lines
 from study.search.notes import ResultNote, RoundNote, RunNote
-from study.search import CUT, DROPPED, FAILED, FASTER, KEPT, NO_GAIN, NOT_RETRIED, RACE_DROP, RACING, SLOWER
+from study.search import BUSY, CUT, DROPPED, FAILED, FASTER, KEPT, NO_GAIN, NOT_RETRIED, RACE_DROP, RACING, SLOWER
 
 TOP_ADVICE = 3
 
@@ -236,7 +236,7 @@ def verdict(run: RunData) -> Part:
 
 
 # Order of the decisions within a round of the search table: what was measured first, fastest first.
-DECISION_ORDER = (KEPT, FASTER, NO_GAIN, SLOWER, DROPPED, FAILED, CUT, NOT_RETRIED)
+DECISION_ORDER = (KEPT, FASTER, NO_GAIN, SLOWER, DROPPED, FAILED, CUT, NOT_RETRIED, BUSY)
 
 
 def table_order(r: StageResult) -> tuple:

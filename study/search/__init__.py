@@ -40,12 +40,12 @@ the chosen stack, which the CLI then runs as a normal study so reports and pictu
 """
 from study.search.console import outcome_line, search_stack
 from study.search.engine import AutoSearch, Run, SearchResult, measure_child
-from study.search.rules import (CUT, DROPPED, FAILED, FASTER, GREEDY, INCUMBENT_EVERY, KEPT, NO_GAIN, NOT_RETRIED,
+from study.search.rules import (BUSY, CUT, DROPPED, FAILED, FASTER, GREEDY, INCUMBENT_EVERY, KEPT, NO_GAIN, NOT_RETRIED,
                                 OUTLIER, RACE_DROP, RACING, RETRY_BELOW, SLOWER, STRATEGIES, Outcome, Strategy, decide,
                                 fit_round, judge, not_retried, paired_ratios, pass_sequence, round_cost,
                                 speedup_interval, trimmed)
 
-__all__ = ["AutoSearch", "CUT", "DROPPED", "FAILED", "FASTER", "GREEDY", "INCUMBENT_EVERY", "KEPT", "NO_GAIN",
+__all__ = ["AutoSearch", "BUSY", "CUT", "DROPPED", "FAILED", "FASTER", "GREEDY", "INCUMBENT_EVERY", "KEPT", "NO_GAIN",
            "NOT_RETRIED", "OUTLIER", "Outcome", "RACE_DROP", "RACING", "RETRY_BELOW", "Run", "SLOWER", "STRATEGIES",
            "SearchResult", "Strategy", "decide", "fit_round", "judge", "measure_child", "not_retried", "outcome_line",
            "paired_ratios", "pass_sequence", "round_cost", "search_stack", "speedup_interval", "trimmed"]

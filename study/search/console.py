@@ -1,7 +1,9 @@
 """`--stack auto` in the terminal: a progress line, one line per candidate, the chosen stack."""
 from __future__ import annotations
 
+from optimizations.base import parse_stack
 from study.env import Env
+from study.model_facts import ModelFacts
 from study.advice import candidates
 from study.config import RunConfig
 from study.search.engine import AutoSearch
@@ -17,7 +19,7 @@ def outcome_line(o: Outcome) -> str:
     return f"  round {o.round} +{o.spec}: {shown} vs the incumbent — {o.decision}{detail}"
 
 
-def search_stack(cfg: RunConfig, env: Env, console) -> RunConfig:
+def search_stack(cfg: RunConfig, env: Env, console, model: ModelFacts | None = None) -> RunConfig:
     """The search with a progress line and one printed line per candidate; `cfg` with the chosen
     stack, whose ladder the caller runs as a normal study."""
     from rich.markup import escape
@@ -25,7 +27,8 @@ def search_stack(cfg: RunConfig, env: Env, console) -> RunConfig:
 
     from study import fmt
 
-    console.print(f"[bold]--stack auto[/]: racing search over {', '.join(candidates(env)) or 'nothing'} "
+    offered = [c for c in candidates(env) if model is None or parse_stack([c])[0].fits(model)[0]]
+    console.print(f"[bold]--stack auto[/]: racing search over {', '.join(offered) or 'nothing'} "
                   f"({cfg.repeats} runs each per round, more for a close one; pairs where no single one helps; "
                   f"budget {cfg.budget_minutes:g} min)")
     with Progress(TextColumn("{task.description}"), BarColumn(),
@@ -42,7 +45,7 @@ def search_stack(cfg: RunConfig, env: Env, console) -> RunConfig:
             console.print(escape(outcome_line(o)))
             progress.refresh()
 
-        search = AutoSearch(cfg, env, on_pass=on_pass, on_outcome=on_outcome)
+        search = AutoSearch(cfg, env, on_pass=on_pass, on_outcome=on_outcome, model=model)
         result = search.run()
     if result.stack:
         answer = (f"best stack {'+'.join(result.stack)}, {fmt.speedup(result.speedup, result.low, result.high)} "

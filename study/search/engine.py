@@ -12,10 +12,12 @@ from study.advice import diagnose, evidence_of, order_candidates
 from study.env import Env
 from study.config import RunConfig
 from study.faults import one_line
+from study.machine_load import BUSY_SHARE, is_busy
+from study.model_facts import ModelFacts
 from study.records import StageResult, aggregate, append_jsonl, read_results
 from study.stats import crosswise
 from study.search.notes import ResultNote, RoundNote, RunNote
-from study.search.rules import (CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW,
+from study.search.rules import (BUSY, CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW,
                                 RACING, Outcome, Strategy,
                                 decide, fit_round, not_retried, paired_ratios, pass_sequence, round_cost,
                                 speedup_interval, trimmed)
@@ -44,6 +46,11 @@ class Run:
         """A run to compare: it finished, measured a speed, and its loss stayed finite."""
         return self.row.status == "ok" and self.row.throughput > 0 and self.row.diverged_step < 0
 
+    @property
+    def busy(self) -> bool:
+        """Others used much of the machine while it ran: its speed is theirs as much as its own."""
+        return is_busy(self.row.foreign_cpu_share)
+
 
 @dataclass
 class SearchResult:
@@ -68,8 +75,10 @@ class AutoSearch:
     def __init__(self, cfg: RunConfig, env: Env, *, measure: Measure | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_pass: Callable[[str], None] | None = None,
-                 on_outcome: Callable[[Outcome], None] | None = None, strategy: Strategy = RACING) -> None:
+                 on_outcome: Callable[[Outcome], None] | None = None, strategy: Strategy = RACING,
+                 model: ModelFacts | None = None) -> None:
         self.cfg, self.env = cfg, env
+        self.model = model  # the preflight's facts: moves whose toggles cannot take the model are never tried
         self.strategy = strategy
         self.passes = cfg.repeats
         self.budget_s = cfg.budget_minutes * 60.0
@@ -116,6 +125,10 @@ class AutoSearch:
         return self.budget_s - self.elapsed() - self.reserve(stack)
 
     # -- child runs ------------------------------------------------------------------------------
+    def fits(self, stack: tuple[str, ...]) -> bool:
+        """Whether every toggle of `stack` can apply to the model (unknown facts: it may)."""
+        return self.model is None or all(t.fits(self.model)[0] for t in parse_stack(list(stack)))
+
     def previous_runs(self) -> dict[str, tuple[StageResult, float]]:
         out = {}
         for r in read_results(self.results_path):
@@ -193,7 +206,7 @@ class AutoSearch:
             if pairs:
                 specs, skipped = pairs, []
             else:
-                specs = single_moves(self.env, stack, self.strategy.swaps)
+                specs = [m for m in single_moves(self.env, stack, self.strategy.swaps) if self.fits(apply(stack, m))]
                 skipped = [s for s in specs if s in left_out]
                 specs = [s for s in specs if s not in left_out]
             if not specs:
@@ -240,8 +253,14 @@ class AutoSearch:
                     pairs = pair_moves(stack, measured, self.strategy.pairs)
                     if pairs:
                         continue
+                busy = [o for o in round_out if o.decision == BUSY]
+                if busy and len(busy) == len([o for o in round_out if o.decision not in (FAILED, NOT_RETRIED)]):
+                    stopped = (f"the machine stayed too busy to answer: others used {BUSY_SHARE:.0%} or more of the CPU "
+                               f"during every run of round {rnd}; rerun the search on a quieter machine")
+                    break
                 stopped = ("no measured candidate helped beyond noise" + (", nor a pair of them" if pairs else "")
-                           + ("; the budget cut some" if budget else ""))
+                           + ("; the budget cut some" if budget else "")
+                           + (f"; {len(busy)} met a busy machine in every run" if busy else ""))
                 break
             pairs = []
             incumbent_rows = [r.row for r in runs if r.role == "candidate" and r.spec == winner and r.ok]
@@ -292,7 +311,8 @@ class AutoSearch:
                     break
                 run = self.one(rnd, p, role, spec, slot, this)
                 runs.append(run)
-                seq.append((role, spec, run.row.throughput if run.ok else None))
+                # a busy run is no evidence: it neither drops, nor refutes, nor proves a candidate
+                seq.append((role, spec, run.row.throughput if run.ok and not run.busy else None))
                 if role == "incumbent" and not run.ok and p == 0 and slot == 0:
                     stop = FAILED  # nothing can be compared with a stack that does not run
                     break
@@ -300,6 +320,7 @@ class AutoSearch:
                     o = outcomes[spec]
                     o.runs += 1
                     o.seconds += run.seconds
+                    o.busy_runs += run.busy
                     if not run.ok:
                         why = (f"loss diverged at step {run.row.diverged_step}" if run.row.diverged_step >= 0
                                else one_line(run.row.error))
@@ -332,6 +353,9 @@ class AutoSearch:
                 one = len(o.ratios) == 1 and ref is not None
                 single = crosswise(mine[0].row, ref.row, o.ratios[0])[1:] if one else None
                 o.speedup, o.low, o.high = speedup_interval(self.ratios_of(o), single)
+            if not o.ratios and o.busy_runs and o.decision not in (FAILED, DROPPED):
+                o.decision, o.detail = BUSY, (f"{o.busy_runs} of its {o.runs} runs met a busy machine (others used "
+                                              f"{BUSY_SHARE:.0%} or more of the CPU): no evidence either way")
             if stop == CUT and o.decision not in (FAILED, DROPPED) and o.runs < self.passes:
                 o.detail = f"{CUT} after {o.runs} of {self.passes} runs"
                 if not o.ratios:
@@ -369,7 +393,7 @@ def measure_child(sspec, pass_index: int, tag: str) -> tuple[StageResult, float]
     out = rep_dir / f"timing-{tag}.json"
     t0 = time.monotonic()
     payload, err = run_child(worker_command(sspec, stage_file, "timing", pass_index, out),
-                             rep_dir / f"timing-{tag}.log", out)
+                             rep_dir / f"timing-{tag}.log", out, record_load=True)
     seconds = time.monotonic() - t0
     sspec.checkpoint_path.unlink(missing_ok=True)  # one per run, tens of MB each, never read
     if payload is None:

@@ -22,6 +22,7 @@ RETRY_BELOW = 0.90  # a candidate whose interval lay below this in a round is no
 
 KEPT, FASTER, NO_GAIN, SLOWER = "kept", "faster", "no gain", "slower"
 DROPPED, FAILED, CUT, NOT_RETRIED = "dropped", "failed", "cut by budget", "not retried"
+BUSY = "too busy"  # every run of it met a busy machine (study.machine_load): no evidence either way
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Outcome:
     throughput: float = 0.0  # median samples/s of its runs
     runs: int = 0
     seconds: float = 0.0  # wall time of its runs
+    busy_runs: int = 0  # its runs, or the incumbent runs beside them, during which others used much of the CPU
     decision: str = ""
     detail: str = ""
 
@@ -124,7 +126,7 @@ class Outcome:
 def judge(o: Outcome, min_gain: float = 0.0) -> str:
     """The decision an interval supports on its own (before the round picks its winner); a gain
     below `min_gain` is no gain, however sure."""
-    if o.decision in (DROPPED, FAILED, CUT, NOT_RETRIED):
+    if o.decision in (DROPPED, FAILED, CUT, NOT_RETRIED, BUSY):
         return o.decision
     if not math.isfinite(o.low):
         return NO_GAIN
