@@ -95,10 +95,13 @@ def from_row(row: dict) -> Measure:
 
 def run_checked(*args: str) -> None:
     """`python ARGS` with this checkout importable; its stderr's tail when it fails."""
+    from study.machine_load import RETRIES_ENV
     from study.spec import child_env
 
+    # The bare loop gets one run per round; so does the study: a busy run measured again would keep the
+    # quieter of two for one side only.
     proc = subprocess.run([sys.executable, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          env=child_env())
+                          env={**child_env(), RETRIES_ENV: "0"})
     if proc.returncode != 0:
         raise SystemExit(f"python {' '.join(args[:2])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
 
