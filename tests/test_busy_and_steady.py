@@ -32,14 +32,17 @@ def test_a_cpu_burner_outside_the_study_raises_the_foreign_share():
 
     watch = LoadWatch()
     t0 = time.monotonic()
-    burners = [subprocess.Popen([sys.executable, "-c", BURN.format(s=2.0)]) for _ in range(2)]
-    deadline = t0 + 60
-    while any(b.poll() is None for b in burners) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # Each burner says when it is done on its stdout: reading that does not reap it (poll() or wait()
+    # would, and a reaped child's CPU time is the parent's own from then on).
+    burners = [subprocess.Popen([sys.executable, "-c", BURN.format(s=2.0) + "print('done', flush=True)\n"],
+                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for b in burners:
+        assert b.stdout.readline().strip() == "done"
     share = watch.foreign_share()  # read before the burners are waited for: they are not the study's
     wall = time.monotonic() - t0
     for b in burners:
         b.wait(timeout=60)
+        b.stdout.close()
     burnt = 4.0 / ((os.cpu_count() or 1) * wall)  # the burners' share alone, whatever else ran
     assert share >= 0.8 * min(burnt, 1.0), (share, burnt)
 
