@@ -39,7 +39,8 @@ final check (the best stack beside the baseline, side by side, for its speed-up)
 the chosen stack, which the CLI then runs as a normal study so reports and pictures work on it.
 """
 from study.search.console import outcome_line, search_stack
-from study.search.engine import AutoSearch, Run, SearchResult, measure_child
+from study.search.engine import AutoSearch, Run, SearchResult
+from study.search.measure import measure_child
 from study.search.rules import (BUSY, CUT, DROPPED, FAILED, FASTER, GREEDY, INCUMBENT_EVERY, KEPT, NO_GAIN, NOT_RETRIED,
                                 OUTLIER, RACE_DROP, RACING, RETRY_BELOW, SLOWER, STRATEGIES, Outcome, Strategy, decide,
                                 fit_round, judge, not_retried, paired_ratios, pass_sequence, round_cost,

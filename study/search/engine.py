@@ -21,6 +21,7 @@ from study.search.rules import (BUSY, CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT
                                 RACING, Outcome, Strategy,
                                 decide, fit_round, not_retried, paired_ratios, pass_sequence, round_cost,
                                 speedup_interval, trimmed)
+from study.search.measure import measure_child
 from study.search.moves import apply, pair_moves, single_moves
 
 DEFAULT_RUN_S = 30.0  # a child run's wall time before any was measured
@@ -379,23 +380,3 @@ class AutoSearch:
         self.check_base_tp = statistics.median(base_tp) if base_tp else 0.0
         self.check_best_tp = statistics.median(best_tp) if best_tp else 0.0
         return speedup_interval(ratios, single)
-
-
-def measure_child(sspec, pass_index: int, tag: str) -> tuple[StageResult, float]:
-    """One timing pass of a search candidate in its own process, as a ladder stage's."""
-    from study.child import run_child
-    from study.spec import worker_command
-
-    rep_dir = sspec.report_dir
-    rep_dir.mkdir(parents=True, exist_ok=True)
-    stage_file = rep_dir / "stage.json"
-    sspec.save(stage_file)
-    out = rep_dir / f"timing-{tag}.json"
-    t0 = time.monotonic()
-    payload, err = run_child(worker_command(sspec, stage_file, "timing", pass_index, out),
-                             rep_dir / f"timing-{tag}.log", out, record_load=True)
-    seconds = time.monotonic() - t0
-    sspec.checkpoint_path.unlink(missing_ok=True)  # one per run, tens of MB each, never read
-    if payload is None:
-        return StageResult(status="failed", error=err, kind="repeat", **sspec.identity()), seconds
-    return StageResult.from_dict(payload), seconds
