@@ -61,7 +61,7 @@ def is_synthetic(folder: str | os.PathLike) -> bool:
 # --------------------------------------------------------------------------------------------------
 # shared helpers
 # --------------------------------------------------------------------------------------------------
-def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Vectorised HSV -> RGB, all inputs in [0, 1]; returns (..., 3) floats in [0, 1]."""
     h = np.mod(h, 1.0) * 6.0
     i = np.floor(h).astype(int) % 6
@@ -77,7 +77,7 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-def _shape_mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def shape_mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Mask of shape number ``shape`` (0..9) in coordinates normalised by the shape's radius.
 
     All shapes are symmetric under a horizontal flip, so RandomHorizontalFlip keeps the label.
@@ -116,8 +116,8 @@ def shape_images(rng: np.random.Generator, labels: np.ndarray, size: int, n_clas
     for i, c in enumerate(labels):
         c = int(c)
         bg_h = c / n_classes + rng.normal(0, 0.22 / n_classes)
-        bg = _hsv_to_rgb(np.float64(bg_h), np.float64(rng.uniform(0.35, 0.8)), np.float64(rng.uniform(0.45, 0.9)))
-        fg = _hsv_to_rgb(np.float64(bg_h + 0.5 + rng.normal(0, 0.08)), np.float64(rng.uniform(0.4, 1.0)),
+        bg = hsv_to_rgb(np.float64(bg_h), np.float64(rng.uniform(0.35, 0.8)), np.float64(rng.uniform(0.45, 0.9)))
+        fg = hsv_to_rgb(np.float64(bg_h + 0.5 + rng.normal(0, 0.08)), np.float64(rng.uniform(0.4, 1.0)),
                          np.float64(rng.uniform(0.35, 1.0)))
         # a gentle gradient in a random direction so the background is not flat
         ang = rng.uniform(0, 2 * np.pi)
@@ -126,7 +126,7 @@ def shape_images(rng: np.random.Generator, labels: np.ndarray, size: int, n_clas
         cx = size / 2 + rng.uniform(-0.13, 0.13) * size
         cy = size / 2 + rng.uniform(-0.13, 0.13) * size
         r = size * rng.uniform(0.23, 0.34)
-        m = _shape_mask(c, (xx - cx) / r, (yy - cy) / r)
+        m = shape_mask(c, (xx - cx) / r, (yy - cy) / r)
         img[m] = fg
         if rng.random() < 0.3:  # an unrelated small distractor
             dx, dy = rng.uniform(0, size, 2)
@@ -137,17 +137,17 @@ def shape_images(rng: np.random.Generator, labels: np.ndarray, size: int, n_clas
     return out
 
 
-def _marker(folder: Path, dataset: str, seed: int, **counts: int) -> None:
+def marker(folder: Path, dataset: str, seed: int, **counts: int) -> None:
     info = {"generator": GENERATOR, "dataset": dataset, "seed": seed, "counts": counts, "version": 1}
     (folder / MARKER).write_text(json.dumps(info, indent=2) + "\n")
 
 
-def _staging(root: Path, name: str) -> Path:
+def staging(root: Path, name: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
 
 
-def _install(tmp: Path, final: Path) -> Path:
+def install(tmp: Path, final: Path) -> Path:
     """Move a finished dataset into place; replaces an older synthetic set, never real data."""
     if final.exists() or final.is_symlink():
         if not is_synthetic(final):
@@ -184,7 +184,7 @@ class _Py2Pickler(pickle._Pickler):  # type: ignore[misc]
     dispatch[bytes] = save_py2_str
 
 
-def _dump_py2(obj: object, path: Path) -> None:
+def dump_py2(obj: object, path: Path) -> None:
     with open(path, "wb") as f:
         _Py2Pickler(f, protocol=2).dump(obj)
 
@@ -199,7 +199,7 @@ def write_cifar(root: str | os.PathLike, n_train: int = 2000, n_test: int = 500,
     """
     root = Path(root)
     rng = np.random.default_rng([seed, 10])
-    tmp = _staging(root, CIFAR10.folder)
+    tmp = staging(root, CIFAR10.folder)
     try:
         def make(n: int) -> tuple[np.ndarray, np.ndarray]:
             labels = rng.permutation(np.arange(n) % 10)
@@ -214,16 +214,16 @@ def write_cifar(root: str | os.PathLike, n_train: int = 2000, n_test: int = 500,
         data, labels = make(n_train)
         start = 0
         for k, idx in enumerate(np.array_split(np.arange(n_train), 5), 1):
-            _dump_py2(batch(f"training batch {k} of 5", data[idx], labels[idx], start), tmp / f"data_batch_{k}")
+            dump_py2(batch(f"training batch {k} of 5", data[idx], labels[idx], start), tmp / f"data_batch_{k}")
             start += len(idx)
         data, labels = make(n_test)
-        _dump_py2(batch("testing batch 1 of 1", data, labels, 0), tmp / "test_batch")
+        dump_py2(batch("testing batch 1 of 1", data, labels, 0), tmp / "test_batch")
         meta = {b"num_cases_per_batch": int(np.ceil(n_train / 5)),
                 b"label_names": [n.encode() for n in CIFAR_LABEL_NAMES], b"num_vis": 3072}
-        _dump_py2(meta, tmp / "batches.meta")
+        dump_py2(meta, tmp / "batches.meta")
         (tmp / "readme.html").write_text("<p>Synthetic stand-in for CIFAR-10 written by study.data.synthetic.</p>\n")
-        _marker(tmp, CIFAR10.name, seed, train=n_train, test=n_test)
-        return _install(tmp, root / CIFAR10.folder)
+        marker(tmp, CIFAR10.name, seed, train=n_train, test=n_test)
+        return install(tmp, root / CIFAR10.folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -247,7 +247,7 @@ def _pet_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
 
     # background: a smooth random-coloured scene with mild noise
-    base = _hsv_to_rgb(np.float64(rng.random()), np.float64(rng.uniform(0.15, 0.6)), np.float64(rng.uniform(0.35, 0.9)))
+    base = hsv_to_rgb(np.float64(rng.random()), np.float64(rng.uniform(0.15, 0.6)), np.float64(rng.uniform(0.35, 0.9)))
     bg = base * (0.65 + 0.7 * _smooth_noise(rng, h, w, 5, 3)) + rng.normal(0, 0.02, (h, w, 3))
 
     # the pet: an irregular blob, radius modulated by a few harmonics of the angle
@@ -263,7 +263,7 @@ def _pet_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
 
     # fur: warm or grey palette, tabby stripes along a random direction, strong fine grain
     if rng.random() < 0.7:
-        fur = _hsv_to_rgb(np.float64(rng.uniform(0.02, 0.12)), np.float64(rng.uniform(0.3, 0.8)), np.float64(rng.uniform(0.3, 0.95)))
+        fur = hsv_to_rgb(np.float64(rng.uniform(0.02, 0.12)), np.float64(rng.uniform(0.3, 0.8)), np.float64(rng.uniform(0.3, 0.95)))
     else:
         fur = np.full(3, rng.uniform(0.15, 0.95))
     ang = rng.uniform(0, np.pi)
@@ -289,7 +289,7 @@ def write_pets(root: str | os.PathLike, n_trainval: int = 120, n_test: int = 40,
     """
     root = Path(root)
     rng = np.random.default_rng([seed, 37])
-    tmp = _staging(root, OXFORD_PETS.folder)
+    tmp = staging(root, OXFORD_PETS.folder)
     try:
         (tmp / "images").mkdir()
         (tmp / "annotations" / "trimaps").mkdir(parents=True)
@@ -326,8 +326,8 @@ def write_pets(root: str | os.PathLike, n_trainval: int = 120, n_test: int = 40,
                   "#BREED ID: 1-25:Cat 1:12:Dog\n#All images with 1st letter as captial are cat images\n"
                   "#images with small first letter are dog images\n")
         (tmp / "annotations" / "list.txt").write_text(header + "".join(line(m) for m in sorted(names)))
-        _marker(tmp, OXFORD_PETS.name, seed, trainval=n_trainval, test=n_test)
-        return _install(tmp, root / OXFORD_PETS.folder)
+        marker(tmp, OXFORD_PETS.name, seed, trainval=n_trainval, test=n_test)
+        return install(tmp, root / OXFORD_PETS.folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -345,7 +345,7 @@ def write_imagefolder(root: str | os.PathLike, n_classes: int = 4, n_train_per_c
     """
     root = Path(root)
     rng = np.random.default_rng([seed, 1000])
-    tmp = _staging(root, IMAGEFOLDER.folder)
+    tmp = staging(root, IMAGEFOLDER.folder)
     try:
         wnids = [f"n{c + 1:08d}" for c in range(n_classes)]
         k_val = 0
@@ -363,9 +363,9 @@ def write_imagefolder(root: str | os.PathLike, n_classes: int = 4, n_train_per_c
                     k_val += 1
                     name = f"ILSVRC2012_val_{k_val:08d}.JPEG"
                 Image.fromarray(img).save(folder / name, "JPEG", quality=92)
-        _marker(tmp, IMAGEFOLDER.name, seed, classes=n_classes, train=n_train_per_class * n_classes,
+        marker(tmp, IMAGEFOLDER.name, seed, classes=n_classes, train=n_train_per_class * n_classes,
                 val=n_val_per_class * n_classes)
-        return _install(tmp, root / IMAGEFOLDER.folder)
+        return install(tmp, root / IMAGEFOLDER.folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

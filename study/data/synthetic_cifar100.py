@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from study.catalog import CIFAR100
-from study.data.synthetic import _dump_py2, _install, _marker, _staging, shape_images
+from study.data.synthetic import dump_py2, install, marker, staging, shape_images
 
 # The release's superclasses, each with its five classes (alphabetical, as the release orders them).
 SUPERCLASSES = {
@@ -59,20 +59,20 @@ def write_cifar100(root: str | os.PathLike, n_train: int = 2000, n_test: int = 5
     """Write ``<root>/cifar-100-python`` (balanced, shuffled classes); returns that folder."""
     root = Path(root)
     rng = np.random.default_rng([seed, 100])
-    tmp = _staging(root, CIFAR100.folder)
+    tmp = staging(root, CIFAR100.folder)
     try:
         for name, n, label in (("train", n_train, "training batch 1 of 1"), ("test", n_test, "testing batch 1 of 1")):
             fine = rng.permutation(np.arange(n) % 100)
             imgs = shape_images(rng, signal_labels(fine), 32, 200)
             coarse = [COARSE_OF[FINE_NAMES[f]] for f in fine]
             files = [f"{FINE_NAMES[f]}_s_{i:06d}.png".encode() for i, f in enumerate(fine)]
-            _dump_py2({b"filenames": files, b"batch_label": label.encode(), b"fine_labels": [int(f) for f in fine],
+            dump_py2({b"filenames": files, b"batch_label": label.encode(), b"fine_labels": [int(f) for f in fine],
                        b"coarse_labels": coarse, b"data": np.ascontiguousarray(imgs.transpose(0, 3, 1, 2).reshape(n, 3072))},
                       tmp / name)
-        _dump_py2({b"fine_label_names": [n.encode() for n in FINE_NAMES],
+        dump_py2({b"fine_label_names": [n.encode() for n in FINE_NAMES],
                    b"coarse_label_names": [n.encode() for n in COARSE_NAMES]}, tmp / "meta")
-        _marker(tmp, CIFAR100.name, seed, train=n_train, test=n_test)
-        return _install(tmp, root / CIFAR100.folder)
+        marker(tmp, CIFAR100.name, seed, train=n_train, test=n_test)
+        return install(tmp, root / CIFAR100.folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

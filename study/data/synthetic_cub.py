@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from study.catalog import CUB200
-from study.data.synthetic import _hsv_to_rgb, _install, _marker, _shape_mask, _staging
+from study.data.synthetic import hsv_to_rgb, install, marker, shape_mask, staging
 
 # The release's first classes, as classes.txt names them.
 CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross", "004.Groove_billed_Ani",
@@ -30,13 +30,13 @@ def _bird(rng: np.random.Generator, c: int, n_classes: int, side: int) -> tuple[
     h, w = (int(v) for v in rng.integers(int(side * 0.8), int(side * 1.25) + 1, 2))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
     hue = c / n_classes
-    bg = _hsv_to_rgb(np.float64(hue + 0.5 + rng.normal(0, 0.05)), np.float64(rng.uniform(0.2, 0.5)),
+    bg = hsv_to_rgb(np.float64(hue + 0.5 + rng.normal(0, 0.05)), np.float64(rng.uniform(0.2, 0.5)),
                      np.float64(rng.uniform(0.5, 0.9)))
     img = np.clip(bg[None, None] + rng.normal(0, 0.05, (h, w, 3)), 0, 1)
     r = min(h, w) * rng.uniform(0.22, 0.36)
     cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
-    mask = _shape_mask(c, (xx - cx) / r, (yy - cy) / r)
-    img[mask] = _hsv_to_rgb(np.float64(hue + rng.normal(0, 0.2 / n_classes)), np.float64(rng.uniform(0.6, 1.0)),
+    mask = shape_mask(c, (xx - cx) / r, (yy - cy) / r)
+    img[mask] = hsv_to_rgb(np.float64(hue + rng.normal(0, 0.2 / n_classes)), np.float64(rng.uniform(0.6, 1.0)),
                             np.float64(rng.uniform(0.5, 1.0)))
     ys, xs = np.nonzero(mask)
     box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
@@ -48,7 +48,7 @@ def write_cub(root: str | os.PathLike, n_classes: int = 10, n_train_per_class: i
     """Write ``<root>/CUB_200_2011``; returns that folder. Ids run in class order, as in the release."""
     root = Path(root)
     rng = np.random.default_rng([seed, 200])
-    tmp = _staging(root, CUB200.folder)
+    tmp = staging(root, CUB200.folder)
     try:
         classes = CLASSES[:n_classes]
         images, labels, split, boxes = [], [], [], []
@@ -73,9 +73,9 @@ def write_cub(root: str | os.PathLike, n_classes: int = 10, n_train_per_class: i
                             ("train_test_split.txt", split), ("bounding_boxes.txt", boxes),
                             ("classes.txt", [f"{c + 1} {folder}\n" for c, folder in enumerate(classes)])):
             (tmp / name).write_text("".join(lines))
-        _marker(tmp, CUB200.name, seed, classes=n_classes, train=n_train_per_class * n_classes,
+        marker(tmp, CUB200.name, seed, classes=n_classes, train=n_train_per_class * n_classes,
                 test=n_test_per_class * n_classes)
-        return _install(tmp, root / CUB200.folder)
+        return install(tmp, root / CUB200.folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
