@@ -20,6 +20,7 @@ numpy + PIL only; the default sets take a second or two.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -29,7 +30,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -142,9 +143,17 @@ def marker(folder: Path, dataset: str, seed: int, **counts: int) -> None:
     (folder / MARKER).write_text(json.dumps(info, indent=2) + "\n")
 
 
-def staging(root: Path, name: str) -> Path:
+@contextlib.contextmanager
+def staged(root: Path, name: str) -> Iterator[Path]:
+    """A hidden folder beside where the dataset goes, to write it in; removed if the writing fails, so
+    no half-written set is ever left (install() moves a finished one into place)."""
     root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def install(tmp: Path, final: Path) -> Path:
@@ -199,8 +208,7 @@ def write_cifar(root: str | os.PathLike, n_train: int = 2000, n_test: int = 500,
     """
     root = Path(root)
     rng = np.random.default_rng([seed, 10])
-    tmp = staging(root, CIFAR10.folder)
-    try:
+    with staged(root, CIFAR10.folder) as tmp:
         def make(n: int) -> tuple[np.ndarray, np.ndarray]:
             labels = rng.permutation(np.arange(n) % 10)
             imgs = shape_images(rng, labels, 32, 10)
@@ -224,9 +232,6 @@ def write_cifar(root: str | os.PathLike, n_train: int = 2000, n_test: int = 500,
         (tmp / "readme.html").write_text("<p>Synthetic stand-in for CIFAR-10 written by study.data.synthetic.</p>\n")
         marker(tmp, CIFAR10.name, seed, train=n_train, test=n_test)
         return install(tmp, root / CIFAR10.folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,8 +294,7 @@ def write_pets(root: str | os.PathLike, n_trainval: int = 120, n_test: int = 40,
     """
     root = Path(root)
     rng = np.random.default_rng([seed, 37])
-    tmp = staging(root, OXFORD_PETS.folder)
-    try:
+    with staged(root, OXFORD_PETS.folder) as tmp:
         (tmp / "images").mkdir()
         (tmp / "annotations" / "trimaps").mkdir(parents=True)
         order = sorted(PET_BREEDS, key=str.lower)
@@ -328,9 +332,6 @@ def write_pets(root: str | os.PathLike, n_trainval: int = 120, n_test: int = 40,
         (tmp / "annotations" / "list.txt").write_text(header + "".join(line(m) for m in sorted(names)))
         marker(tmp, OXFORD_PETS.name, seed, trainval=n_trainval, test=n_test)
         return install(tmp, root / OXFORD_PETS.folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,8 +346,7 @@ def write_imagefolder(root: str | os.PathLike, n_classes: int = 4, n_train_per_c
     """
     root = Path(root)
     rng = np.random.default_rng([seed, 1000])
-    tmp = staging(root, IMAGEFOLDER.folder)
-    try:
+    with staged(root, IMAGEFOLDER.folder) as tmp:
         wnids = [f"n{c + 1:08d}" for c in range(n_classes)]
         k_val = 0
         for split, per in (("train", n_train_per_class), ("val", n_val_per_class)):
@@ -366,9 +366,6 @@ def write_imagefolder(root: str | os.PathLike, n_classes: int = 4, n_train_per_c
         marker(tmp, IMAGEFOLDER.name, seed, classes=n_classes, train=n_train_per_class * n_classes,
                 val=n_val_per_class * n_classes)
         return install(tmp, root / IMAGEFOLDER.folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,12 @@ classes (disc, square, ring, two kinds of stripes), so both label sets are learn
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from study.catalog import CIFAR100
-from study.data.synthetic import dump_py2, install, marker, staging, shape_images
+from study.data.synthetic import dump_py2, install, marker, staged, shape_images
 
 # The release's superclasses, each with its five classes (alphabetical, as the release orders them).
 SUPERCLASSES = {
@@ -59,8 +58,7 @@ def write_cifar100(root: str | os.PathLike, n_train: int = 2000, n_test: int = 5
     """Write ``<root>/cifar-100-python`` (balanced, shuffled classes); returns that folder."""
     root = Path(root)
     rng = np.random.default_rng([seed, 100])
-    tmp = staging(root, CIFAR100.folder)
-    try:
+    with staged(root, CIFAR100.folder) as tmp:
         for name, n, label in (("train", n_train, "training batch 1 of 1"), ("test", n_test, "testing batch 1 of 1")):
             fine = rng.permutation(np.arange(n) % 100)
             imgs = shape_images(rng, signal_labels(fine), 32, 200)
@@ -73,9 +71,6 @@ def write_cifar100(root: str | os.PathLike, n_train: int = 2000, n_test: int = 5
                    b"coarse_label_names": [n.encode() for n in COARSE_NAMES]}, tmp / "meta")
         marker(tmp, CIFAR100.name, seed, train=n_train, test=n_test)
         return install(tmp, root / CIFAR100.folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 write = write_cifar100  # what synthetic.WRITERS calls

@@ -10,14 +10,13 @@ image is grayscale (the release has a few), which the reader converts.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from study.catalog import CUB200
-from study.data.synthetic import hsv_to_rgb, install, marker, shape_mask, staging
+from study.data.synthetic import hsv_to_rgb, install, marker, shape_mask, staged
 
 # The release's first classes, as classes.txt names them.
 CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross", "004.Groove_billed_Ani",
@@ -48,8 +47,7 @@ def write_cub(root: str | os.PathLike, n_classes: int = 10, n_train_per_class: i
     """Write ``<root>/CUB_200_2011``; returns that folder. Ids run in class order, as in the release."""
     root = Path(root)
     rng = np.random.default_rng([seed, 200])
-    tmp = staging(root, CUB200.folder)
-    try:
+    with staged(root, CUB200.folder) as tmp:
         classes = CLASSES[:n_classes]
         images, labels, split, boxes = [], [], [], []
         image_id = 0
@@ -76,9 +74,6 @@ def write_cub(root: str | os.PathLike, n_classes: int = 10, n_train_per_class: i
         marker(tmp, CUB200.name, seed, classes=n_classes, train=n_train_per_class * n_classes,
                 test=n_test_per_class * n_classes)
         return install(tmp, root / CUB200.folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 write = write_cub  # what synthetic.WRITERS calls
