@@ -180,6 +180,9 @@ class LaunchOptions:
     """host:port of node 0 for a multi-node study (under srun: the node list's first host)."""
     rdzv_timeout: float = option(300.0, measured=False)
     """Seconds a multi-node stage waits for every node, and a follower for the leader's next stage."""
+    ray_address: str = option("", measured=False)
+    """--stack auto on every node of a Ray cluster at once (ray.init's address: HOST:6379, or auto on a node
+    of it): each node measures its own pairs of a round; needs the 'cluster' extra on every node."""
 
 
 # In --help order. Loader and launch settings that toggles decide are not here: they are the stage's

@@ -113,8 +113,17 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
 
     auto = cfg.stack == ("auto",)  # the search picks the stack; its ladder then runs like any other
     if auto and cfg.nnodes > 1:
-        raise ConfigError("--stack auto measures its candidates on one node; run the search without --nnodes, then "
-                          "the stack it found with --nnodes")
+        raise ConfigError("--stack auto measures its candidates on one node each: to fan the search out over several "
+                          "nodes give it --ray-address (a Ray cluster) instead of --nnodes, then run the stack it found "
+                          "with --nnodes")
+    if cfg.ray_address and not auto:
+        raise ConfigError(f"--ray-address fans out the search of --stack auto; --stack {','.join(cfg.stack) or '(none)'} "
+                          "has none (a ladder over several nodes: --nnodes)")
+    nodes = None
+    if auto and cfg.ray_address:  # no Ray, no cluster, unlike nodes: bad input before any stage starts
+        from study.search.fanout import RayNodes
+
+        nodes = RayNodes(cfg.ray_address)
     toggles = parse_stack(list(cfg.stack)) if cfg.stack and not auto else []
     _check_writable(cfg.report_dir)
     _check_writable(cfg.profile_dir)
@@ -155,7 +164,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     if auto:
         from study.search import search_stack
 
-        cfg = search_stack(cfg, env, console, facts)  # toggles that cannot take the model are not tried
+        cfg = search_stack(cfg, env, console, facts, nodes)  # toggles that cannot take the model are not tried
         toggles = parse_stack(list(cfg.stack)) if cfg.stack else []
     runner = StageRunner(cfg, toggles, env, facts)  # plans once (workers=auto measures here)
     # The first open is the cold one (an S3 cache is filled here): keep its 10/11 records too. Written

@@ -206,7 +206,7 @@ def test_a_small_budget_cuts_candidates_and_says_so(tmp_path):
     assert result.stack == ["amp=bf16"] and result.stopped.startswith("budget spent: the cheapest candidate needs")
     # what is left pays for the ladder of the chosen stack (the reserve's final check has run already)
     check = search.passes * (10.0 + 10.0)
-    assert m.now + search.reserve(("amp=bf16",), more=0) - check <= 6 * 60
+    assert m.now + search.budget.reserve(("amp=bf16",), more=0) - check <= 6 * 60
 
 
 def test_a_failing_candidate_is_recorded_and_not_retried(tmp_path):

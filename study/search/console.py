@@ -19,7 +19,7 @@ def outcome_line(o: Outcome) -> str:
     return f"  round {o.round} +{o.spec}: {shown} vs the incumbent — {o.decision}{detail}"
 
 
-def search_stack(cfg: RunConfig, env: Env, console, model: ModelFacts | None = None) -> RunConfig:
+def search_stack(cfg: RunConfig, env: Env, console, model: ModelFacts | None = None, nodes=None) -> RunConfig:
     """The search with a progress line and one printed line per candidate; `cfg` with the chosen
     stack, whose ladder the caller runs as a normal study."""
     from rich.markup import escape
@@ -30,7 +30,7 @@ def search_stack(cfg: RunConfig, env: Env, console, model: ModelFacts | None = N
     offered = [c for c in candidates(env) if model is None or parse_stack([c])[0].fits(model)[0]]
     console.print(f"[bold]--stack auto[/]: racing search over {', '.join(offered) or 'nothing'} "
                   f"({cfg.repeats} runs each per round, more for a close one; pairs where no single one helps; "
-                  f"budget {cfg.budget_minutes:g} min)")
+                  f"budget {cfg.budget_minutes:g} min)" + (f"; fanned out over {nodes.describe()}" if nodes else ""))
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed:.1f}/{task.total:g} min of the budget"), TimeElapsedColumn(),
                   console=console, transient=True, auto_refresh=False) as progress:
@@ -38,14 +38,14 @@ def search_stack(cfg: RunConfig, env: Env, console, model: ModelFacts | None = N
         search: AutoSearch | None = None
 
         def on_pass(text: str) -> None:
-            progress.update(bar, description=text, completed=search.elapsed() / 60 if search else 0.0)
+            progress.update(bar, description=text, completed=search.budget.elapsed() / 60 if search else 0.0)
             progress.refresh()
 
         def on_outcome(o: Outcome) -> None:
             console.print(escape(outcome_line(o)))
             progress.refresh()
 
-        search = AutoSearch(cfg, env, on_pass=on_pass, on_outcome=on_outcome, model=model)
+        search = AutoSearch(cfg, env, on_pass=on_pass, on_outcome=on_outcome, model=model, nodes=nodes)
         result = search.run()
     if result.stack:
         answer = (f"best stack {'+'.join(result.stack)}, {fmt.speedup(result.speedup, result.low, result.high)} "

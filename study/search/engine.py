@@ -3,30 +3,29 @@ from __future__ import annotations
 
 import math
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from optimizations.base import first_run_cost, parse_stack
+from optimizations.base import parse_stack
 from study.advice import diagnose, evidence_of, order_candidates
 from study.env import Env
 from study.config import RunConfig
 from study.faults import one_line
 from study.machine_load import BUSY_SHARE, is_busy
 from study.model_facts import ModelFacts
-from study.records import StageResult, aggregate, append_jsonl, read_results
+from study.records import StageResult, aggregate, append_jsonl
 from study.stats import crosswise
-from study.search.notes import ResultNote, RoundNote, RunNote
+from study.search.notes import ResultNote, RoundNote, RunNote, finished_runs
 from study.search.rules import (BUSY, CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW,
                                 RACING, Outcome, Strategy,
-                                decide, fit_round, not_retried, paired_ratios, pass_sequence, round_cost,
+                                decide, fan_sequences, fit_round, not_retried, paired_ratios, round_cost,
                                 speedup_interval, trimmed)
+from study.search.budget import Budget
+from study.search.fanout import RayNodes, Serial
 from study.search.measure import measure_child
 from study.search.moves import apply, pair_moves, single_moves
-
-DEFAULT_RUN_S = 30.0  # a child run's wall time before any was measured
-PICTURES_S = 20.0
-PROFILE_PASS_SHARE = 0.5  # a profiling pass (a few steps) against a timing run, both with process start-up
 
 
 
@@ -41,6 +40,7 @@ class Run:
     slot: int
     row: StageResult
     seconds: float
+    node: int = 0  # which of the search's nodes measured it (0: this machine)
 
     @property
     def ok(self) -> bool:
@@ -77,66 +77,32 @@ class AutoSearch:
                  clock: Callable[[], float] = time.monotonic,
                  on_pass: Callable[[str], None] | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None, strategy: Strategy = RACING,
-                 model: ModelFacts | None = None) -> None:
+                 model: ModelFacts | None = None, nodes: Serial | RayNodes | None = None) -> None:
         self.cfg, self.env = cfg, env
         self.model = model  # the preflight's facts: moves whose toggles cannot take the model are never tried
         self.strategy = strategy
         self.passes = cfg.repeats
-        self.budget_s = cfg.budget_minutes * 60.0
         self.results_path = cfg.report_dir / "results.jsonl"
         # Children write under reports/<run>/search/ and profiles/<run>/search/, never resume from a
         # checkpoint, and none of it reaches the ladder's records.csv.
         self.child_cfg = cfg.replace(stack=(), run_name="search", reports_root=str(cfg.report_dir),
                                      profiles_root=str(cfg.profile_dir), resume=False)
         self.measure = measure or measure_child
-        self.clock = clock
+        # where runs happen: this machine, or every node of a cluster at once (a block of each pass per node)
+        self.nodes = nodes or Serial(self.measure)
+        self.lock = threading.RLock()  # the blocks of a pass record their runs from threads of their own
+        self.halted = False  # a block of this wave found the round's incumbent failing
         self.on_pass = on_pass or (lambda text: None)
         self.on_outcome = on_outcome or (lambda o: None)
-        self.started = clock()
-        self.reused_s = 0.0
-        self.costs: dict[tuple[str, ...], list[float]] = {}
-        self.finished = self.previous_runs() if cfg.resume else {}  # runs of an earlier session
+        self.budget = Budget(cfg, env.device_type, clock)
+        self.finished = finished_runs(self.results_path) if cfg.resume else {}  # runs of an earlier session
         self.fresh: dict[str, Run] = {}  # runs of this session, by key
         self.check_pairs, self.check_base_tp, self.check_best_tp = 0, 0.0, 0.0
-
-    # -- time ------------------------------------------------------------------------------------
-    def elapsed(self) -> float:
-        return self.clock() - self.started + self.reused_s
-
-    def run_cost(self, stack: tuple[str, ...], first: bool) -> float:
-        """Estimated wall seconds of one child run of `stack`: its latest run (a compile's first run
-        filled the on-disk cache, later ones hit it), else its incumbent's plus what the last toggle
-        is known to add (a cold compile on its first run)."""
-        if self.costs.get(stack):
-            return self.costs[stack][-1]
-        known = self.costs.get(stack[:-1]) if stack else None
-        base = known[-1] if known else (self.costs[()][-1] if self.costs.get(()) else DEFAULT_RUN_S)
-        # what the toggle itself says its run adds before it was measured (a cold compile, say)
-        return base + (first_run_cost(stack[-1], self.env.device_type, first) if stack else 0.0)
-
-    def reserve(self, stack: tuple[str, ...], more: int = 1) -> float:
-        """Seconds kept for after the search: the final check (the baseline beside the best stack) and
-        the ladder, with its profiling passes and pictures, of `stack` plus `more` toggles (a round
-        plans for the one it may keep)."""
-        inc, base = self.run_cost(stack, first=False), self.run_cost((), first=False)
-        ladder = (len(stack) + 1 + more) * (self.passes + PROFILE_PASS_SHARE * len(self.cfg.profile)) * inc
-        return (self.passes * (base + inc) if stack or more else 0.0) + ladder + (0.0 if self.cfg.no_pictures else PICTURES_S)
-
-    def seconds_left(self, stack: tuple[str, ...]) -> float:
-        return self.budget_s - self.elapsed() - self.reserve(stack)
 
     # -- child runs ------------------------------------------------------------------------------
     def fits(self, stack: tuple[str, ...]) -> bool:
         """Whether every toggle of `stack` can apply to the model (unknown facts: it may)."""
         return self.model is None or all(t.fits(self.model)[0] for t in parse_stack(list(stack)))
-
-    def previous_runs(self) -> dict[str, tuple[StageResult, float]]:
-        out = {}
-        for r in read_results(self.results_path):
-            s = RunNote.of(r)
-            if s is not None and s.key:
-                out[s.key] = (r, float(s.seconds))
-        return out
 
     def prepare(self, rnd: int, pass_index: int, role: str, spec: str, slot: int, stack: tuple[str, ...]):
         """(stage spec, key) of one run; the key names it in results.jsonl, for --resume."""
@@ -146,25 +112,32 @@ class AutoSearch:
         sspec = planned(self.child_cfg, self.env, rnd, name, parse_stack(list(stack)) if stack else []).spec
         return sspec, f"{rnd}|{pass_index}|{role}|{spec}|{slot}|{sspec.config.hash()}"
 
-    def one(self, rnd: int, pass_index: int, role: str, spec: str, slot: int, stack: tuple[str, ...]) -> Run:
-        sspec, key = self.prepare(rnd, pass_index, role, spec, slot, stack)
-        if key in self.fresh:  # the round's first incumbent run, measured early to price the round
-            return self.fresh[key]
-        if key in self.finished:
-            row, seconds = self.finished[key]
-            self.reused_s += seconds
+    def one(self, rnd: int, pass_index: int, role: str, spec: str, slot: int, stack: tuple[str, ...],
+            node: int = 0) -> Run:
+        with self.lock:
+            sspec, key = self.prepare(rnd, pass_index, role, spec, slot, stack)
+            if key in self.fresh:  # the round's first incumbent run, measured early to price the round
+                return self.fresh[key]
+            reused = self.finished.get(key)
+            if reused:
+                self.budget.reused_s += reused[1]
+            else:
+                self.on_pass(f"search round {rnd}: {'+'.join(stack) or 'baseline'} ({role}), "
+                             f"run {pass_index + 1}/{self.passes}")
+        if reused:
+            row, seconds = reused
         else:
-            self.on_pass(f"search round {rnd}: {'+'.join(stack) or 'baseline'} ({role}), "
-                         f"run {pass_index + 1}/{self.passes}")
-            row, seconds = self.measure(sspec, pass_index, f"p{pass_index}s{slot}")
+            row, seconds, where = self.nodes.measure(node, sspec, pass_index, f"p{pass_index}s{slot}")
             row.run, row.kind, row.name, row.stack, row.repeat = \
                 self.cfg.run_name, "search-repeat", sspec.name, list(stack), pass_index
             row.notes = {**row.notes, **RunNote(key=key, round=rnd, pass_=pass_index, role=role, candidate=spec,
-                                                  slot=slot, seconds=round(seconds, 2)).as_notes()}
-            append_jsonl(self.results_path, row)
-        self.costs.setdefault(stack, []).append(seconds)
-        self.fresh[key] = Run(rnd, pass_index, role, spec, slot, row, seconds)
-        return self.fresh[key]
+                                                  slot=slot, seconds=round(seconds, 2), node=where).as_notes()}
+            with self.lock:
+                append_jsonl(self.results_path, row)
+        with self.lock:
+            self.budget.costs.setdefault(stack, []).append(seconds)
+            self.fresh[key] = Run(rnd, pass_index, role, spec, slot, row, seconds, node)
+            return self.fresh[key]
 
     def affordable(self, rnd: int, pass_index: int, role: str, spec: str, slot: int, stack: tuple[str, ...],
                    incumbent: tuple[str, ...]) -> bool:
@@ -173,8 +146,8 @@ class AutoSearch:
         key = self.prepare(rnd, pass_index, role, spec, slot, stack)[1]
         if key in self.finished or key in self.fresh:
             return True
-        cost = self.run_cost(stack, first=not self.costs.get(stack))
-        return self.elapsed() + cost <= self.budget_s - self.reserve(incumbent)
+        cost = self.budget.run_cost(stack, first=not self.budget.costs.get(stack))
+        return self.budget.elapsed() + cost <= self.budget.budget_s - self.budget.reserve(incumbent)
 
     # -- records ---------------------------------------------------------------------------------
     def record(self, name: str, stack: tuple[str, ...], rnd: int, status: str, note: RoundNote | ResultNote,
@@ -213,16 +186,18 @@ class AutoSearch:
             if not specs:
                 stopped = "no candidate left to try"
                 break
-            if not self.costs.get(stack):  # the round's first run, whatever the budget: it prices the rest
+            if not self.budget.costs.get(stack):  # the round's first run, whatever the budget: it prices the rest
                 self.one(rnd + 1, 0, "incumbent", "", 0, stack)
             findings = diagnose(evidence_of(aggregate(incumbent_rows))) if incumbent_rows else []
             order = specs if pairs else order_candidates(specs, findings)
-            first, rest = (lambda s: self.run_cost(apply(stack, s), True)), (lambda s: self.run_cost(apply(stack, s), False))
-            chosen, cut = fit_round(order, first, rest, self.run_cost(stack, False), self.passes, self.seconds_left(stack))
+            first, rest = (lambda s: self.budget.run_cost(apply(stack, s), True)), (lambda s: self.budget.run_cost(apply(stack, s), False))
+            # n nodes measure a round's blocks at once: its wall time is about 1/n of the serial one
+            chosen, cut = fit_round(order, first, rest, self.budget.run_cost(stack, False), self.passes,
+                                    self.budget.seconds_left(stack) * self.nodes.count)
             if not chosen:
-                need = min(round_cost([s], first, rest, self.run_cost(stack, False), self.passes) for s in order)
+                need = min(round_cost([s], first, rest, self.budget.run_cost(stack, False), self.passes) for s in order)
                 stopped = (f"budget spent: the cheapest candidate needs about {need / 60:.1f} min with its incumbent "
-                           f"runs, {max(self.seconds_left(stack), 0) / 60:.1f} min are left after the ladder's share"
+                           f"runs, {max(self.budget.seconds_left(stack), 0) / 60:.1f} min are left after the ladder's share"
                            + ("" if rnd else "; raise --budget-minutes"))
                 break
             rnd += 1
@@ -272,9 +247,9 @@ class AutoSearch:
             # faster a stack could still be, as measured.
             hi = max([o.high for o in outcomes if math.isfinite(o.high) and o.decision != FAILED], default=1.0)
             hi = max(hi, 1.0)
-        result = SearchResult(list(stack), speedup, lo, hi, rnd, stopped, self.elapsed(), outcomes)
+        result = SearchResult(list(stack), speedup, lo, hi, rnd, stopped, self.budget.elapsed(), outcomes)
         self.record("search-result", stack, rnd, "ok", ResultNote(
-            rounds=rnd, stopped=stopped, seconds=round(result.seconds, 1), budget_s=self.budget_s, speedup=speedup,
+            rounds=rnd, stopped=stopped, seconds=round(result.seconds, 1), budget_s=self.budget.budget_s, speedup=speedup,
             speedup_low=lo, speedup_high=hi, pairs=self.check_pairs, baseline_throughput=self.check_base_tp,
             best_throughput=self.check_best_tp, race_drop=RACE_DROP, retry_below=RETRY_BELOW,
             incumbent_every=INCUMBENT_EVERY, strategy=self.strategy.name), throughput=self.check_best_tp)
@@ -304,35 +279,24 @@ class AutoSearch:
                 active = self.contenders(outcomes, active)
                 if not active:
                     break
-            seq: list[tuple[str, str, float | None]] = []
-            for role, spec, slot in pass_sequence(active, p):
-                this = apply(stack, spec)
-                if not self.affordable(rnd, p, role, spec, slot, this, stack):
-                    stop = CUT
-                    break
-                run = self.one(rnd, p, role, spec, slot, this)
-                runs.append(run)
-                # a busy run is no evidence: it neither drops, nor refutes, nor proves a candidate
-                seq.append((role, spec, run.row.throughput if run.ok and not run.busy else None))
-                if role == "incumbent" and not run.ok and p == 0 and slot == 0:
-                    stop = FAILED  # nothing can be compared with a stack that does not run
-                    break
-                if role == "candidate":
-                    o = outcomes[spec]
-                    o.runs += 1
-                    o.seconds += run.seconds
-                    o.busy_runs += run.busy
-                    if not run.ok:
-                        why = (f"loss diverged at step {run.row.diverged_step}" if run.row.diverged_step >= 0
-                               else one_line(run.row.error))
-                        o.decision, o.detail = FAILED, why
-                        active.remove(spec)
-            for spec, ratios in paired_ratios(seq).items():
-                outcomes[spec].ratios += ratios
+            # one block per node (one block on one machine): the blocks of a wave of passes at the same time
+            wave = self.wave(p)
+            cost = (lambda s: self.budget.run_cost(apply(stack, s), not self.budget.costs.get(apply(stack, s)))) \
+                if self.nodes.count > 1 else None
+            plans = [(q, plan) for q in wave for plan in fan_sequences(active, q, self.nodes.count, cost=cost)]
+            self.halted = False
+            blocks = [lambda node, q=q, plan=plan: self.run_block(rnd, q, stack, plan, node, outcomes, active)
+                      for q, plan in plans]
+            for seq, stopped, block_runs in self.nodes.run(blocks):
+                runs += block_runs
+                # pairs of one node only: a block's candidates divided by its own incumbent runs
+                for spec, ratios in paired_ratios(seq).items():
+                    outcomes[spec].ratios += ratios
+                stop = FAILED if FAILED in (stop, stopped) else (stop or stopped)
             if stop:
                 break
-            seen = 2 if self.strategy.confirm_drop else 1  # runs below RACE_DROP that drop a candidate
-            if p == seen - 1 and self.passes > 1:
+            seen = self.seen()
+            if seen - 1 in wave and self.passes > 1:
                 for spec in list(active):
                     first = outcomes[spec].ratios[:seen]
                     if len(first) == seen and max(first) < RACE_DROP:
@@ -343,14 +307,14 @@ class AutoSearch:
                         active.remove(spec)
             if not active:
                 break
-            p += 1
+            p = wave[-1] + 1
         for spec, o in outcomes.items():
             mine = [r for r in runs if r.role == "candidate" and r.spec == spec and r.ok]
             if mine:
                 o.throughput = statistics.median(r.row.throughput for r in mine)
             if o.ratios:
-                ref = next((r for r in runs if r.role == "incumbent" and r.ok and r.pass_index == mine[0].pass_index),
-                           None) if mine else None
+                ref = next((r for r in runs if r.role == "incumbent" and r.ok and r.pass_index == mine[0].pass_index
+                            and r.node == mine[0].node), None) if mine else None
                 one = len(o.ratios) == 1 and ref is not None
                 single = crosswise(mine[0].row, ref.row, o.ratios[0])[1:] if one else None
                 o.speedup, o.low, o.high = speedup_interval(self.ratios_of(o), single)
@@ -363,13 +327,65 @@ class AutoSearch:
                     o.decision = CUT
         return list(outcomes.values()), runs
 
+    def seen(self) -> int:
+        """Runs below RACE_DROP that drop a candidate."""
+        return 2 if self.strategy.confirm_drop else 1
+
+    def wave(self, p: int) -> list[int]:
+        """The passes measured at once from pass `p` on: one on one machine; on several nodes every pass
+        up to the next point where the rules look at what the passes so far found (the drop after the
+        first runs, the end of the --repeats passes, each racing pass), their blocks shared out to the
+        nodes as they come free."""
+        if self.nodes.count == 1:
+            return [p]
+        limit = min(self.seen(), self.passes) if p < self.seen() else (self.passes if p < self.passes else p + 1)
+        return list(range(p, max(limit, p + 1)))
+
+    def run_block(self, rnd: int, p: int, stack: tuple[str, ...], plan: list[tuple[str, str, int]], node: int,
+                  outcomes: dict[str, Outcome], active: list[str]) -> tuple[list, str, list[Run]]:
+        """One block of pass `p` on one node, run after run: (role, spec, samples/s or None) in its order,
+        why it stopped early ("" when it did not), its runs."""
+        seq: list[tuple[str, str, float | None]] = []
+        runs: list[Run] = []
+        for role, spec, slot in plan:
+            this = apply(stack, spec)
+            if self.halted:  # another block found the incumbent failing: nothing of this round compares
+                return seq, FAILED, runs
+            if role == "candidate" and outcomes[spec].decision == FAILED:
+                continue  # it failed in another pass of this wave: it is not retried
+            if not self.affordable(rnd, p, role, spec, slot, this, stack):
+                return seq, CUT, runs
+            run = self.one(rnd, p, role, spec, slot, this, node)
+            runs.append(run)
+            # a busy run is no evidence: it neither drops, nor refutes, nor proves a candidate
+            seq.append((role, spec, run.row.throughput if run.ok and not run.busy else None))
+            if role == "incumbent" and not run.ok and p == 0 and len(runs) == 1:
+                self.halted = True
+                return seq, FAILED, runs  # nothing can be compared with a stack that does not run
+            if role == "candidate":
+                with self.lock:
+                    o = outcomes[spec]
+                    o.runs += 1
+                    o.seconds += run.seconds
+                    o.busy_runs += run.busy
+                    if not run.ok:
+                        why = (f"loss diverged at step {run.row.diverged_step}" if run.row.diverged_step >= 0
+                               else one_line(run.row.error))
+                        o.decision, o.detail = FAILED, why
+                        active.remove(spec)
+        return seq, "", runs
+
     def final_check(self, rnd: int, stack: tuple[str, ...]) -> tuple[float, float, float]:
-        """The best stack beside the baseline, in alternating order, for the speed-up the verdict quotes."""
+        """The best stack beside the baseline, in alternating order, for the speed-up the verdict quotes;
+        on n nodes n passes at once, each pair on one node."""
+        def pair(p: int, node: int) -> dict[str, Run]:
+            order = [("baseline", ()), ("best", stack)]
+            return {role: self.one(rnd, p, role, "", 0, st, node) for role, st in (order if p % 2 == 0 else order[::-1])}
+
+        got_all = self.nodes.run([lambda node, p=p: pair(p, node) for p in range(self.passes)])
         ratios, base_tp, best_tp = [], [], []
         single = None
-        for p in range(self.passes):
-            pair = [("baseline", ()), ("best", stack)]
-            got = {role: self.one(rnd, p, role, "", 0, st) for role, st in (pair if p % 2 == 0 else pair[::-1])}
+        for got in got_all:
             b, s = got["baseline"], got["best"]
             if b.ok and s.ok:
                 ratios.append(s.row.throughput / b.row.throughput)

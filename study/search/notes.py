@@ -42,6 +42,7 @@ class RunNote(_Note):
     candidate: str = ""
     slot: int = 0
     seconds: float = 0.0
+    node: str = ""  # the node that measured it, in a search fanned out over a cluster ("": this machine)
     FILE_NAMES = {"pass_": "pass"}  # "pass" is a keyword
 
 
@@ -84,3 +85,15 @@ class ResultNote(_Note):
     retry_below: float = 0.0
     incumbent_every: int = 0
     strategy: str = ""  # study.search.rules.Strategy's name ("": a row from before strategies, greedy)
+
+
+def finished_runs(results_path) -> dict[str, tuple[Any, float]]:
+    """The search's runs in a results.jsonl, by key (for --resume): (row, wall seconds)."""
+    from study.records import read_results
+
+    out = {}
+    for r in read_results(results_path):
+        note = RunNote.of(r)
+        if note is not None and note.key:
+            out[note.key] = (r, float(note.seconds))
+    return out

@@ -70,6 +70,41 @@ def pass_sequence(specs: list[str], pass_index: int, every: int = INCUMBENT_EVER
     return seq
 
 
+def fan_sequences(specs: list[str], pass_index: int, nodes: int, every: int = INCUMBENT_EVERY,
+                  cost: Callable[[str], float] | None = None) -> list[list[tuple[str, str, int]]]:
+    """A pass cut into one block per node (at most one per candidate): each block is a pass_sequence of
+    its share of the candidates, the incumbent first and last, so each candidate is divided only by
+    incumbent runs of its own node. With `cost` (a candidate's estimated seconds) the shares are
+    balanced, the costliest first to the least loaded block, so one slow candidate (a cold compile)
+    does not hold up the pass while others wait. Slots count on across blocks: every run keeps a key
+    of its own. With one node: [pass_sequence(specs, pass_index)]."""
+    if not specs:
+        return []
+    k = pass_index % len(specs)
+    order = specs[k:] + specs[:k]
+    n = max(1, min(nodes, len(order)))
+    shares: list[list[str]] = [[] for _ in range(n)]
+    if cost is None or n == 1:
+        q, r = divmod(len(order), n)
+        start = 0
+        for b in range(n):  # n shares as even as they come, the larger ones first
+            shares[b] = order[start:start + q + (b < r)]
+            start += len(shares[b])
+    else:
+        load = [0.0] * n
+        for spec in sorted(order, key=lambda s: -cost(s)):
+            b = min(range(n), key=lambda i: (load[i], i))
+            shares[b].append(spec)
+            load[b] += cost(spec)
+        shares = [[s for s in order if s in share] for share in shares]  # each in the pass's rotated order
+    blocks, offset = [], 0
+    for share in shares:
+        seq = pass_sequence(share, 0, every)
+        blocks.append([(role, spec, slot + offset if role == "incumbent" else slot) for role, spec, slot in seq])
+        offset += sum(role == "incumbent" for role, _, _ in seq)
+    return blocks
+
+
 def paired_ratios(seq: list[tuple[str, str, float | None]], outlier: float = OUTLIER) -> dict[str, list[float]]:
     """Per candidate: its samples/s ÷ the geometric mean of the incumbent runs just before and just
     after it in one pass. `seq` holds (role, spec, samples/s or None for a failed or missing run).

@@ -220,6 +220,48 @@ class SimulatedMachine:
                            t_optimizer=0.10 * compute, data_wait_share=waits, **ident), seconds
 
 
+class SimulatedCluster:
+    """`nodes` identical simulated machines for a search fanned out over them (AutoSearch's `nodes`): each
+    block of a pass runs on its own machine from the pass's start, and the pass ends when its slowest
+    block does. Each machine has its own noise, bursts and compile cache; `clock` is the wall time."""
+
+    def __init__(self, profile: Profile, nodes: int, seed: int = 0) -> None:
+        self.machines = [SimulatedMachine(profile, seed * 1000 + i) for i in range(nodes)]
+        self.count = nodes
+        self.current: int | None = None  # the node whose block runs now (blocks run one after another here)
+
+    def clock(self) -> float:
+        if self.current is not None:
+            return self.machines[self.current].now
+        return max(m.now for m in self.machines)
+
+    @property
+    def runs(self) -> list[tuple[str, ...]]:
+        return [r for m in self.machines for r in m.runs]
+
+    def measure(self, node: int, sspec, pass_index: int, tag: str) -> tuple[StageResult, float, str]:
+        row, seconds = self.machines[node].measure(sspec, pass_index, tag)
+        return row, seconds, f"sim-{node}"
+
+    def run(self, blocks) -> list:
+        """The blocks in order, each on the node that comes free first (as RayNodes shares them out)."""
+        start = max(m.now for m in self.machines)
+        for m in self.machines:
+            m.now = start
+        out = []
+        for block in blocks:
+            self.current = min(range(self.count), key=lambda i: (self.machines[i].now, i))
+            out.append(block(self.current))
+        self.current = None
+        end = max(m.now for m in self.machines)
+        for m in self.machines:  # the pass ends with its slowest block; then the next pass starts on all
+            m.now = end
+        return out
+
+    def describe(self) -> str:
+        return f"{self.count} simulated nodes"
+
+
 @dataclass
 class Trial:
     """One search on one simulated machine, against the truth."""
@@ -233,6 +275,7 @@ class Trial:
     seconds: float  # simulated wall time of the search, its final check included
     runs: int
     stopped: str
+    rounds: int = 0
 
     @property
     def ratio(self) -> float:
@@ -256,17 +299,21 @@ class Trial:
 
 
 def run_search(p: Profile, seed: int, root, *, repeats: int = 3, budget_minutes: float = 1e5,
-               best: Exhaustive | None = None, **options) -> Trial:
-    """The real search (study.search.AutoSearch) on a simulated machine; `options` go to AutoSearch
-    (its strategy), its rows to `root`/reports/<name>/results.jsonl."""
+               best: Exhaustive | None = None, nodes: int = 1, **options) -> Trial:
+    """The real search (study.search.AutoSearch) on a simulated machine, or fanned out over `nodes` of
+    them; `options` go to AutoSearch (its strategy), its rows to `root`/reports/<name>/results.jsonl."""
     from study.config import RunConfig
     from study.search.engine import AutoSearch
 
-    machine = SimulatedMachine(p, seed)
+    machine: SimulatedMachine | SimulatedCluster = SimulatedMachine(p, seed) if nodes == 1 else \
+        SimulatedCluster(p, nodes, seed)
+    if nodes > 1:
+        options["nodes"] = machine
     cfg = RunConfig(run_name=f"sim-{seed}", reports_root=str(root / "reports"), profiles_root=str(root / "profiles"),
                     repeats=repeats, stack=("auto",), budget_minutes=budget_minutes, profile=(), no_pictures=True,
                     batch_size=p.batch_size)
-    result = AutoSearch(cfg, p.env, measure=machine.measure, clock=machine.clock, **options).run()
+    measure = machine.measure if nodes == 1 else machine.machines[0].measure
+    result = AutoSearch(cfg, p.env, measure=measure, clock=machine.clock, **options).run()
     stack = tuple(result.stack)
     return Trial(p.name, p, stack, (result.speedup, result.low, result.high), speedup(p, stack),
-                 best or exhaustive(p, repeats), result.seconds, len(machine.runs), result.stopped)
+                 best or exhaustive(p, repeats), result.seconds, len(machine.runs), result.stopped, result.rounds)
