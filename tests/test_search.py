@@ -331,3 +331,32 @@ def test_moves_whose_toggles_cannot_take_the_model_are_never_tried(tmp_path):
     result = AutoSearch(config(tmp_path), CPU, measure=m.measure, clock=m.clock, model=tokens).run()
     assert not any("channels_last" in stack for stack in m.runs)
     assert "channels_last" not in {o.spec for o in result.outcomes} and result.stack[:1] == ["amp=bf16"]
+
+
+class BusyCheck(FakeMachine):
+    """The fake machine, quiet through the rounds, busy (others at 60 %) during the final check's pairs:
+    all of them, or only the first pass's."""
+
+    def __init__(self, every_pair: bool) -> None:
+        super().__init__()
+        self.every_pair = every_pair
+
+    def measure(self, sspec, pass_index: int, tag: str):
+        row, seconds = super().measure(sspec, pass_index, tag)
+        check = sspec.name.endswith(("-baseline", "-best"))
+        row.foreign_cpu_share = 0.6 if check and (self.every_pair or pass_index == 0) else 0.02
+        return row, seconds
+
+
+@pytest.mark.parametrize("every_pair", [True, False])
+def test_a_final_check_on_a_busy_machine_says_so_or_leaves_the_busy_pair_out(tmp_path, every_pair):
+    from study.search.notes import ResultNote
+
+    m = BusyCheck(every_pair)
+    result = AutoSearch(config(tmp_path), CPU, measure=m.measure, clock=m.clock).run()
+    assert result.stack[:1] == ["amp=bf16"]
+    note = ResultNote.of(read_results(tmp_path / "reports" / "auto" / "results.jsonl")[-1])
+    if every_pair:  # the figure is kept, and said to be a shared machine's
+        assert (note.pairs, note.busy_pairs) == (3, 3) and "every pair of the final check" in note.busy_check
+    else:  # the quiet pairs decide
+        assert (note.pairs, note.busy_pairs) == (2, 1) and "left out" in note.busy_check

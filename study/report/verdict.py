@@ -176,6 +176,8 @@ def verdict(run: RunData) -> Part:
             tps = f"{fmt.num(s.best_throughput, '.1f')} vs {fmt.num(s.baseline_throughput, '.1f')}"
             lines.append(f"Best stack for this machine: {best}, {gain} the baseline's samples/s, measured side by side "
                          f"({tps} samples/s, medians of {s.pairs} pairs; results.jsonl search-result).")
+            if s.busy_check:
+                lines.append(f"Busy machine: {s.busy_check}.")
         else:
             closest = max((m for m in search_measurements(run) if math.isfinite(m.ratio)), key=lambda m: m.ratio,
                           default=None)

@@ -7,6 +7,7 @@ from study.model_facts import ModelFacts
 from study.advice import candidates
 from study.config import RunConfig
 from study.search.engine import AutoSearch
+from study.search.notes import ResultNote
 from study.search.rules import Outcome
 
 
@@ -53,6 +54,9 @@ def search_stack(cfg: RunConfig, env: Env, console, model: ModelFacts | None = N
     else:  # the upper end says how much faster a stack could still be, as measured
         answer = "best stack the baseline (no toggle): none proved faster" + (
             f", and the measured intervals reach up to {result.high:.2f}×" if result.high > 1.0 else "")
+    busy = search.check_busy and ResultNote(pairs=search.check_pairs, busy_pairs=search.check_busy).busy_check
+    if busy:
+        answer += f" ({busy})"
     console.print(f"search: {answer}; {result.rounds} round(s) in {result.seconds / 60:.1f} min; "
                   f"stopped: {result.stopped}. Its ladder follows.")
     return cfg.replace(stack=tuple(result.stack))

@@ -97,7 +97,7 @@ class AutoSearch:
         self.budget = Budget(cfg, env.device_type, clock)
         self.finished = finished_runs(self.results_path) if cfg.resume else {}  # runs of an earlier session
         self.fresh: dict[str, Run] = {}  # runs of this session, by key
-        self.check_pairs, self.check_base_tp, self.check_best_tp = 0, 0.0, 0.0
+        self.check_pairs, self.check_base_tp, self.check_best_tp, self.check_busy = 0, 0.0, 0.0, 0
 
     # -- child runs ------------------------------------------------------------------------------
     def fits(self, stack: tuple[str, ...]) -> bool:
@@ -241,6 +241,10 @@ class AutoSearch:
             pairs = []
             incumbent_rows = [r.row for r in runs if r.role == "candidate" and r.spec == winner and r.ok]
             stack = apply(stack, winner)
+        measured = [r for r in self.fresh.values() if r.role in ("incumbent", "candidate")]
+        if any(r.busy for r in measured) and not stopped.startswith("the machine stayed too busy"):
+            stopped += (f"; others used {BUSY_SHARE:.0%} or more of the CPU during {sum(r.busy for r in measured)} "
+                        f"of its {len(measured)} runs, which decided nothing")
         speedup, lo, hi = self.final_check(rnd + 1, stack) if stack else (1.0, 1.0, 1.0)
         if not stack and self.strategy.honest_nothing:
             # "Nothing helps" is only as sure as the best candidate's interval: its upper end is how much
@@ -251,7 +255,7 @@ class AutoSearch:
         self.record("search-result", stack, rnd, "ok", ResultNote(
             rounds=rnd, stopped=stopped, seconds=round(result.seconds, 1), budget_s=self.budget.budget_s, speedup=speedup,
             speedup_low=lo, speedup_high=hi, pairs=self.check_pairs, baseline_throughput=self.check_base_tp,
-            best_throughput=self.check_best_tp, race_drop=RACE_DROP, retry_below=RETRY_BELOW,
+            best_throughput=self.check_best_tp, busy_pairs=self.check_busy, race_drop=RACE_DROP, retry_below=RETRY_BELOW,
             incumbent_every=INCUMBENT_EVERY, strategy=self.strategy.name), throughput=self.check_best_tp)
         return result
 
@@ -318,6 +322,9 @@ class AutoSearch:
                 one = len(o.ratios) == 1 and ref is not None
                 single = crosswise(mine[0].row, ref.row, o.ratios[0])[1:] if one else None
                 o.speedup, o.low, o.high = speedup_interval(self.ratios_of(o), single)
+            if o.ratios and o.busy_runs:
+                o.detail = "; ".join(filter(None, [o.detail, f"{o.busy_runs} of its {o.runs} runs met a busy machine "
+                                                                 f"and are left out"]))
             if not o.ratios and o.busy_runs and o.decision not in (FAILED, DROPPED):
                 o.decision, o.detail = BUSY, (f"{o.busy_runs} of its {o.runs} runs met a busy machine (others used "
                                               f"{BUSY_SHARE:.0%} or more of the CPU): no evidence either way")
@@ -385,13 +392,16 @@ class AutoSearch:
         got_all = self.nodes.run([lambda node, p=p: pair(p, node) for p in range(self.passes)])
         ratios, base_tp, best_tp = [], [], []
         single = None
-        for got in got_all:
+        done = [got for got in got_all if got["baseline"].ok and got["best"].ok]
+        busy = [got for got in done if got["baseline"].busy or got["best"].busy]
+        # a busy pair is what the neighbours did as much as the stack: left out while a quiet one exists
+        for got in [g for g in done if g not in busy] or busy:
             b, s = got["baseline"], got["best"]
-            if b.ok and s.ok:
-                ratios.append(s.row.throughput / b.row.throughput)
-                base_tp.append(b.row.throughput)
-                best_tp.append(s.row.throughput)
-                single = single or crosswise(s.row, b.row, ratios[-1])[1:]
+            ratios.append(s.row.throughput / b.row.throughput)
+            base_tp.append(b.row.throughput)
+            best_tp.append(s.row.throughput)
+            single = single or crosswise(s.row, b.row, ratios[-1])[1:]
+        self.check_busy = len(busy)
         self.check_pairs = len(ratios)
         self.check_base_tp = statistics.median(base_tp) if base_tp else 0.0
         self.check_best_tp = statistics.median(best_tp) if best_tp else 0.0

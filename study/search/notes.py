@@ -70,6 +70,18 @@ class RoundNote(_Note):
 class ResultNote(_Note):
     """The search's answer (kind "search-result"): the best stack beside the baseline, and why it stopped."""
 
+    @property
+    def busy_check(self) -> str:
+        """What the final check's busy pairs mean for its figure, in a sentence ("" when none met one)."""
+        if not self.busy_pairs:
+            return ""
+        if self.busy_pairs >= self.pairs:
+            from study.machine_load import BUSY_SHARE
+
+            return (f"others used {BUSY_SHARE:.0%} or more of the CPU during every pair of the final check ({self.busy_pairs}), so "
+                    f"this speed-up is what a shared machine gave, not what the stack does; rerun on a quieter machine")
+        return f"{self.busy_pairs} pair(s) of the final check met a busy machine and are left out"
+
     KIND = "search-result"
     rounds: int = 0
     stopped: str = ""
@@ -81,6 +93,9 @@ class ResultNote(_Note):
     pairs: int = 0
     baseline_throughput: float = 0.0
     best_throughput: float = 0.0
+    # pairs of the final check that met a busy machine: left out of the speed-up while a quiet pair exists,
+    # else the speed-up is theirs (pairs == busy_pairs) and says only what a shared machine gave
+    busy_pairs: int = 0
     race_drop: float = 0.0  # the rule's constants this search ran with
     retry_below: float = 0.0
     incumbent_every: int = 0

@@ -57,15 +57,17 @@ MODULES = ["study.data", "study.catalog", "study.data.bundle", "study.data.check
 @pytest.mark.slow  # one fresh interpreter per module, twenty-five in all
 def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     """An import loop shows as a module that fails when it is the first one imported; and the torch-free
-    modules must stay torch-free (the parent process imports them)."""
-    code = ("import importlib, subprocess, sys\n"
-            "for m in sys.argv[1:]:\n"
-            "    r = subprocess.run([sys.executable, '-c', f'import {m}, sys; "
-            "print(\"torch\" in sys.modules, \"boto3\" in sys.modules)'], capture_output=True, text=True)\n"
-            "    print(m, r.returncode, r.stdout.strip(), r.stderr.strip().splitlines()[-1:] )\n")
-    out = subprocess.run([sys.executable, "-c", code, *MODULES], capture_output=True, text=True, cwd=REPO,
-                         timeout=300).stdout.splitlines()
-    rows = {line.split()[0]: line.split(maxsplit=1)[1] for line in out}
+    modules must stay torch-free (the parent process imports them). Two interpreters at a time: each
+    spends its seconds importing torch on one core."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def first(m: str) -> str:
+        r = subprocess.run([sys.executable, "-c", f"import {m}, sys; print('torch' in sys.modules, 'boto3' in sys.modules)"],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+        return f"{r.returncode} {r.stdout.strip()} {r.stderr.strip().splitlines()[-1:]}"
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        rows = dict(zip(MODULES, pool.map(first, MODULES)))
     assert set(rows) == set(MODULES)
     for m, row in rows.items():
         assert row.startswith("0 "), (m, row)

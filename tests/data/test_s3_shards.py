@@ -259,15 +259,17 @@ def test_shard_options_without_upload_exit_2(store, tmp_path: Path) -> None:
 
 # --- a whole study ---------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_study_streams_pets_shards_with_workers_and_writes_nothing(store, tmp_path: Path) -> None:
+def test_study_streams_pets_shards_with_workers_and_ddp_and_writes_nothing(store, tmp_path: Path) -> None:
+    """Workers, then two DDP ranks each with its workers: every reader its own span of the shards."""
     before = dict(store.proxy.methods)
     p = run_study("--model", "tiny", "--task", "segment", "--image-size", "32", "--steps", "3", "--warmup", "1",
                   "--batch-size", "4", "--val-steps", "1", "--profile", "", "--no-pictures", "--data-root", URL,
-                  "--s3-endpoint", store.proxy.endpoint, "--stack", "workers=2", "--run-name", "shards",
-                  cwd=tmp_path, timeout=300)
+                  "--s3-endpoint", store.proxy.endpoint, "--stack", "workers=2,ddp=2", "--run-name", "shards",
+                  cwd=tmp_path, timeout=400)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = stage_rows(tmp_path, "shards")
-    assert [r["status"] for r in rows] == ["ok", "ok"], [r.get("error") for r in rows]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok"], [r.get("error") for r in rows]
+    assert rows[-1]["world_size"] == 2 and rows[-1]["throughput"] > 0
     methods = {m: n - before.get(m, 0) for m, n in store.proxy.methods.items() if n - before.get(m, 0)}
     assert set(methods) == {"GET"}, methods  # the study read, and never wrote to the bucket
     assert not list(tmp_path.rglob("*.jpg")) and not list(tmp_path.rglob("*.tar"))
