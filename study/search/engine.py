@@ -291,10 +291,13 @@ class AutoSearch:
             self.halted = False
             blocks = [lambda node, q=q, plan=plan: self.run_block(rnd, q, stack, plan, node, outcomes, active)
                       for q, plan in plans]
-            for seq, stopped, block_runs in self.nodes.run(blocks):
+            done = self.nodes.run(blocks)
+            whole = {q: [t for (bq, _), (seq, _, _) in zip(plans, done) if bq == q for r, _, t in seq
+                         if r == "incumbent" and t] for q in wave} if self.nodes.count > 1 else {}
+            for (q, _), (seq, stopped, block_runs) in zip(plans, done):
                 runs += block_runs
                 # pairs of one node only: a block's candidates divided by its own incumbent runs
-                for spec, ratios in paired_ratios(seq).items():
+                for spec, ratios in paired_ratios(seq, pass_runs=whole.get(q)).items():
                     outcomes[spec].ratios += ratios
                 stop = FAILED if FAILED in (stop, stopped) else (stop or stopped)
             if stop:

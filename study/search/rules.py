@@ -105,18 +105,27 @@ def fan_sequences(specs: list[str], pass_index: int, nodes: int, every: int = IN
     return blocks
 
 
-def paired_ratios(seq: list[tuple[str, str, float | None]], outlier: float = OUTLIER) -> dict[str, list[float]]:
+def paired_ratios(seq: list[tuple[str, str, float | None]], outlier: float = OUTLIER,
+                  pass_runs: list[float] | None = None) -> dict[str, list[float]]:
     """Per candidate: its samples/s ÷ the geometric mean of the incumbent runs just before and just
     after it in one pass. `seq` holds (role, spec, samples/s or None for a failed or missing run).
 
     An incumbent run more than `outlier` times off the median of the pass's incumbent runs was caught
-    by another tenant's burst of load; it is no reference (its neighbour, or the pass's median, is)."""
+    by another tenant's burst of load; it is no reference (its neighbour, or the pass's median, is).
+    A block of a pass fanned out over nodes (`pass_runs`: the incumbent runs of all the pass's blocks)
+    tells an outlier by the whole pass's median, since its own two runs cannot, and divides only by its
+    own runs: with neither usable, the candidate gets no ratio from this pass."""
     inc = [t for r, _, t in seq if r == "incumbent" and t]
     median = statistics.median(inc) if inc else None
+    judge_by = statistics.median(pass_runs) if pass_runs else median
 
     def usable(t: float | None) -> bool:
-        return bool(t) and (median is None or len(inc) < 3 or 1 / outlier <= t / median <= outlier)
+        if not t or judge_by is None:
+            return bool(t)
+        return (not pass_runs and len(inc) < 3) or 1 / outlier <= t / judge_by <= outlier
 
+    if pass_runs:
+        median = None  # another node's median is never a reference
     out: dict[str, list[float]] = {}
     for i, (role, spec, tp) in enumerate(seq):
         if role != "candidate" or not tp:
