@@ -20,7 +20,7 @@ from study.stats import crosswise
 from study.search.notes import ResultNote, RoundNote, RunNote, finished_runs
 from study.search.rules import (BUSY, CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW,
                                 RACING, Outcome, Strategy,
-                                decide, fan_sequences, fit_round, not_retried, paired_ratios, round_cost,
+                                decide, fan_sequences, fit_round, not_retried, paired_ratios, pass_wave, round_cost,
                                 speedup_interval, trimmed)
 from study.search.budget import Budget
 from study.search.fanout import RayNodes, Serial
@@ -278,13 +278,14 @@ class AutoSearch:
         outcomes = {s: Outcome(rnd, s, apply(stack, s)) for s in chosen}
         stop = ""
         p = 0
+        seen = 2 if self.strategy.confirm_drop else 1  # runs below RACE_DROP that drop a candidate
         while p < self.passes * self.strategy.race:
             if p >= self.passes:
                 active = self.contenders(outcomes, active)
                 if not active:
                     break
             # one block per node (one block on one machine): the blocks of a wave of passes at the same time
-            wave = self.wave(p)
+            wave = pass_wave(p, self.passes, seen, self.nodes.count)
             cost = (lambda s: self.budget.run_cost(apply(stack, s), not self.budget.costs.get(apply(stack, s)))) \
                 if self.nodes.count > 1 else None
             plans = [(q, plan) for q in wave for plan in fan_sequences(active, q, self.nodes.count, cost=cost)]
@@ -302,7 +303,6 @@ class AutoSearch:
                 stop = FAILED if FAILED in (stop, stopped) else (stop or stopped)
             if stop:
                 break
-            seen = self.seen()
             if seen - 1 in wave and self.passes > 1:
                 for spec in list(active):
                     first = outcomes[spec].ratios[:seen]
@@ -336,20 +336,6 @@ class AutoSearch:
                 if not o.ratios:
                     o.decision = CUT
         return list(outcomes.values()), runs
-
-    def seen(self) -> int:
-        """Runs below RACE_DROP that drop a candidate."""
-        return 2 if self.strategy.confirm_drop else 1
-
-    def wave(self, p: int) -> list[int]:
-        """The passes measured at once from pass `p` on: one on one machine; on several nodes every pass
-        up to the next point where the rules look at what the passes so far found (the drop after the
-        first runs, the end of the --repeats passes, each racing pass), their blocks shared out to the
-        nodes as they come free."""
-        if self.nodes.count == 1:
-            return [p]
-        limit = min(self.seen(), self.passes) if p < self.seen() else (self.passes if p < self.passes else p + 1)
-        return list(range(p, max(limit, p + 1)))
 
     def run_block(self, rnd: int, p: int, stack: tuple[str, ...], plan: list[tuple[str, str, int]], node: int,
                   outcomes: dict[str, Outcome], active: list[str]) -> tuple[list, str, list[Run]]:

@@ -105,6 +105,17 @@ def fan_sequences(specs: list[str], pass_index: int, nodes: int, every: int = IN
     return blocks
 
 
+def pass_wave(p: int, passes: int, seen: int, nodes: int) -> list[int]:
+    """The passes measured at once from pass `p` on: one on one machine; on several nodes every pass up
+    to the next point where the rules look at what the passes so far found (the drop after the first
+    `seen` runs, the end of the `passes`, each racing pass after them), their blocks shared out to the
+    nodes as they come free."""
+    if nodes == 1:
+        return [p]
+    limit = min(seen, passes) if p < seen else (passes if p < passes else p + 1)
+    return list(range(p, max(limit, p + 1)))
+
+
 def paired_ratios(seq: list[tuple[str, str, float | None]], outlier: float = OUTLIER,
                   pass_runs: list[float] | None = None) -> dict[str, list[float]]:
     """Per candidate: its samples/s ÷ the geometric mean of the incumbent runs just before and just
