@@ -158,9 +158,12 @@ def study_env(faults: str = "") -> dict[str, str]:
 
 
 def start_study(cwd: Path, args: list[str], faults: str = "") -> subprocess.Popen:
+    """The study as a terminal starts it: SIGINT at its default even where this suite was started in the
+    background by a shell without job control (which starts its jobs with SIGINT ignored, and a process
+    keeps an ignored SIGINT: the Ctrl-C below would do nothing)."""
     return subprocess.Popen([sys.executable, "-m", "study", *args], cwd=cwd, env=study_env(faults), text=True,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:

@@ -140,7 +140,7 @@ def node_shape(node: dict[str, Any]) -> tuple[float, float]:
 
 
 class RayNodes:
-    """Every alive node of a Ray cluster, this process's own node first; node i runs block i of each pass."""
+    """Every alive node of a Ray cluster, this process's own node first; each takes the next block as it comes free."""
 
     def __init__(self, address: str, measure: Measure | None = None) -> None:
         self.ray = connect(address)
