@@ -21,7 +21,7 @@ class Budget:
         self.passes = cfg.repeats
         self.budget_s = cfg.budget_minutes * 60.0
         self.started = clock()
-        self.reused_s = 0.0  # wall time of an earlier session's runs that --resume reuses
+        self.reused_s = 0.0  # wall time of an interrupted study's runs that --resume reuses
         self.costs: dict[tuple[str, ...], list[float]] = {}  # each stack's runs' wall seconds, in order
 
     def elapsed(self) -> float:

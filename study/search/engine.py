@@ -95,7 +95,7 @@ class AutoSearch:
         self.on_pass = on_pass or (lambda text: None)
         self.on_outcome = on_outcome or (lambda o: None)
         self.budget = Budget(cfg, env.device_type, clock)
-        self.finished = finished_runs(self.results_path) if cfg.resume else {}  # runs of an earlier session
+        self.finished = finished_runs(self.results_path) if cfg.resume else {}  # runs of an interrupted study
         self.fresh: dict[str, Run] = {}  # runs of this session, by key
         self.check_pairs, self.check_base_tp, self.check_best_tp, self.check_busy = 0, 0.0, 0.0, 0
 
