@@ -6,7 +6,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from optimizations.base import parse_stack
 from study.advice import diagnose, evidence_of, order_candidates
@@ -23,7 +23,7 @@ from study.search.rules import (BUSY, CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT
                                 decide, fan_sequences, fit_round, not_retried, paired_ratios, pass_wave, round_cost,
                                 speedup_interval, trimmed)
 from study.search.budget import Budget
-from study.search.fanout import RayNodes, Serial
+from study.search.fanout import Measure, RayNodes, Serial
 from study.search.measure import measure_child
 from study.search.moves import apply, pair_moves, single_moves
 
@@ -65,8 +65,6 @@ class SearchResult:
     outcomes: list[Outcome]
 
 
-# (stage spec, pass index, tag for its files) -> (the run's row, its wall seconds)
-Measure = Callable[[Any, int, str], tuple[StageResult, float]]
 
 
 class AutoSearch:

@@ -11,8 +11,9 @@ Why Ray and not Slurm job steps: Ray places one task on one named node
 (NodeAffinitySchedulingStrategy), reports each task's result back to this process, runs on any set of
 machines (a Slurm allocation included: `ray start` on each node of the job), and a local Ray cluster
 of several nodes on one machine tests the very same code path; job steps exist only inside a Slurm
-allocation and report back through files. Each block is a thread here that waits on its node's tasks
-one after another; the child run on the node is the same `measure_child` a serial search runs.
+allocation and report back through files. Each node has a thread here that takes the next block as
+the node comes free and waits on its runs one after another; the child run on the node is the same
+`measure_child` a serial search runs.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import os
 import queue
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 from study.errors import ConfigError
@@ -46,9 +48,6 @@ class Serial:
         """Each block called with the node it runs on; their results in their order."""
         return [b(0) for b in blocks]
 
-    def describe(self) -> str:
-        return ""
-
 
 def rebased(spec_dict: dict[str, Any], root: str) -> Any:
     """The stage spec with its reports and profiles under `root` (a node's own scratch folder): two nodes
@@ -56,8 +55,8 @@ def rebased(spec_dict: dict[str, Any], root: str) -> Any:
     from study.spec import StageSpec
 
     sspec = StageSpec.from_dict(spec_dict)
-    cfg = sspec.config.replace(reports_root=os.path.join(root, "reports"), profiles_root=os.path.join(root, "profiles"))
-    return StageSpec(index=sspec.index, name=sspec.name, stack=sspec.stack, config=cfg, plan=sspec.plan)
+    return replace(sspec, config=sspec.config.replace(reports_root=os.path.join(root, "reports"),
+                                                      profiles_root=os.path.join(root, "profiles")))
 
 
 def measure_on_node(spec_dict: dict[str, Any], pass_index: int, tag: str, threads_env: str | None,
@@ -89,18 +88,13 @@ def absolute_paths(sspec) -> Any:
     """The spec with its data root and weights as absolute paths: a node resolves them in its own
     working directory otherwise. Every node must hold the data at the same path (or read the same
     s3:// URL), as for a multi-node DDP stage."""
-    from study.spec import StageSpec
-
     cfg = sspec.config
     changes = {}
     if cfg.data_root and "://" not in cfg.data_root:
         changes["data_root"] = os.path.abspath(cfg.data_root)
     if cfg.weights:
         changes["weights"] = os.path.abspath(cfg.weights)
-    if not changes:
-        return sspec
-    return StageSpec(index=sspec.index, name=sspec.name, stack=sspec.stack, config=cfg.replace(**changes),
-                     plan=sspec.plan)
+    return replace(sspec, config=cfg.replace(**changes)) if changes else sspec
 
 
 def connect(address: str):
@@ -200,7 +194,3 @@ class RayNodes:
                 f.result()
         return out
 
-
-def nodes_for(address: str, measure: Measure) -> Serial | RayNodes:
-    """Serial on this machine, or the nodes of the Ray cluster at `address`."""
-    return RayNodes(address) if address else Serial(measure)

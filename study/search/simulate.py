@@ -258,9 +258,6 @@ class SimulatedCluster:
             m.now = end
         return out
 
-    def describe(self) -> str:
-        return f"{self.count} simulated nodes"
-
 
 @dataclass
 class Trial:
