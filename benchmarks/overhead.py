@@ -16,7 +16,7 @@ table shows its median and range. Target: >= 0.99.
 `--table` adds two more loops to each round, for the phase table (mean data / forward / backward /
 optimizer milliseconds per measured step, median over rounds, and the median step time):
 the bare loop with `zero_grad(set_to_none=False)` (the handicap an older baseline carried), and the
-study's stage worker started directly (`python -m study.worker --stage stage.json`, no parent), so
+study's stage worker started directly (`python -m study.stage --stage stage.json`, no parent), so
 the parent's own cost shows as the gap between the last two rows.
 """
 from __future__ import annotations
@@ -40,9 +40,9 @@ def bare_loop(args: argparse.Namespace) -> dict[str, list[float]]:
     import torch
     from torch.utils.data import DataLoader
 
-    from study.config import RunConfig
+    from study.core.config import RunConfig
     from study.data import open_datasets
-    from study.models import build_model
+    from study.models.builtins import build_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,8 +95,8 @@ def from_row(row: dict) -> Measure:
 
 def run_checked(*args: str) -> None:
     """`python ARGS` with this checkout importable; its stderr's tail when it fails."""
-    from study.machine_load import RETRIES_ENV
-    from study.spec import child_env
+    from study.core.machine_load import RETRIES_ENV
+    from study.core.stage_spec import child_env
 
     # The bare loop gets one run per round; so does the study: a busy run measured again would keep the
     # quieter of two for one side only.
@@ -110,7 +110,7 @@ def run_worker(run_dir: Path, work: Path) -> Measure:
     """The baseline stage's worker started directly on the stage file the study wrote: no parent."""
     stage_file = run_dir / "stages" / "00-base" / "stage.json"
     out = work / "worker.json"
-    run_checked("-m", "study.worker", "--stage", str(stage_file), "--pass", "timing", "--out", str(out))
+    run_checked("-m", "study.stage", "--stage", str(stage_file), "--pass", "timing", "--out", str(out))
     return from_row(json.loads(out.read_text()))
 
 

@@ -4,7 +4,7 @@ one that never imports torch, side by side.
 
     python benchmarks/parent_idle.py --data-root data [--model resnet18] [--steps 40] [--rounds 3]
 
-Per round, each kind of parent (order alternating) starts the stage worker through study.child (the
+Per round, each kind of parent (order alternating) starts the stage worker through study.core.child_process (the
 study's one way to start a child: its poll of the progress file every 2 s, its death signal) and
 reports its own CPU seconds and peak resident memory over the child's whole run, and the child's
 samples/s (median step time). This decides whether the parent must stay torch-free: if torch in the
@@ -32,18 +32,18 @@ if str(REPO) not in sys.path:
 def drive(stage: str, mode: str, out: str) -> int:
     """One parent: load what `mode` says, then start and watch one timing pass of `stage`."""
     if mode == "torch":
-        from study.config import RunConfig
+        from study.core.config import RunConfig
         from study.data import open_datasets
-        from study.env import Env
-        from study.spec import StageSpec
+        from study.core.machine import Env
+        from study.core.stage_spec import StageSpec
 
         cfg = StageSpec.load(stage).config
         Env.detect(cfg.device)
         bundle = open_datasets(RunConfig.from_dict(cfg.to_dict()))  # what the preflight opens
         for i in range(min(len(bundle.train), 8)):
             bundle.train[i]
-    from study.child import run_child
-    from study.spec import StageSpec, worker_command
+    from study.core.child_process import run_child
+    from study.core.stage_spec import StageSpec, worker_command
 
     spec = StageSpec.load(stage)
     loaded = "torch" in sys.modules
@@ -75,7 +75,7 @@ def proc_cpu_rss(pid: int) -> tuple[float, float]:
 
 def watch_study(args: argparse.Namespace, work: Path) -> dict:
     """The real parent: `python -m study` on the same stage, watched from outside while its timing child runs."""
-    from study.spec import child_env
+    from study.core.stage_spec import child_env
 
     cmd = [sys.executable, "-m", "study", "--model", args.model, "--data-root", str(Path(args.data_root).resolve()),
            "--steps", str(args.steps), "--warmup", "3", "--batch-size", str(args.batch_size), "--subset",
@@ -113,8 +113,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.drive:
         return drive(*args.drive)
-    from study.config import RunConfig
-    from study.spec import StageSpec, child_env
+    from study.core.config import RunConfig
+    from study.core.stage_spec import StageSpec, child_env
 
     work = Path(tempfile.mkdtemp(prefix="parent-idle-"))
     cfg = RunConfig(model=args.model, data_root=str(Path(args.data_root).resolve()), steps=args.steps, warmup=3,

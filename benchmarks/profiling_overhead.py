@@ -29,8 +29,8 @@ MODES = ("plain", "cprofile", "torch", "pyspy", "pyspy_nb", "lines")  # pyspy_nb
 
 def child(stage_file: str, mode: str, out: str, warmup: int) -> int:
     """One mode in this process: warm up, then the pass (or plain steps) with its steps recorded."""
-    from study.session import build_session
-    from study.spec import StageSpec
+    from study.stage.session import build_session
+    from study.core.stage_spec import StageSpec
 
     sess = build_session(StageSpec.load(stage_file))
     sess.run_steps(warmup)
@@ -64,8 +64,8 @@ def child(stage_file: str, mode: str, out: str, warmup: int) -> int:
 
 def plan_stage(args: argparse.Namespace, model: str, work: Path) -> Path:
     from optimizations.base import Env, parse_stack
-    from study.config import RunConfig
-    from study.stages import plan
+    from study.core.config import RunConfig
+    from study.run.ladder import plan
 
     cfg = RunConfig(model=model, data_root=args.data_root, batch_size=args.batch_size, subset=args.subset,
                     profile_steps=args.steps, warmup=args.warmup, threads=args.threads,
@@ -98,7 +98,7 @@ def main() -> int:
         return child(args.stage, args.child, args.out, args.warmup)
 
     from study.profiling.pyspy import wrap_command
-    from study.spec import child_env
+    from study.core.stage_spec import child_env
 
     modes = [m for m in args.modes.split(",") if m]
     work = Path(tempfile.mkdtemp(prefix="overhead-"))

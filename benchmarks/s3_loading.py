@@ -49,8 +49,8 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from benchmarks.latency_proxy import HOST  # noqa: E402
-from study import catalog  # noqa: E402
-from study.config import RunConfig  # noqa: E402
+from study.core import catalog  # noqa: E402
+from study.core.config import RunConfig  # noqa: E402
 from study.data import open_datasets, s3, synthetic  # noqa: E402
 from study.data.bundle import open_bundle  # noqa: E402
 from study.data.s3.datasets import STREAM_OPENERS  # noqa: E402

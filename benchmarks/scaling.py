@@ -32,7 +32,7 @@ PHASES = ("t_data", "t_h2d", "t_forward", "t_backward", "t_optimizer")
 def data_ceiling(args: argparse.Namespace) -> list[tuple[int, float]]:
     """Samples/s of the training loader alone (no model) per worker count, with the study's loader."""
     from optimizations.workers import measure_loader
-    from study.config import RunConfig
+    from study.core.config import RunConfig
     from study.data import open_datasets
 
     cfg = RunConfig(model=args.model, data_root=args.data_root, subset=args.subset, batch_size=args.batch_size)
@@ -46,7 +46,7 @@ def study(args: argparse.Namespace, work: Path, run: str, *extra: str) -> list[d
            str(args.subset), "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", "3",
            "--val-steps", "1", "--no-pictures", "--run-name", run, "--reports-root", str(work / "reports"),
            "--profiles-root", str(work / "profiles"), *extra]
-    from study.spec import child_env
+    from study.core.stage_spec import child_env
 
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=child_env())
     if proc.returncode != 0:

@@ -1,7 +1,7 @@
 """Fanning --stack auto out over N nodes: search wall time and answer.
 
-The real search engine (study.search.AutoSearch) runs on simulated machines (study/search/machines.py)
-once on one node and once fanned out over N simulated nodes (study.search.simulate.SimulatedCluster:
+The real search engine (study.search.AutoSearch) runs on simulated machines (benchmarks/simulated_machines.py)
+once on one node and once fanned out over N simulated nodes (benchmarks.simulated_search.SimulatedCluster:
 each block of a pass, the incumbent around a share of the candidates, on the node that comes free
 first, the pass over when its slowest block is). Per machine and N: the search's simulated wall time
 and its ratio to one node, the median round's wall time and ratio, runs, and whether the answer is
@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from study.search.machines import SHARED, measured_profiles, random_profile  # noqa: E402
-from study.search.simulate import exhaustive, run_search  # noqa: E402
+from benchmarks.simulated_machines import SHARED, measured_profiles, random_profile  # noqa: E402
+from benchmarks.simulated_search import exhaustive, run_search  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

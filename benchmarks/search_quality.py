@@ -1,6 +1,6 @@
 """How good is --stack auto: the search's answer on simulated machines against the exhaustive best.
 
-Each machine (study/search/machines.py: three shaped on measured or published figures, the rest
+Each machine (benchmarks/simulated_machines.py: three shaped on measured or published figures, the rest
 random) is searched by the real engine (study.search.AutoSearch, the registry's candidates and cost
 hints) through a simulated clock and noisy runs, once per strategy, and every stack the registry
 allows is priced noise-free for the truth. Per strategy: how often its stack is within 5 % of the
@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from study.search.machines import SHARED, measured_profiles, random_profile  # noqa: E402
+from benchmarks.simulated_machines import SHARED, measured_profiles, random_profile  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
 from study.search.rules import RACING, STRATEGIES  # noqa: E402
-from study.search.simulate import exhaustive, run_search  # noqa: E402
+from benchmarks.simulated_search import exhaustive, run_search  # noqa: E402
 
 
 # Racing with one of its parts off, to tell what each part buys (--strategies no-pairs,...).

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from study.tasks import Metric, Task
+from study.train.tasks import Metric, Task
 
 CONTEXT = 64  # characters a model sees
 WIDTH = 64  # d_model

@@ -13,7 +13,7 @@ import functools
 import torch
 
 from optimizations.base import ORDER_PRECISION, Env, Optimization, TrainContext, register
-from study.config import ConfigError
+from study.core.config import ConfigError
 
 # Names of torch dtypes, as the values of the toggle spell them.
 DTYPES = {"bf16": "bfloat16", "fp16": "float16"}

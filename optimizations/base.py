@@ -12,11 +12,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
-from study.config import ConfigError, RunConfig
-from study.context import TrainContext
-from study.env import Env, cpu_has_bf16
-from study.model_facts import ModelFacts
-from study.plan import Plan
+from study.core.config import ConfigError, RunConfig
+from study.train.context import TrainContext
+from study.core.machine import Env, cpu_has_bf16
+from study.models.facts import ModelFacts
+from study.core.stage_plan import Plan
 
 __all__ = ["Env", "TrainContext", "Plan", "ModelFacts", "DoesNotApply", "check_fits", "cpu_has_bf16", "Optimization", "Cost", "REGISTRY", "register",
            "load_all", "parse_stack", "parse_int", "canonical", "configure_all", "split_cores", "candidates",
@@ -65,7 +65,7 @@ class Optimization:
     # Plan fields this toggle's configure() writes: a config file naming one is refused with our name.
     plans: ClassVar[tuple[str, ...]] = ()
     # A toggle that replaces how the stage process trains (hogwild spawns trainers on one shared
-    # model) sets this to a trainer, called as trainer(session, kit) (study.timing); None: the one
+    # model) sets this to a trainer, called as trainer(session, kit) (study.stage.timing_pass); None: the one
     # loop runs in the stage process.
     stage_trainer: ClassVar[Callable[..., Any] | None] = None
 

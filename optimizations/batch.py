@@ -3,7 +3,7 @@ the search tries, as it measures its candidates itself) or measured (`batch=auto
 
 A larger batch spreads what a step costs whatever its size (launches, Python, the optimizer's update,
 DDP's all-reduce) over more samples, until memory runs out. `batch=auto` measures at plan time
-(configure), once per study, in a child process (study.child): the config's batch ×½, ×1, ×2, ×4, ×8
+(configure), once per study, in a child process (study.core.child_process): the config's batch ×½, ×1, ×2, ×4, ×8
 (no more than the stage can still measure steps of), smallest first. A size that does not fit is
 dropped and no larger one tried: on CUDA an out-of-memory error; on the CPU a peak resident memory
 above BUDGET_SHARE of the memory available at plan time (split between a multi-process stage's
@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from optimizations.base import Env, Optimization, Plan, TrainContext, load_all, parse_int, register, toggle_name
-from study.config import ConfigError, RunConfig
-from study.context import same_loss
-from study.hostinfo import proc_field_mb
+from study.core.config import ConfigError, RunConfig
+from study.train.context import same_loss
+from study.core.hostinfo import proc_field_mb
 
 GROW_FACTORS = (2, 4, 8)  # the config's batch times these, beside its half and itself
 MAX_ACCUMULATE = 8  # batch=auto:accumulate tries micro-batches down to --batch-size / this
@@ -104,7 +104,7 @@ def sweep_job(plan: Plan, cfg: RunConfig, env: Env, accumulate: bool, own_spec: 
     """What the sweep child measures: the stage's toggles under this one, in one local process."""
     import hashlib
 
-    from study.spec import StageSpec
+    from study.core.stage_spec import StageSpec
 
     registry = load_all()
     stack = tuple(cfg.stack[:cfg.stack.index(own_spec)] if own_spec in cfg.stack else cfg.stack)
@@ -121,16 +121,16 @@ def sweep_job(plan: Plan, cfg: RunConfig, env: Env, accumulate: bool, own_spec: 
 
 
 def sweep_in_child(job: dict[str, Any]) -> dict[str, Any]:
-    """Run the sweep in a fresh process (python -m study.batch_sweep), started as every child of
-    the study is (study.child): its memory is its own, and it is gone before the first stage."""
+    """Run the sweep in a fresh process (python -m study.stage.sweeps), started as every child of
+    the study is (study.core.child_process): its memory is its own, and it is gone before the first stage."""
     import tempfile
 
-    from study.child import run_child
+    from study.core.child_process import run_child
 
     with tempfile.TemporaryDirectory(prefix="study-batch-") as tmp:
         job_file, out = Path(tmp) / "job.json", Path(tmp) / "sweep.json"
         job_file.write_text(json.dumps(job))
-        payload, err = run_child([sys.executable, "-m", "study.batch_sweep", "--job", str(job_file), "--out", str(out)],
+        payload, err = run_child([sys.executable, "-m", "study.stage.sweeps", "--job", str(job_file), "--out", str(out)],
                                  Path(tmp) / "sweep.log", out)
     if payload is None:
         raise ConfigError(f"batch=auto: the batch-size sweep failed ({err}); give a size instead, e.g. batch=64")
@@ -152,7 +152,7 @@ def load_or_sweep(job: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
                 return _SWEEPS.setdefault(job["key"], old)
         except (OSError, json.JSONDecodeError):
             pass
-    from study.records import write_atomic
+    from study.core.records import write_atomic
 
     result = sweep_in_child(job)
     write_atomic(path, json.dumps(result, indent=2))

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from optimizations.base import ORDER_GRAPH, Cost, Env, Optimization, Plan, TrainContext, register
-from study.config import ConfigError, RunConfig
-from study.faults import first_line
+from study.core.config import ConfigError, RunConfig
+from study.core.faults import first_line
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MIN_WARMUP = 2

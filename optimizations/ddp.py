@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from optimizations.base import ORDER_PARALLEL, Cost, Env, Optimization, Plan, TrainContext, parse_int, register, split_cores
-from study.config import ConfigError, RunConfig
+from study.core.config import ConfigError, RunConfig
 
 
 CPU_DEFAULT_WORLD = 2

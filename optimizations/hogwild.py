@@ -9,7 +9,7 @@ Process model: the stage process builds the session as usual, moves the model in
 and spawns N trainers. Each trainer builds its own session from the same stage spec (same toggles,
 loop, loaders), adopts the shared tensors in place of its freshly built ones, takes shard `rank` of
 the training set (DistributedSampler's split, without a process group), and runs the one training
-loop (`study.loop.train_epoch`) with its own optimizer (momentum buffers are per process, as in the
+loop (`study.train.loop.train_epoch`) with its own optimizer (momentum buffers are per process, as in the
 original algorithm). Trainers start together behind a barrier. The stage process then validates the
 shared model once, saves the checkpoint and writes the stage row: throughput is all trainers' measured
 samples over the longest trainer's measured time, the same rule as DDP. Per-epoch validation happens
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from optimizations.base import Cost, Env, Optimization, Plan, TrainContext, parse_int, register, split_cores
-from study.config import RunConfig
+from study.core.config import RunConfig
 
 
 DEFAULT_PROCESSES = 2
@@ -61,7 +61,7 @@ def trainer_process(spec: Any, kit: Any, rank: int, processes: int, shared: dict
     """One Hogwild trainer (a spawned process): its own session on the shared weights, the one loop
     on its shard, no validation (the stage process validates the shared model once at the end)."""
     try:
-        from study.loop import fit
+        from study.train.loop import fit
 
         sess = kit.build_session(spec)
         cfg = sess.cfg
@@ -122,10 +122,10 @@ def run_trainers(spec: Any, kit: Any, model: torch.nn.Module, processes: int) ->
 
 
 def train_shared(sess: Any, kit: Any) -> tuple[Any, list[dict[str, Any]]]:
-    """The stage trainer of a Hogwild stage (a study.timing.Trainer): spawn the trainers, then
+    """The stage trainer of a Hogwild stage (a study.stage.timing_pass.Trainer): spawn the trainers, then
     validate and checkpoint the shared model once. Throughput follows the DDP rule: all trainers'
     measured samples over the longest trainer's measured time."""
-    from study.loop import EpochRecord, LoopResult, save_checkpoint, validate
+    from study.train.loop import EpochRecord, LoopResult, save_checkpoint, validate
 
     cfg, ctx, state = sess.cfg, sess.ctx, sess.state
     processes = sess.plan.world_size

@@ -7,7 +7,7 @@ On a CPU-only machine there is no such copy, so the toggle does not apply.
 from __future__ import annotations
 
 from optimizations.base import Env, Optimization, Plan, register
-from study.config import RunConfig
+from study.core.config import RunConfig
 
 
 def pin_plan(plan: Plan) -> Plan:

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from optimizations.base import ORDER_GRAPH, Cost, Optimization, TrainContext, register
-from study.config import RunConfig
-from study.faults import first_line
-from study.catalog import DEFAULT_SIZE
+from study.core.config import RunConfig
+from study.core.faults import first_line
+from study.core.catalog import DEFAULT_SIZE
 
 
 def example_input(cfg: RunConfig, device: Any = "cpu", memory_format: Any = None) -> torch.Tensor:

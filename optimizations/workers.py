@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from optimizations.base import Env, Optimization, Plan, TrainContext, parse_int, register
-from study.config import RunConfig
+from study.core.config import RunConfig
 
 PREFETCH_FACTOR = 2
 KNEE_TOLERANCE = 0.10
@@ -103,7 +103,7 @@ def sweep_key(cfg: RunConfig) -> str:
     import dataclasses
     import hashlib
 
-    from study.config import DataOptions
+    from study.core.config import DataOptions
 
     keys = [f.name for f in dataclasses.fields(DataOptions)] + ["task", "batch_size", "seed"]
     d = {k: getattr(cfg, k) for k in keys} | {"cpu_count": os.cpu_count()}
@@ -131,7 +131,7 @@ def load_or_sweep(cfg: RunConfig) -> dict[str, Any]:
                 return old
         except (OSError, json.JSONDecodeError):
             pass
-    from study.records import write_atomic
+    from study.core.records import write_atomic
 
     result = sweep_in_child(cfg)
     write_atomic(path, json.dumps(result, indent=2))
@@ -140,12 +140,12 @@ def load_or_sweep(cfg: RunConfig) -> dict[str, Any]:
 
 def sweep_in_child(cfg: RunConfig) -> dict[str, Any]:
     """Run sweep_workers in a fresh process (python -m optimizations.workers), started as every child of
-    the study is (study.child: dies with the study, its log kept, its real error found)."""
+    the study is (study.core.child_process: dies with the study, its log kept, its real error found)."""
     import sys
     import tempfile
 
-    from study.child import run_child
-    from study.config import ConfigError
+    from study.core.child_process import run_child
+    from study.core.config import ConfigError
 
     with tempfile.TemporaryDirectory(prefix="study-sweep-") as tmp:
         cfg_file, out = Path(tmp) / "config.json", Path(tmp) / "sweep.json"
@@ -160,7 +160,7 @@ def sweep_in_child(cfg: RunConfig) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from study.records import write_atomic
+    from study.core.records import write_atomic
 
     ap = argparse.ArgumentParser(prog="python -m optimizations.workers", description="the workers=auto sweep")
     ap.add_argument("--config", required=True, help="RunConfig JSON")

@@ -15,9 +15,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 from optimizations.base import candidates as registry_candidates
 from optimizations.base import fixes_for, how_of, toggle_name
-from study.env import Env
-from study.machine_load import is_busy
-from study.stats import crosswise
+from study.core.machine import Env
+from study.core.machine_load import is_busy
+from study.core.stats import crosswise
 
 # --- evidence ------------------------------------------------------------------------------------
 

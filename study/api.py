@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.config import ConfigError, RunConfig
+from study.core.config import ConfigError, RunConfig
 
 
 class StudyFailed(RuntimeError):
@@ -40,8 +40,8 @@ class Result:
 
     @property
     def rows(self) -> list:
-        """Every row of results.jsonl (study.records.StageResult), in the order they were written."""
-        from study.records import read_results
+        """Every row of results.jsonl (study.core.records.StageResult), in the order they were written."""
+        from study.core.records import read_results
 
         return read_results(self.path / "results.jsonl")
 

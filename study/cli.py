@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from study.config import PROFILE_PASSES, SECTIONS, ConfigError, RunConfig, flatten_sections
-from study.config_files import field_docs, load_config_file
-from study.plan import PLAN_FIELDS
+from study.core.config import PROFILE_PASSES, SECTIONS, ConfigError, RunConfig, flatten_sections
+from study.core.config_files import field_docs, load_config_file
+from study.core.stage_plan import PLAN_FIELDS
 
 COMMANDS = ("run", "list", "report", "predict", "clean")
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -109,7 +109,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     for key in LIST_OPTIONS:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    from study.nodes import slurm_launch
+    from study.run.multinode import slurm_launch
 
     for key, value in slurm_launch(dict(os.environ)).items():  # under srun; flags and config files win
         values.setdefault(key, value)
@@ -149,7 +149,7 @@ def cmd_list(argv: list[str]) -> int:
     from rich.table import Table
 
     from optimizations.base import conflicts_of, load_all
-    from study.env import Env
+    from study.core.machine import Env
     from study.report import make_console
 
     env = Env.detect(args.device)
@@ -174,7 +174,7 @@ def cmd_report(argv: list[str]) -> int:
         d = Path(r) if Path(r).is_dir() else Path(args.reports_root) / r
         if not (d / "results.jsonl").is_file():
             raise ConfigError(f"no results.jsonl in {d}; run a study first or give the path to reports/<run>")
-        from study.records import read_results
+        from study.core.records import read_results
 
         if not any(r.kind == "stage" for r in read_results(d / "results.jsonl")):
             raise ConfigError(f"{d / 'results.jsonl'} holds no finished stage; run the study (again) first, with "
@@ -210,7 +210,7 @@ def cmd_clean(argv: list[str]) -> int:
     p.add_argument("runs", nargs="+", help="run names (under --reports-root) or paths to reports/<run>")
     p.add_argument("--reports-root", default="reports")
     args = p.parse_args(argv)
-    from study.clean import clean, run_dir
+    from study.run.clean import clean, run_dir
 
     dirs = [run_dir(r, args.reports_root) for r in args.runs]  # every name checked before anything is removed
     for d in dirs:

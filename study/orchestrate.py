@@ -8,9 +8,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from study.config import DRY_RUN_MAX_SUBSET, ConfigError, RunConfig
-from study.faults import one_line
-from study.run_folder import RunFolderLock, archive_previous, check_resume_identity
+from study.core.config import DRY_RUN_MAX_SUBSET, ConfigError, RunConfig
+from study.core.faults import one_line
+from study.run.folder import RunFolderLock, archive_previous, check_resume_identity
 
 
 def _check_writable(path: Path) -> None:
@@ -64,7 +64,7 @@ def record_data_checks(cfg: RunConfig, console) -> None:
     import time
 
     from study.data.integrity import skipped_checks
-    from study.records import StageResult, append_jsonl
+    from study.core.records import StageResult, append_jsonl
 
     skipped = skipped_checks(cfg.data_root, cfg.dataset)
     if skipped:
@@ -81,7 +81,7 @@ def record_verdicts(report_dir: Path) -> None:
     import time
 
     from study.advice import verdict_record
-    from study.records import StageResult, append_jsonl
+    from study.core.records import StageResult, append_jsonl
     from study.report.reading import RunData
     from study.report.verdict import decide_verdicts
 
@@ -109,7 +109,7 @@ def run_study(cfg: RunConfig) -> int:
 
 def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     from optimizations.base import parse_stack
-    from study.env import Env
+    from study.core.machine import Env
 
     auto = cfg.stack == ("auto",)  # the search picks the stack; its ladder then runs like any other
     if auto and cfg.nnodes > 1:
@@ -133,14 +133,14 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
 
     from study.data import open_datasets
     from study.report import build_report, make_console, write_ladder
-    from study.stages import StageRunner
+    from study.run.ladder import StageRunner
 
     console = make_console(stderr=True)
     # Preflight in the parent: a missing dataset or unreachable bucket is bad input (exit 2), found
     # before any stage process starts.
     bundle = open_datasets(cfg)
     check_measured_steps(cfg, len(bundle.train), bundle.loads[0].count)
-    from study import preflight
+    from study.run import preflight
 
     check_resume_identity(cfg)  # --resume into a folder that measured something else
     facts = preflight.run(cfg, bundle)  # samples, model/task/dataset fit, weights, --resume checkpoints
@@ -149,12 +149,12 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     sizes, loads = (len(bundle.train), len(bundle.val)), bundle.loads
     del bundle
     if cfg.node_rank > 0:  # a follower: it joins node 0's multi-node passes and writes no ladder of its own
-        from study.nodes import follow
+        from study.run.multinode import follow
 
         return follow(cfg, lambda text: console.print(text, markup=False, highlight=False))
     lock.acquire()  # from here on this study writes reports/<run>/
     moved = archive_previous(cfg)  # a rerun: the earlier study's files out of the way, never mixed in
-    from study import sanity
+    import study.run.sanity_judge as sanity
 
     checked = None  # does the pipeline learn at all? Seconds on one batch, before the long part
     if cfg.sanity or cfg.dry_run:
@@ -169,7 +169,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     runner = StageRunner(cfg, toggles, env, facts)  # plans once (workers=auto measures here)
     # The first open is the cold one (an S3 cache is filled here): keep its 10/11 records too. Written
     # only now that nothing can refuse the run any more.
-    from study.records import load_seed_rows, seed_rows_to_csv, write_atomic
+    from study.core.records import load_seed_rows, seed_rows_to_csv, write_atomic
 
     write_atomic(cfg.report_dir / "stages" / "_preflight" / "records-r0.csv",
                  seed_rows_to_csv(load_seed_rows(loads)))
@@ -213,7 +213,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
         runner.on_result = result
         runner.on_pass = on_pass
         runner.on_warning = lambda text: console.print(f"[yellow]warning:[/] {text}")
-        from study.nodes import fleet_of
+        from study.run.multinode import fleet_of
 
         runner.fleet = fleet_of(cfg)  # the other nodes, told of each multi-node pass
         try:
@@ -224,7 +224,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     write_ladder(cfg.report_dir)
     build_report([cfg.report_dir])
     console.print(f"reports: {cfg.report_dir}/  traces: tensorboard --logdir {cfg.profile_dir}")
-    from study.clean import disk_line
+    from study.run.clean import disk_line
 
     console.print(disk_line(cfg.report_dir, cfg.profile_dir), markup=False, highlight=False)
     failed = [r for r in results if r.status == "failed"]

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from study.config import ConfigError
-from study.inference import read_meta
+from study.core.config import ConfigError
+from study.train.checkpoint_meta import read_meta
 
 TOP_K = 5
 
@@ -96,12 +96,12 @@ def predict(paths: list[Path], checkpoint: Path, out_dir: Path, device: str = "a
     import torch
     from PIL import Image
 
-    from study.attention_net import has_attention
-    from study.gradcam import GradCAM, why_no_cam
-    from study.inference import device_for, load_model, preprocess
+    from study.models.attention_net import has_attention
+    from study.pictures.gradcam import GradCAM, why_no_cam
+    from study.train.checkpoint_meta import device_for, load_model, preprocess
     from study.pictures import draw
     from study.report.tables import make_console, print_table
-    from study.tasks import logits_of
+    from study.train.tasks import logits_of
 
     console = console or make_console()
     dev = device_for(device)
@@ -162,7 +162,7 @@ def attention_overlays(model: Any, x: Any, picture: Any, cam_target: Path, image
     model (its own `attend`); returns their paths."""
     import torch
 
-    from study.attention_net import attention_names, upsampled
+    from study.models.attention_net import attention_names, upsampled
     from study.pictures import draw
 
     with torch.no_grad():

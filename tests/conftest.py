@@ -12,9 +12,9 @@ if str(REPO) not in sys.path:  # `pytest` run without the package installed
     sys.path.insert(0, str(REPO))
 
 from study.data import synthetic  # noqa: E402
-from study.machine_load import RETRIES_ENV  # noqa: E402
+from study.core.machine_load import RETRIES_ENV  # noqa: E402
 
-# A stage measured on a busy machine is timed again (study/machine_load.py). In the suite that would
+# A stage measured on a busy machine is timed again (study/core/machine_load.py). In the suite that would
 # make its length follow the machine's load, and no test reads figures that need it: only the test of
 # that rule turns it back on.
 os.environ.setdefault(RETRIES_ENV, "0")

@@ -6,7 +6,7 @@ import pytest
 from optimizations.base import Env
 from study.advice import (RULES, Measured, advise, candidates, diagnose, evidence_of, ladder_measurements,
                           order_candidates, python_share, refutations, stage_verdict)
-from study.records import StageResult
+from study.core.records import StageResult
 
 CPU = Env(device_type="cpu", cuda_count=0, cpu_count=2, bf16_native=True)
 CPU_NO_BF16 = Env(device_type="cpu", cuda_count=0, cpu_count=2, bf16_native=False)

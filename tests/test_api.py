@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import study
-from study.config import ConfigError
+from study.core.config import ConfigError
 
 
 def test_run_and_load_round_trip(synthetic_root: Path, tmp_path: Path) -> None:

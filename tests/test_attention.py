@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-import study.models  # noqa: F401 — the built-ins register when it loads
-from study.attention_net import VGGAttention, early_pools, has_attention
-from study.config import RunConfig
-from study.model_registry import make
+import study.models.builtins  # noqa: F401 — the built-ins register when it loads
+from study.models.attention_net import VGGAttention, early_pools, has_attention
+from study.core.config import RunConfig
+from study.models.registry import make
 from tests.trained import assert_picture, synthetic_picture, trained_stage
 
 SMALL = "tests/plugins/small_attention.py:build"  # an eighth of VGG-16's channels
@@ -52,7 +52,7 @@ def test_the_global_feature_is_projected_only_where_a_block_has_fewer_channels()
 
 
 def test_the_dataset_s_size_decides_the_maps_through_the_builder():
-    from study.models import build_model
+    from study.models.builtins import build_model
 
     model = build_model(RunConfig(model="vgg_attention", dataset="imagefolder"), 4)  # 224 px
     with torch.device("meta"):

@@ -77,7 +77,7 @@ def write_cifar_labels(folder: Path, labels: list[int]) -> None:
 
 
 def tiny_state(num_classes: int = 10) -> dict[str, torch.Tensor]:
-    from study.models import TinyNet
+    from study.models.builtins import TinyNet
 
     return TinyNet(num_classes).state_dict()
 
@@ -335,7 +335,7 @@ CASES = [
     Case("plugin-dataset-label-out-of-range", user_data("label_out_of_range"),
          ["two_halves.py:label_out_of_range", "not an integer class in 0..0"]),
     Case("plugin-task-class-missing", user_task("NoSuchTask"), ["two_halves.py:NoSuchTask", "has no NoSuchTask"]),
-    Case("plugin-task-not-a-task", user_task("NotATask"), ["two_halves.py:NotATask", "not a subclass of study.tasks.Task"]),
+    Case("plugin-task-not-a-task", user_task("NotATask"), ["two_halves.py:NotATask", "not a subclass of study.train.tasks.Task"]),
     Case("plugin-task-without-model", ["--task", f"{HALVES}:MyClassification"], ["plug-in task", "--model and --dataset"]),
     # --- weights ---------------------------------------------------------------------------------------
     Case("weights-not-found", [*TINY, "--weights", "{tmp}/none.pt"], ["weights file not found"]),

@@ -10,12 +10,12 @@ import time
 import pytest
 
 from study.advice import ladder_measurements, refutations
-from study.loop import StepRecord
-from study.machine_load import BUSY_SHARE, LoadWatch, own_cpu_seconds
-from study.records import StageResult
+from study.train.loop import StepRecord
+from study.core.machine_load import BUSY_SHARE, LoadWatch, own_cpu_seconds
+from study.core.records import StageResult
 from study.report.ladder import checks
-from study.stats import steadiness
-from study.timing import extend_warmup
+from study.core.stats import steadiness
+from study.stage.timing_pass import extend_warmup
 
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
 
@@ -87,7 +87,7 @@ def test_a_slow_start_joins_the_warm_up_within_its_bound():
 
 
 def test_a_stage_with_a_planted_slow_start_extends_its_warm_up_and_is_steady(synthetic_root, tmp_path):
-    from study.timing import timing_pass
+    from study.stage.timing_pass import timing_pass
     from tests.optimizations.helpers import make_session, tiny_config
 
     sess = make_session(tiny_config(synthetic_root, tmp_path, steps=12, warmup=1, subset=128))  # 12 of 16 batches
@@ -116,9 +116,9 @@ def test_a_busy_run_is_measured_again_and_the_stage_keeps_the_quieter(tmp_path, 
     import json
     from dataclasses import asdict
 
-    from study import stages
-    from study.config import RunConfig
-    from study.env import Env
+    import study.run.ladder as stages
+    from study.core.config import RunConfig
+    from study.core.machine import Env
     from study.report import build_report
 
     shares = iter([0.7, 0.5, 0.6])  # busy three times: the first run and both retries
@@ -151,11 +151,11 @@ def test_a_busy_run_is_measured_again_and_the_stage_keeps_the_quieter(tmp_path, 
 def test_the_parent_draws_the_live_curve_from_the_progress_file(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from study.child import run_child
-    from study.live import LiveScalars
-    from study.spec import PROGRESS_ENV
+    from study.core.child_process import run_child
+    from study.run.live_scalars import LiveScalars
+    from study.core.stage_spec import PROGRESS_ENV
 
-    child = (f"import json, os, time\nfrom study.spec import write_progress\n"
+    child = (f"import json, os, time\nfrom study.core.stage_spec import write_progress\n"
              f"for step in range(1, 6):\n"
              f"    write_progress(os.environ[{PROGRESS_ENV!r}], step, 5, 2.0 / step, 100.0 * step)\n"
              f"    time.sleep(1.0)\n"
@@ -178,7 +178,7 @@ def test_gpu_processes_of_the_study_are_its_own_and_others_are_counted(monkeypat
     import os
     import types
 
-    from study import machine_load
+    from study.core import machine_load
 
     assert machine_load.in_study(os.getpid(), os.getppid())  # a child of the study is the study's
     assert not machine_load.in_study(os.getppid(), os.getpid())  # its parent is not

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from study.clean import clean, disk_line, human, prune_checkpoints, run_dir, usage, weights_stage
+from study.run.clean import clean, disk_line, human, prune_checkpoints, run_dir, usage, weights_stage
 from study.cli import main
-from study.config import ConfigError, RunConfig
-from study.records import StageResult
-from study.spec import StageSpec
+from study.core.config import ConfigError, RunConfig
+from study.core.records import StageResult
+from study.core.stage_spec import StageSpec
 from tests.util import results, run_study, stage_rows
 
 SMALL = ["--model", "tiny", "--batch-size", "8", "--subset", "64", "--val-subset", "16", "--val-steps", "1",
@@ -157,7 +157,7 @@ def test_keep_checkpoints_keeps_every_full_checkpoint_and_every_repeat_trains_in
         assert {"optimizer", "step", "epoch", "steps_in_epoch"} <= checkpoint_keys(run / "checkpoints" / name)
     repeats = [r for r in results(tmp_path, "all") if r["kind"] == "repeat"]
     # 4 steps, 1 of them warm-up; a repeat that resumed from the end of the one before measured none
-    # (a step still speeding up may join the warm-up: study.timing.extend_warmup)
+    # (a step still speeding up may join the warm-up: study.stage.timing_pass.extend_warmup)
     assert len(repeats) == 4 and all(r["status"] == "ok" and r["throughput"] > 0
                                      and r["steps_measured"] + r["notes"].get("warmup_extended", 0) == 3
                                      and "resumed_from_step" not in r["notes"] for r in repeats), repeats

@@ -1,7 +1,7 @@
 import pytest
 
-from study.config import ConfigError, RunConfig
-from study.config_files import field_docs, load_config_file
+from study.core.config import ConfigError, RunConfig
+from study.core.config_files import field_docs, load_config_file
 
 
 def test_defaults_follow_task():
@@ -79,7 +79,7 @@ def test_sections_own_every_option_once_and_a_config_file_may_use_them(tmp_path)
     from dataclasses import fields
 
     from study.cli import build_config, run_parser
-    from study.config import SECTIONS
+    from study.core.config import SECTIONS
 
     owned = [f.name for cls in SECTIONS.values() for f in fields(cls)]
     assert sorted(owned) == sorted(f.name for f in fields(RunConfig)) and len(owned) == len(set(owned))

@@ -2,7 +2,7 @@
 finished is lost, nothing hangs, and the exit code says what happened.
 
 Stage passes are run in-process where the process boundary is not the point (a loader worker that
-raises or is killed: ``study.worker.main`` is the stage process's own entry point); whole studies run
+raises or is killed: ``study.stage.main`` is the stage process's own entry point); whole studies run
 as real processes where it is (crashes, torchrun ranks, Ctrl-C, SIGKILL, --resume). Faults inside
 those studies come from tests/inject/sitecustomize.py, put on the children's PYTHONPATH.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from study.config import RunConfig
-from study.plan import Plan
-from study.spec import StageSpec
+from study.core.config import RunConfig
+from study.core.stage_plan import Plan
+from study.core.stage_spec import StageSpec
 from tests.util import REPO, stage_rows
 
 INJECT = REPO / "tests" / "inject"
@@ -54,7 +54,7 @@ def stage_spec(tmp: Path, num_workers: int = 0, **changes) -> Path:
 
 
 def run_worker(stage: Path, out: Path) -> dict:
-    from study import worker
+    import study.stage as worker
 
     assert worker.main(["--stage", str(stage), "--pass", "timing", "--out", str(out)]) == 1
     return json.loads(out.read_text())
@@ -79,23 +79,23 @@ def test_a_loader_worker_that_raises_shows_its_exception_and_the_sample(syntheti
 
 def test_a_loader_worker_killed_by_a_signal_is_named(synthetic_root: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import study.session
+    import study.stage.session
 
     kill = injection().kill_in_loader_worker
-    build = study.session.build_session
+    build = study.stage.session.build_session
 
     def build_session(spec):
         sess = build(spec)
         kill(sess.train_loader.dataset)
         return sess
 
-    monkeypatch.setattr(study.session, "build_session", build_session)
+    monkeypatch.setattr(study.stage.session, "build_session", build_session)
     payload = run_worker(stage_spec(tmp_path, data_root=str(synthetic_root), num_workers=1), tmp_path / "out.json")
     assert "DataLoader worker (pid " in payload["error"] and "was killed by SIGKILL" in payload["error"], payload
 
 
 def test_a_stage_process_that_crashes_is_recorded_with_its_signal(tmp_path: Path) -> None:
-    from study.child import run_child
+    from study.core.child_process import run_child
 
     crash = "import os, signal; print('about to crash', flush=True); os.kill(os.getpid(), signal.SIGSEGV)"
     payload, error = run_child([sys.executable, "-c", crash], tmp_path / "x.log", tmp_path / "x.json")
@@ -103,7 +103,7 @@ def test_a_stage_process_that_crashes_is_recorded_with_its_signal(tmp_path: Path
 
 
 def test_the_rank_that_failed_first_is_the_cause(tmp_path: Path) -> None:
-    from study.faults import rank_error_path, rank_errors, torchrun_root_cause
+    from study.core.faults import rank_error_path, rank_errors, torchrun_root_cause
 
     out = tmp_path / "timing-r0.json"
     for rank, t, error in ((0, 2.0, "RuntimeError: Connection closed by peer"), (1, 1.0, "ValueError: bad batch"),
@@ -126,7 +126,7 @@ def test_a_stuck_rank_holds_the_others_ten_minutes_at_most(synthetic_root: Path,
 
     import torch
 
-    import study.session
+    import study.stage.session
 
     class Stop(Exception):
         pass
@@ -141,7 +141,7 @@ def test_a_stuck_rank_holds_the_others_ten_minutes_at_most(synthetic_root: Path,
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(Stop):
-        study.session.build_session(StageSpec.load(stage_spec(tmp_path, data_root=str(synthetic_root))))
+        study.stage.session.build_session(StageSpec.load(stage_spec(tmp_path, data_root=str(synthetic_root))))
     assert seen["backend"] == "gloo" and seen["timeout"] <= datetime.timedelta(minutes=10)
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from study.gradcam import GradCAM
-from study.models import TinyNet
+from study.pictures.gradcam import GradCAM
+from study.models.builtins import TinyNet
 
 SIZE, PATCH = 32, 8
 

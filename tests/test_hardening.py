@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from study.cli import main
-from study.config import ConfigError, RunConfig
-from study.config_files import load_config_file
-from study.records import StageResult, append_jsonl, read_results
+from study.core.config import ConfigError, RunConfig
+from study.core.config_files import load_config_file
+from study.core.records import StageResult, append_jsonl, read_results
 
 
 @pytest.mark.parametrize("changes, words", [
@@ -100,11 +100,11 @@ def test_one_study_writes_a_run_folder_at_a_time(tmp_path, synthetic_root, capsy
     import subprocess
     import sys
 
-    from study.run_folder import RunFolderLock
+    from study.run.folder import RunFolderLock
 
     run = tmp_path / "reports" / "r"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from study.run_folder import RunFolderLock; "
+        "import sys, time; from pathlib import Path; from study.run.folder import RunFolderLock; "
         f"RunFolderLock(Path({str(run)!r})).acquire(); print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     try:
@@ -129,7 +129,7 @@ def test_numpy_integer_labels_are_classes():
     import numpy as np
     import torch
 
-    from study.preflight import check_sample
+    from study.run.preflight import check_sample
 
     cfg = RunConfig(model="tiny")
     check_sample(cfg, "train", 0, (torch.zeros(3, 8, 8), np.int64(3)), 10)  # accepted
@@ -154,7 +154,7 @@ def _folder_with_a_study(root: Path, **options) -> Path:
 
 
 def test_resume_into_a_folder_that_measured_other_settings_is_refused(tmp_path):
-    from study.run_folder import check_resume_identity
+    from study.run.folder import check_resume_identity
 
     _folder_with_a_study(tmp_path, lr=0.1, batch_size=32)
     with pytest.raises(ConfigError) as e:
@@ -169,7 +169,7 @@ def test_resume_into_a_folder_that_measured_other_settings_is_refused(tmp_path):
 
 def test_a_rerun_moves_the_earlier_study_aside_and_the_report_never_mixes_them(tmp_path):
     from study.report.reading import RunData
-    from study.run_folder import archive_previous
+    from study.run.folder import archive_previous
 
     run = _folder_with_a_study(tmp_path)
     cfg = RunConfig(model="tiny", run_name="r", reports_root=str(tmp_path))
@@ -196,8 +196,8 @@ def test_the_ladder_is_the_one_the_latest_run_row_lists(tmp_path):
 
 
 def test_a_resumed_stage_that_measures_no_step_is_never_ok(tmp_path, synthetic_root):
-    from study.loop import save_checkpoint
-    from study.timing import timing_pass
+    from study.train.loop import save_checkpoint
+    from study.stage.timing_pass import timing_pass
     from tests.optimizations.helpers import make_session, tiny_config
 
     cfg = tiny_config(synthetic_root, tmp_path, resume=True, steps=3)
@@ -210,8 +210,8 @@ def test_a_resumed_stage_that_measures_no_step_is_never_ok(tmp_path, synthetic_r
 
 
 def test_a_checkpoint_of_another_stage_configuration_is_not_resumed(tmp_path, synthetic_root):
-    from study.loop import save_checkpoint
-    from study.timing import timing_pass
+    from study.train.loop import save_checkpoint
+    from study.stage.timing_pass import timing_pass
     from tests.optimizations.helpers import make_session, tiny_config
 
     cfg = tiny_config(synthetic_root, tmp_path, resume=True, steps=3)
@@ -227,8 +227,8 @@ def test_a_full_disk_leaves_every_row_before_whole_and_no_temp_file(tmp_path, mo
     import errno
     import os
 
-    from study import records
-    from study.records import write_atomic
+    from study.core import records
+    from study.core.records import write_atomic
 
     path = tmp_path / "results.jsonl"
     append_jsonl(path, StageResult(run="r", stage=0, name="00-base", kind="stage"))
@@ -273,7 +273,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_exit_3(monkeypatch, capsys)
 def test_a_checkpoint_the_disk_cannot_hold_leaves_no_temp_file_and_names_the_file(tmp_path, monkeypatch):
     import errno
 
-    from study import loop
+    from study.train import loop
 
     def full(state, f):
         Path(f).write_bytes(b"PK\x03\x04 half an archive")

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from study.records import SEED_COLUMNS, StageResult, append_jsonl, read_results
+from study.core.records import SEED_COLUMNS, StageResult, append_jsonl, read_results
 from tests.util import REPO
 
 # Rows of a few KB with random padding, so writes cross page boundaries at random offsets; the CSV is
@@ -20,7 +20,7 @@ from tests.util import REPO
 WRITER = """
 import random, sys
 from pathlib import Path
-from study.records import StageResult, append_jsonl, seed_rows_to_csv, write_atomic
+from study.core.records import StageResult, append_jsonl, seed_rows_to_csv, write_atomic
 out = Path(sys.argv[1])
 i = 0
 while True:
@@ -85,7 +85,7 @@ CHECKPOINTER = """
 import sys, types
 from pathlib import Path
 import torch
-from study.loop import save_checkpoint
+from study.train.loop import save_checkpoint
 model = torch.nn.Linear(1024, 2048)  # 8 MB: each save takes long enough to be killed inside
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 state = types.SimpleNamespace(base_model=model, optimizer=opt, scaler=torch.amp.GradScaler("cpu", enabled=False),

@@ -6,11 +6,11 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from optimizations.base import Env, TrainContext
-from study import loop
-from study.config import RunConfig
-from study.loop import PHASES, TrainState, fit, load_checkpoint, save_checkpoint, train_epoch
-from study.models import TinyNet
-from study.tasks import build_task
+from study.train import loop
+from study.core.config import RunConfig
+from study.train.loop import PHASES, TrainState, fit, load_checkpoint, save_checkpoint, train_epoch
+from study.models.builtins import TinyNet
+from study.train.tasks import build_task
 
 
 def _state(cfg=None):

@@ -9,10 +9,10 @@ import time
 import pytest
 
 from study.orchestrate import check_measured_steps
-from study.config import ConfigError, RunConfig
-from study.records import StageResult
+from study.core.config import ConfigError, RunConfig
+from study.core.records import StageResult
 from study.report.ladder import MIN_MEASURED_STEPS, NOISY_CV, checks, display_frame, ladder_frame
-from study.child import wait_quietly
+from study.core.child_process import wait_quietly
 
 
 @pytest.mark.parametrize("samples,changes,match", [
@@ -56,8 +56,8 @@ def test_the_parent_sleeps_while_it_waits():
 
 
 def test_throughput_comes_from_the_median_step_not_from_a_stall():
-    from study.stats import median_ci
-    from study.timing import median_throughput
+    from study.core.stats import median_ci
+    from study.stage.timing_pass import median_throughput
 
     steady = {"samples": 10 * 32, "step_times": [0.1] * 10}
     stalled = {"samples": 10 * 32, "step_times": [0.1] * 9 + [5.0]}  # one step held up by another tenant

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from study.config import ConfigError, RunConfig
-from study.models import build_model, count_parameters
-from study.tasks import build_task
+from study.core.config import ConfigError, RunConfig
+from study.models.builtins import build_model, count_parameters
+from study.train.tasks import build_task
 
 
 def _one_step(model, task, x, y):

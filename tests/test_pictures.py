@@ -92,10 +92,10 @@ def test_summary_html_is_one_file_with_every_picture_inlined(synthetic_root, tmp
 def test_the_runner_draws_the_last_ok_ladder_stage_in_one_plain_process(tmp_path, monkeypatch):
     """Not an ablation stage, not a failed one; one process even for DDP; an error is kept, not raised."""
     from optimizations.base import parse_stack
-    from study import stages
-    from study.plan import Plan
-    from study.config import RunConfig
-    from study.records import StageResult
+    import study.run.ladder as stages
+    from study.core.stage_plan import Plan
+    from study.core.config import RunConfig
+    from study.core.records import StageResult
     from tests.optimizations.helpers import cpu_env
 
     cfg = RunConfig(model="tiny", run_name="r", reports_root=str(tmp_path / "reports"),
@@ -141,7 +141,7 @@ def test_a_real_worker_sweep_shows_in_the_report(synthetic_root, tmp_path, monke
     """workers=auto's own output (sweep_workers → load_or_sweep's file, setup's stage notes) through the report."""
     from optimizations import workers as w
     from optimizations.base import TrainContext, parse_stack
-    from study.plan import Plan
+    from study.core.stage_plan import Plan
     from tests.optimizations.helpers import cpu_env, tiny_config
     from tests.report.helpers import read_rows, write_rows
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from study.cli import main
-from study.config import ConfigError, RunConfig
+from study.core.config import ConfigError, RunConfig
 from tests.util import REPO
 
 HALVES = str(REPO / "tests" / "plugins" / "two_halves.py")
@@ -48,12 +48,12 @@ def test_the_class_count_comes_from_the_targets_or_the_classes() -> None:
 
 
 def test_a_plug_in_task_registers_like_the_built_ins() -> None:
-    from study.tasks import Classification, Segmentation, build_task, task_class
+    from study.train.tasks import Classification, Segmentation, build_task, task_class
 
     assert task_class("classify") is Classification and task_class("segment") is Segmentation
     task = build_task(f"{HALVES}:MyClassification", 2)
     assert isinstance(task, Classification) and task.name == "my-classify"
-    with pytest.raises(ConfigError, match="not a subclass of study.tasks.Task"):
+    with pytest.raises(ConfigError, match="not a subclass of study.train.tasks.Task"):
         build_task(f"{HALVES}:NotATask", 2)
 
 
@@ -61,7 +61,7 @@ def test_the_example_language_model_loads_and_learns() -> None:
     """Its dataset and task load through the study's registries; its loss falls in a few steps and its
     metric is a perplexity below the vocabulary's (uniform guessing) after them."""
     from study.data import open_datasets
-    from study.tasks import build_task
+    from study.train.tasks import build_task
 
     cfg = RunConfig(task=f"{LM}:NextToken", model=f"{LM}:build", dataset=f"{LM}:corpus")
     bundle = open_datasets(cfg)
@@ -71,7 +71,7 @@ def test_the_example_language_model_loads_and_learns() -> None:
     assert x.dtype == torch.long and x.shape == y.shape and torch.equal(x[1:], y[:-1])  # y: the next tokens
     task = build_task(cfg.task, vocab)
     assert task.samples(torch.zeros(4, 64, dtype=torch.long)) == 256  # tokens
-    from study.plugins import resolve
+    from study.core.references import resolve
 
     torch.manual_seed(0)
     model = resolve(cfg.model)(vocab)

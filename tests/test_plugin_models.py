@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from study.config import MODELS, RunConfig
+from study.core.config import MODELS, RunConfig
 from tests.util import REPO, run_study, stage_rows
 
 EXAMPLE = REPO / "examples" / "my_model.py"
@@ -26,8 +26,8 @@ def short_study(root: Path, cwd: Path, model: str, *more: str, run: str = "p"):
 
 
 def test_builtins_register_through_the_registry() -> None:
-    import study.models  # noqa: F401 — the built-ins register as the module loads
-    from study.model_registry import REGISTRY, entry
+    import study.models.builtins  # noqa: F401 — the built-ins register as the module loads
+    from study.models.registry import REGISTRY, entry
 
     assert set(MODELS) <= set(REGISTRY) and entry("resnet18").heads == ("fc",)
 
@@ -80,7 +80,7 @@ def test_script_fails_on_data_dependent_control_flow_and_the_ladder_goes_on(synt
 
 
 def train_one_step(model: torch.nn.Module, num_classes: int) -> float:
-    from study.tasks import build_task
+    from study.train.tasks import build_task
 
     task = build_task("classify", num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -94,7 +94,7 @@ def train_one_step(model: torch.nn.Module, num_classes: int) -> float:
 @pytest.mark.parametrize("ref,head", [("torchvision:mobilenet_v3_small", "classifier.3"), ("timm:resnet10t", "fc"),
                                       (f"{EXAMPLE}:build", "head.2")])
 def test_library_model_has_the_dataset_classes_and_trains(ref: str, head: str, tmp_path: Path) -> None:
-    from study.models import build_model, model_heads
+    from study.models.builtins import build_model, model_heads
 
     cfg = RunConfig(model=ref)
     model = build_model(cfg, 7)
@@ -112,7 +112,7 @@ def test_library_model_has_the_dataset_classes_and_trains(ref: str, head: str, t
 
 
 def test_torchvision_segmentation_builder_for_segment() -> None:
-    from study.models import build_model
+    from study.models.builtins import build_model
 
     with torch.device("meta"):  # as the preflight builds it: no memory, nothing downloaded
         model = build_model(RunConfig(task="segment", model="torchvision:lraspp_mobilenet_v3_large"), 3)
@@ -123,7 +123,7 @@ def test_torchvision_segmentation_builder_for_segment() -> None:
 def test_compile_on_a_plugin_model_trains_past_its_graph_break_and_names_it() -> None:
     # Dynamo alone (backend="eager"): the breaks are Dynamo's; Inductor would add minutes of C++ here.
     from optimizations.compile import CompileWatch
-    from study.models import build_model
+    from study.models.builtins import build_model
 
     model = build_model(RunConfig(model=f"{PLUGINS / 'routed_model.py'}:build"), 10)
     watch = CompileWatch()

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from study.cli import main
-from study.inference import META_KEYS, read_meta
+from study.train.checkpoint_meta import META_KEYS, read_meta
 from tests.trained import assert_picture, synthetic_picture, trained_stage
 from tests.util import REPO
 
@@ -54,9 +54,9 @@ def test_classify_prints_top5_and_writes_a_cam_overlay(classify_ckpt, tmp_path, 
 
 def test_top5_is_the_model_on_the_validation_transform(classify_ckpt, synthetic_root, tmp_path):
     """A validation picture written as PNG gets exactly the tensor the run's validation loader made."""
-    from study.config import RunConfig
+    from study.core.config import RunConfig
     from study.data import open_datasets
-    from study.inference import load_model, preprocess
+    from study.train.checkpoint_meta import load_model, preprocess
     from study.predict import predict
 
     val = open_datasets(RunConfig(model="tiny", data_root=str(synthetic_root))).val
@@ -74,11 +74,11 @@ def test_top5_is_the_model_on_the_validation_transform(classify_ckpt, synthetic_
 
 
 def test_predict_reads_the_weights_a_finished_stage_keeps(classify_ckpt, tmp_path, capsys):
-    """A study keeps weights and metadata only (study.loop.keep_weights_only); predict gives the same
+    """A study keeps weights and metadata only (study.train.loop.keep_weights_only); predict gives the same
     answer on them as on the full checkpoint."""
     import shutil
 
-    from study.loop import keep_weights_only
+    from study.train.loop import keep_weights_only
     from study.predict import predict
 
     kept = tmp_path / "00-base.pt"
@@ -157,7 +157,7 @@ def png_header(width: int, height: int) -> bytes:
 
 
 def test_a_checkpoint_with_unknown_metadata_is_refused(classify_ckpt, tmp_path):
-    from study.config import ConfigError
+    from study.core.config import ConfigError
 
     state = torch.load(classify_ckpt, weights_only=True)
     state["meta"] = {**state["meta"], "format": 99}

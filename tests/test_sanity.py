@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from study import sanity
-from study.config import RunConfig
-from study.records import StageResult, append_jsonl, read_results
+import study.run.sanity_judge as sanity
+from study.core.config import RunConfig
+from study.core.records import StageResult, append_jsonl, read_results
 from study.report.ladder import checks
-from study.spec import StageSpec
+from study.core.stage_spec import StageSpec
 from tests.util import REPO, results, run_study
 
 
@@ -100,7 +100,7 @@ def test_old_rows_without_first_loss_still_load(tmp_path):
 # --- the pass on the tiny model, bugs planted in-process ---------------------------------------------
 
 def session(root, tmp_path, **kw):
-    from study.session import build_session
+    from study.stage.session import build_session
 
     kw = {"batch_size": 16, "subset": 256, "val_subset": 32, **kw}
     cfg = RunConfig(model="tiny", data_root=str(root), reports_root=str(tmp_path / "reports"),
@@ -109,7 +109,7 @@ def session(root, tmp_path, **kw):
 
 
 def check(sess, batch=None, **kw):
-    from study.sanity_pass import check as run_check
+    from study.stage.sanity_pass import check as run_check
 
     return run_check(sess.state, batch or next(iter(sess.train_loader)), sess.bundle.num_classes, **kw)
 

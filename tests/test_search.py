@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from optimizations.base import Env
-from study.config import RunConfig
-from study.records import StageResult, read_results
+from study.core.config import RunConfig
+from study.core.records import StageResult, read_results
 from study.search import (CUT, DROPPED, FAILED, FASTER, GREEDY, KEPT, NO_GAIN, NOT_RETRIED, SLOWER, AutoSearch, Outcome,
                           decide, fit_round, not_retried, paired_ratios, pass_sequence, speedup_interval)
 
@@ -324,7 +324,7 @@ def test_busy_runs_are_left_out_and_quiet_ones_still_decide(tmp_path):
 
 
 def test_moves_whose_toggles_cannot_take_the_model_are_never_tried(tmp_path):
-    from study.model_facts import ModelFacts
+    from study.models.facts import ModelFacts
 
     m = FakeMachine()
     tokens = ModelFacts(convolutions=0, input_shape=(64,), input_dtype="torch.int64")  # a language model

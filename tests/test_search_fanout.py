@@ -10,12 +10,12 @@ import sys
 import pytest
 
 from optimizations.base import Env
-from study.config import RunConfig
-from study.records import StageResult, read_results
+from study.core.config import RunConfig
+from study.core.records import StageResult, read_results
 from study.search import AutoSearch, pass_sequence
 from study.search.notes import RunNote
 from study.search.rules import fan_sequences
-from study.search.simulate import SimulatedCluster, run_search
+from benchmarks.simulated_search import SimulatedCluster, run_search
 
 CPU = Env(device_type="cpu", cuda_count=0, cpu_count=2, bf16_native=True)
 SPECS = ["amp=bf16", "channels_last", "compile=default", "workers=2", "fused_optim", "script"]
@@ -50,7 +50,7 @@ def test_a_costly_candidate_gets_a_block_of_its_own():
 # --- simulated nodes ---------------------------------------------------------------------------------
 
 def test_simulated_nodes_give_the_serial_answer_in_less_wall_time(tmp_path):
-    from study.search.machines import cpu_resnet18
+    from benchmarks.simulated_machines import cpu_resnet18
 
     quiet = cpu_resnet18().with_(noise=0.0, bursts=None)  # a fixed machine: every run measures its truth
     serial = run_search(quiet, 0, tmp_path / "serial")
@@ -61,7 +61,7 @@ def test_simulated_nodes_give_the_serial_answer_in_less_wall_time(tmp_path):
 
 
 def test_the_cluster_clock_is_its_slowest_node_and_blocks_go_to_the_first_free_node():
-    from study.search.machines import cpu_resnet18
+    from benchmarks.simulated_machines import cpu_resnet18
 
     cluster = SimulatedCluster(cpu_resnet18().with_(noise=0.0, bursts=None), 2)
     took = {0: 30.0, 1: 10.0, 2: 10.0}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from study.records import StageResult
+from study.core.records import StageResult
 from study.search.notes import ResultNote, RoundNote, RunNote
 
 

@@ -7,9 +7,9 @@ import math
 import pytest
 
 from study.search import GREEDY, RACING, AutoSearch, DROPPED, judge, Outcome, trimmed
-from study.search.machines import CPU2, GPU1, SHARED, cpu_resnet18, gpu_resnet50, random_profile
+from benchmarks.simulated_machines import CPU2, GPU1, SHARED, cpu_resnet18, gpu_resnet50, random_profile
 from study.search.moves import PAIR, apply, pair_moves, single_moves
-from study.search.simulate import (Bursts, Profile, SimulatedMachine, all_stacks, exhaustive, run_search, speedup,
+from benchmarks.simulated_search import (Bursts, Profile, SimulatedMachine, all_stacks, exhaustive, run_search, speedup,
                                    true_throughput)
 
 # Two toggles that only pay together (each alone a little slower), every other one clearly slower:
@@ -160,7 +160,7 @@ def test_a_dropped_candidate_gets_a_second_run_before_it_is_dropped(tmp_path):
                 row.throughput /= 3.0
             return row, seconds
 
-        from study.config import RunConfig
+        from study.core.config import RunConfig
 
         cfg = RunConfig(run_name="b", reports_root=str(root), profiles_root=str(root), repeats=3, stack=("auto",),
                         budget_minutes=1e5, profile=(), no_pictures=True)
@@ -192,7 +192,7 @@ def test_bursts_never_make_racing_say_a_tight_nothing_helps(tmp_path):
 def test_a_racing_search_resumes_where_it_stopped(tmp_path):
     p = ONLY_TOGETHER.with_(bursts=SHARED)
     whole = SimulatedMachine(p, seed=5)
-    from study.config import RunConfig
+    from study.core.config import RunConfig
 
     def cfg(root, resume=False):
         return RunConfig(run_name="q", reports_root=str(root), profiles_root=str(root), repeats=3, stack=("auto",),
@@ -215,7 +215,7 @@ def test_a_racing_search_resumes_where_it_stopped(tmp_path):
 
 
 def test_a_result_row_from_before_strategies_reads_as_greedy():
-    from study.records import StageResult
+    from study.core.records import StageResult
     from study.search.notes import ResultNote
 
     old = StageResult(run="a", stage=1, name="search-result", kind="search-result",

@@ -2,7 +2,7 @@
 import pytest
 
 from optimizations.base import REGISTRY, canonical, load_all, parse_stack
-from study.config import ConfigError
+from study.core.config import ConfigError
 
 
 @pytest.mark.parametrize("stack, says", [

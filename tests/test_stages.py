@@ -1,8 +1,8 @@
 """Planning the ladder: cumulative stacks, skipped toggles left out of later stages, leave-one-out."""
 from optimizations.base import Env, load_all, parse_stack
-from study.config import RunConfig
-from study.spec import worker_command
-from study.stages import plan
+from study.core.config import RunConfig
+from study.core.stage_spec import worker_command
+from study.run.ladder import plan
 
 CPU = Env(device_type="cpu", cuda_count=0, cpu_count=2)
 
@@ -22,7 +22,7 @@ def test_ladder_is_cumulative_and_skips_what_does_not_apply():
 
 
 def test_a_toggle_that_cannot_take_the_model_is_skipped_and_left_out_of_later_stages():
-    from study.model_facts import ModelFacts
+    from study.models.facts import ModelFacts
 
     tokens = ModelFacts(convolutions=0, input_shape=(64,), input_dtype="torch.int64")
     stages = plan(RunConfig(model="tiny"), parse_stack("channels_last,workers=2"), CPU, tokens)

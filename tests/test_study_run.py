@@ -48,7 +48,7 @@ def test_resnet18_beats_chance_on_synthetic_cifar(tmp_path, synthetic_root):
 def test_segmentation_beats_all_background_miou(tmp_path, synthetic_root):
     import torch
 
-    from study.config import RunConfig
+    from study.core.config import RunConfig
     from study.data import open_datasets
 
     p = run_study("--task", "segment", "--model", "tiny", "--image-size", "64", "--data-root", str(synthetic_root),

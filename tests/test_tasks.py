@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from study.tasks import IGNORE_INDEX, IoU, TopK, build_task
+from study.train.tasks import IGNORE_INDEX, IoU, TopK, build_task
 
 
 def test_topk_counts_hits():

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from study.config import ConfigError
-from study.target import Target, parse_target
-from study.until import fit_until
+from study.core.config import ConfigError
+from study.core.target import Target, parse_target
+from study.train.fit import fit_until
 
 
 def test_a_target_is_metric_equals_value_and_a_loss_is_reached_from_above():

@@ -6,15 +6,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from study.config import RunConfig
-from study.spec import StageSpec
+from study.core.config import RunConfig
+from study.core.stage_spec import StageSpec
 
 
 def trained_stage(data_root: Path, out: Path, task: str = "classify", steps: int = 12, model: str = "tiny") -> StageSpec:
     """A stage whose checkpoint (reports/<run>/checkpoints/<stage>.pt) holds a small model (tiny, or
     `model`) trained `steps` steps, saved through the loop's save_checkpoint, metadata and all."""
-    from study.loop import save_checkpoint
-    from study.session import build_session
+    from study.train.loop import save_checkpoint
+    from study.stage.session import build_session
 
     sizes = dict(image_size=32, batch_size=4) if task == "segment" else dict(batch_size=16)
     cfg = RunConfig(task=task, model=model, data_root=str(data_root), subset=64, val_subset=40, steps=steps,

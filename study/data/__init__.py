@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from study.config import ConfigError, RunConfig, is_reference
+from study.core.config import ConfigError, RunConfig, is_reference
 from study.data.bundle import DataBundle, LoadRecord, open_bundle, reader, take_subset, timed_load
 
 __all__ = ["LoadRecord", "DataBundle", "open_datasets", "s3_package", "take_subset", "timed_load"]

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
 
-from study.config import ConfigError, RunConfig
-from study import catalog
+from study.core.config import ConfigError, RunConfig
+from study.core import catalog
 
 if TYPE_CHECKING:  # torch is imported where used, so importing this module stays light
     from torch.utils.data import Dataset

@@ -26,8 +26,8 @@ from typing import Any, Callable, Iterator
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from study.config import ConfigError, RunConfig
-from study import catalog
+from study.core.config import ConfigError, RunConfig
+from study.core import catalog
 from study.data import checksum
 from study.data.integrity import is_unchecked, remake_hint, root_option
 

@@ -12,8 +12,8 @@ import os
 
 from torchvision.datasets import CIFAR100
 
-from study.config import RunConfig
-from study.catalog import CIFAR100 as ENTRY
+from study.core.config import RunConfig
+from study.core.catalog import CIFAR100 as ENTRY
 from study.data.cifar import MarkerAware, RestrictedUnpickler, open_release
 
 # Per-channel statistics of the release's training images.

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from study.config import ConfigError, RunConfig
-from study.catalog import CUB200
+from study.core.config import ConfigError, RunConfig
+from study.core.catalog import CUB200
 from study.data.imagefolder import MEAN, STD, build_transform  # noqa: F401 — MEAN/STD: the checkpoint's normalisation
 from study.data.integrity import prepare_hint, remake_hint
 from study.data.samples import unreadable

@@ -14,8 +14,8 @@ from pathlib import Path
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
-from study.config import ConfigError, RunConfig
-from study.catalog import IMAGEFOLDER
+from study.core.config import ConfigError, RunConfig
+from study.core.catalog import IMAGEFOLDER
 from study.data.samples import unreadable
 
 MEAN = (0.485, 0.456, 0.406)

@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from study import catalog
+from study.core import catalog
 from study.data.synthetic import MARKER, is_synthetic
 
 ACCEPTED = "UNVERIFIED"

@@ -31,8 +31,8 @@ from torchvision.datasets import OxfordIIITPet
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
-from study.config import ConfigError, RunConfig
-from study.catalog import OXFORD_PETS
+from study.core.config import ConfigError, RunConfig
+from study.core.catalog import OXFORD_PETS
 from study.data.integrity import prepare_hint, remake_hint
 from study.data.samples import unreadable
 

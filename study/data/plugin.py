@@ -17,11 +17,11 @@ import inspect
 import time
 from typing import Any
 
-from study.config import ConfigError, RunConfig
+from study.core.config import ConfigError, RunConfig
 from study.data.bundle import DataBundle, LoadRecord, all_targets, sample_indices, take_subset
 
 NUM_CLASS_SCAN = 64  # items per split read to count the classes when nothing else says
-IGNORE_INDEX = 255  # segmentation's ignored label (study.tasks), never a class
+IGNORE_INDEX = 255  # segmentation's ignored label (study.train.tasks), never a class
 
 
 def _call(fn: Any, cfg: RunConfig, ref: str) -> Any:
@@ -79,7 +79,7 @@ def _count_classes(train: Any, val: Any, task: str, ref: str) -> int:
 def open_plugin(cfg: RunConfig) -> DataBundle:
     """The DataBundle of the user's dataset function `cfg.dataset`; ConfigError (one line naming it)
     when it is missing, raises, or returns something other than (train, val[, classes])."""
-    from study.plugins import resolve
+    from study.core.references import resolve
 
     ref = cfg.dataset
     fn = resolve(ref)

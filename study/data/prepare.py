@@ -25,10 +25,10 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from study.config import ConfigError
-from study import catalog
+from study.core.config import ConfigError
+from study.core import catalog
 from study.data import s3_package, synthetic
-from study.catalog import CIFAR10, CIFAR100, CUB200, OXFORD_PETS
+from study.core.catalog import CIFAR10, CIFAR100, CUB200, OXFORD_PETS
 from study.data.integrity import accept, is_unchecked, root_option
 from study.data.prepare_imagenet import prepare_imagenet
 from study.data.synthetic import is_synthetic

@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from study.config import ConfigError
-from study.catalog import IMAGEFOLDER
+from study.core.config import ConfigError
+from study.core.catalog import IMAGEFOLDER
 from study.data.synthetic import is_synthetic
 
 SOLUTION = "LOC_val_solution.csv"

@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from study.catalog import CIFAR10, CIFAR100, CUB200, IMAGEFOLDER, OXFORD_PETS
+from study.core.catalog import CIFAR10, CIFAR100, CUB200, IMAGEFOLDER, OXFORD_PETS
 
 MARKER = "SYNTHETIC"
 GENERATOR = "study.data.synthetic"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study.catalog import CIFAR100
+from study.core.catalog import CIFAR100
 from study.data.synthetic import dump_py2, install, marker, staged, shape_images
 
 # The release's superclasses, each with its five classes (alphabetical, as the release orders them).

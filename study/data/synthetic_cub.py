@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from study.catalog import CUB200
+from study.core.catalog import CUB200
 from study.data.synthetic import hsv_to_rgb, install, marker, shape_mask, staged
 
 # The release's first classes, as classes.txt names them.

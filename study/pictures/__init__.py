@@ -1,6 +1,6 @@
 """Pictures at the end of a run: what the trained model of the ladder's last stage predicts.
 
-After the ladder, the stage runner starts one more child process (`python -m study.worker --pass
+After the ladder, the stage runner starts one more child process (`python -m study.stage --pass
 pictures`) on the last stage that finished ok. It loads that stage's checkpoint, runs it over the
 validation batches the metric used, and writes into reports/<run>/: the confusion matrix and a
 Grad-CAM grid (classification; for a model with attention estimators, `attend(x)`, also attention.png,

@@ -16,7 +16,7 @@ import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from study.tasks import IGNORE_INDEX  # noqa: E402
+from study.train.tasks import IGNORE_INDEX  # noqa: E402
 
 HEAT_ALPHA = 0.45
 MASK_ALPHA = 0.5

@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from study.attention_net import attention_names, has_attention, upsampled
-from study.config import ConfigError
-from study.gradcam import GradCAM, why_no_cam
-from study.inference import denormalize, device_for, load_model
+from study.models.attention_net import attention_names, has_attention, upsampled
+from study.core.config import ConfigError
+from study.pictures.gradcam import GradCAM, why_no_cam
+from study.train.checkpoint_meta import denormalize, device_for, load_model
 from study.pictures import CAM_PICTURES, SEGMENT_PICTURES, draw
-from study.spec import StageSpec
-from study.tasks import IoU, logits_of
+from study.core.stage_spec import StageSpec
+from study.train.tasks import IoU, logits_of
 
 
 def as_pictures(x: torch.Tensor, meta: dict[str, Any]) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ import pstats
 from typing import Any
 
 from study.profiling.common import rank_path, warm_up
-from study.records import write_atomic
+from study.core.records import write_atomic
 
 TOP_N = 30
 

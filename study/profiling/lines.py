@@ -10,12 +10,12 @@ import linecache
 from typing import Any
 
 from study.profiling.common import rank_path, warm_up
-from study.records import write_atomic
+from study.core.records import write_atomic
 
 
 def targets() -> list[Any]:
     """What to time line by line: the one step function, its host→device copy, the epoch loop."""
-    from study import loop
+    from study.train import loop
 
     return [loop.train_step, loop.TrainState.to_device, loop.train_epoch]
 

@@ -1,7 +1,7 @@
 """The one registry of profiling passes: name → run(session) -> {profile kind: path}.
 
 Imported by the stage worker only (the passes import torch); the parent knows the names from
-`study.config.PROFILE_PASSES`, and a test keeps the two in step.
+`study.core.config.PROFILE_PASSES`, and a test keeps the two in step.
 """
 from __future__ import annotations
 

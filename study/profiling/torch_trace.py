@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trac
 
 from study.profiling.common import rank_path
 from study.profiling.trace_summary import find_traces, summarize
-from study.records import write_atomic
+from study.core.records import write_atomic
 
 WAIT, WARMUP = 1, 1
 

@@ -5,7 +5,7 @@ writes reports/<run>/summary.md + summary.html + PNGs and, given two runs,
 reports/compare-<A>-vs-<B>/. Nothing is measured here: every figure comes from results.jsonl or a
 profile file whose path a row records.
 
-    reading   RunData: one run's files          (study.fmt: numbers as text)
+    reading   RunData: one run's files          (study.core.fmt: numbers as text)
     ladder    the ladder rows                   tables    one table writer: rich/Markdown/HTML/CSV
     frames    rows of the other tables          doc       Part/Doc: Markdown and HTML
     sections  one function per section         compare   two runs side by side

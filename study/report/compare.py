@@ -13,8 +13,8 @@ from typing import Callable
 import pandas as pd
 
 from study.profiling.trace_summary import diff_ops, headline
-from study.records import StageResult
-from study import fmt
+from study.core.records import StageResult
+from study.core import fmt
 from study.report.doc import Doc, Part, rel
 from study.report.frames import phase_ms
 from study.report.ladder import speedup_of

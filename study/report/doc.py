@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.records import write_atomic
+from study.core.records import write_atomic
 from study.report import tables
 from study.report.tables import Rows
 

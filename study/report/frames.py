@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from study.profiling.trace_summary import CATEGORIES, top_kernels, top_ops
-from study.records import StageResult
-from study import fmt
+from study.core.records import StageResult
+from study.core import fmt
 from study.report.ladder import is_ablation
 from study.report.reading import RunData
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.machine_load import is_busy
-from study.records import StageResult, read_results, write_atomic
-from study import fmt
+from study.core.machine_load import is_busy
+from study.core.records import StageResult, read_results, write_atomic
+from study.core import fmt
 from study.report import tables
 from study.report.reading import stage_rows
-from study.stats import crosswise
+from study.core.stats import crosswise
 
 
 def speedup_of(cur: StageResult, ref: StageResult | None) -> tuple[float, float, float]:
@@ -33,7 +33,7 @@ MIN_MEASURED_STEPS = 5
 NOISY_CV = 0.10
 # A stage whose last training loss is this many times its first went the wrong way: diverging (--lr) or a
 # bug in the loss, labels or transform; a few steps of a large model from scratch can do it too (the dry
-# run's ResNet-50 rises before it falls). The sanity check (study/sanity.py) tells these apart.
+# run's ResNet-50 rises before it falls). The sanity check (study/run/sanity_judge.py) tells these apart.
 LOSS_RISE = 2.0
 
 

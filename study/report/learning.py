@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from study import sanity
+import study.run.sanity_judge as sanity
 from study.report.ladder import LOSS_RISE, is_ablation
 from study.report.reading import RunData
 

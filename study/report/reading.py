@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from study.records import TYPE_BATCH, StageResult, read_results
+from study.core.records import TYPE_BATCH, StageResult, read_results
 
 
 def stage_rows(results: list[StageResult]) -> list[StageResult]:

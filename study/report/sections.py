@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 from study.profiling.trace_summary import CATEGORIES, diff_ops, headline
-from study.records import StageResult
-from study import fmt
+from study.core.records import StageResult
+from study.core import fmt
 from study.report.doc import Doc, Part, rel
 from study.report.frames import (PHASE_FIELDS, UNREPRESENTATIVE, category_frame, cprofile_frame, diff_frames,
                                  diff_pairs, lines_frame, mfu_frame, phase_frame, profile_ratio, quality_frame,
@@ -309,7 +309,7 @@ def skipped(run: RunData) -> Part:
 
 def disk(run: RunData) -> Part:
     """What the run keeps on disk, and where: its checkpoints one by one, the rest of reports/<run>/, the traces."""
-    from study.clean import CHECKPOINTS, clean_command, human, usage
+    from study.run.clean import CHECKPOINTS, clean_command, human, usage
 
     part, u = Part(), usage(run.dir)
     status = {r.name: r.status for r in run.stages}

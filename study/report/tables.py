@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import pandas as pd
 
-from study import fmt
+from study.core import fmt
 
 Rows = Union[pd.DataFrame, Sequence[Mapping[str, Any]]]
 

@@ -2,7 +2,7 @@
 the baseline, and what samples/s alone would have picked."""
 from __future__ import annotations
 
-from study.records import StageResult
+from study.core.records import StageResult
 from study.report.ladder import is_ablation
 from study.report.reading import RunData
 

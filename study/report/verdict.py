@@ -13,11 +13,11 @@ from typing import Any
 from optimizations.base import how_of
 from study.advice import (RULES, Advice, Finding, Measured, StageVerdict, evidence_of, figures, ladder_measurements,
                           refutations, stage_verdict, verdict_from_record)
-from study.env import Env
-from study.machine_load import is_busy
-from study import sanity
-from study.records import StageResult
-from study import fmt
+from study.core.machine import Env
+from study.core.machine_load import is_busy
+import study.run.sanity_judge as sanity
+from study.core.records import StageResult
+from study.core import fmt
 from study.report.doc import Part
 from study.report.ladder import is_ablation, speedup_of
 from study.report.reading import RunData

@@ -26,7 +26,7 @@ promising, and the table says so. To spend the budget on candidates that can sti
 A "nothing helps" answer carries the upper end of the best candidate's interval: how much faster a
 stack could still be, as measured. Strategy GREEDY is the search as it was (one run to drop, no
 swaps, pairs or readmission); benchmarks/search_quality.py sets the two side by side on simulated
-machines (study.search.simulate, study.search.machines).
+machines (benchmarks.simulated_search, benchmarks.simulated_machines).
 
 Every child run is appended to results.jsonl as it finishes (kind "search-repeat"), each round's
 table as rows of kind "search", the outcome as one row of kind "search-result"; the ladder sees none

@@ -6,7 +6,7 @@ import time
 from typing import Callable
 
 from optimizations.base import first_run_cost
-from study.config import RunConfig
+from study.core.config import RunConfig
 
 DEFAULT_RUN_S = 30.0  # a child run's wall time before any was measured
 PICTURES_S = 20.0

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from optimizations.base import parse_stack
-from study.env import Env
-from study.model_facts import ModelFacts
+from study.core.machine import Env
+from study.models.facts import ModelFacts
 from study.advice import candidates
-from study.config import RunConfig
+from study.core.config import RunConfig
 from study.search.engine import AutoSearch
 from study.search.notes import ResultNote
 from study.search.rules import Outcome
@@ -13,7 +13,7 @@ from study.search.rules import Outcome
 
 def outcome_line(o: Outcome) -> str:
     """One console line per candidate of a round."""
-    from study import fmt
+    from study.core import fmt
 
     shown = fmt.speedup(o.speedup, o.low, o.high) if o.ratios else fmt.DASH
     detail = f" ({o.detail})" if o.detail else ""
@@ -26,7 +26,7 @@ def search_stack(cfg: RunConfig, env: Env, console, model: ModelFacts | None = N
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from study import fmt
+    from study.core import fmt
 
     offered = [c for c in candidates(env) if model is None or parse_stack([c])[0].fits(model)[0]]
     console.print(f"[bold]--stack auto[/]: racing search over {', '.join(offered) or 'nothing'} "

@@ -10,13 +10,13 @@ from typing import Callable
 
 from optimizations.base import parse_stack
 from study.advice import diagnose, evidence_of, order_candidates
-from study.env import Env
-from study.config import RunConfig
-from study.faults import one_line
-from study.machine_load import BUSY_SHARE, is_busy
-from study.model_facts import ModelFacts
-from study.records import StageResult, aggregate, append_jsonl
-from study.stats import crosswise
+from study.core.machine import Env
+from study.core.config import RunConfig
+from study.core.faults import one_line
+from study.core.machine_load import BUSY_SHARE, is_busy
+from study.models.facts import ModelFacts
+from study.core.records import StageResult, aggregate, append_jsonl
+from study.core.stats import crosswise
 from study.search.notes import ResultNote, RoundNote, RunNote, finished_runs
 from study.search.rules import (BUSY, CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW,
                                 RACING, Outcome, Strategy,
@@ -104,7 +104,7 @@ class AutoSearch:
 
     def prepare(self, rnd: int, pass_index: int, role: str, spec: str, slot: int, stack: tuple[str, ...]):
         """(stage spec, key) of one run; the key names it in results.jsonl, for --resume."""
-        from study.stages import planned, slug
+        from study.run.ladder import planned, slug
 
         name = f"r{rnd}-{slug(spec) if role == 'candidate' else role}"
         sspec = planned(self.child_cfg, self.env, rnd, name, parse_stack(list(stack)) if stack else []).spec
@@ -157,7 +157,7 @@ class AutoSearch:
             started=time.time(), finished=time.time()))
 
     def record_outcome(self, o: Outcome, incumbent: tuple[str, ...], inc_tp: float) -> None:
-        from study.stages import slug
+        from study.run.ladder import slug
 
         status = {FAILED: "failed", CUT: "skipped", NOT_RETRIED: "skipped"}.get(o.decision, "ok")
         self.record(f"r{o.round}-{slug(o.spec)}", o.stack, o.round, status, RoundNote(

@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
-from study.errors import ConfigError
-from study.records import StageResult
+from study.core.errors import ConfigError
+from study.core.records import StageResult
 
 # (stage spec, pass index, tag for its files) -> (the run's row, its wall seconds)
 Measure = Callable[[Any, int, str], tuple[StageResult, float]]
@@ -52,7 +52,7 @@ class Serial:
 def rebased(spec_dict: dict[str, Any], root: str) -> Any:
     """The stage spec with its reports and profiles under `root` (a node's own scratch folder): two nodes
     on one shared file system never write the same run folder, and nothing is left on the node."""
-    from study.spec import StageSpec
+    from study.core.stage_spec import StageSpec
 
     sspec = StageSpec.from_dict(spec_dict)
     return replace(sspec, config=sspec.config.replace(reports_root=os.path.join(root, "reports"),
@@ -67,7 +67,7 @@ def measure_on_node(spec_dict: dict[str, Any], pass_index: int, tag: str, thread
     import shutil
     import tempfile
 
-    from study.machine_load import STUDY_PID_ENV
+    from study.core.machine_load import STUDY_PID_ENV
     from study.search.measure import measure_child
 
     os.environ[STUDY_PID_ENV] = str(os.getpid())

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 
-from study.records import StageResult
+from study.core.records import StageResult
 
 
 def measure_child(sspec, pass_index: int, tag: str) -> tuple[StageResult, float]:
     """One timing pass of a search candidate in its own process, as a ladder stage's."""
-    from study.child import run_child
-    from study.spec import worker_command
+    from study.core.child_process import run_child
+    from study.core.stage_spec import worker_command
 
     rep_dir = sspec.report_dir
     rep_dir.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from typing import Iterable
 
 import optimizations.base as registry  # as a module: a test that narrows its candidates narrows them here
 from optimizations.base import parse_stack, toggle_name
-from study.config import ConfigError
+from study.core.config import ConfigError
 
 PAIR = "+"
 DROP = "-"  # "-ddp=2+hogwild=2": hogwild=2 in place of ddp=2, which it conflicts with

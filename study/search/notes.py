@@ -76,7 +76,7 @@ class ResultNote(_Note):
         if not self.busy_pairs:
             return ""
         if self.busy_pairs >= self.pairs:
-            from study.machine_load import BUSY_SHARE
+            from study.core.machine_load import BUSY_SHARE
 
             return (f"others used {BUSY_SHARE:.0%} or more of the CPU during every pair of the final check ({self.busy_pairs}), so "
                     f"this speed-up is what a shared machine gave, not what the stack does; rerun on a quieter machine")
@@ -104,7 +104,7 @@ class ResultNote(_Note):
 
 def finished_runs(results_path) -> dict[str, tuple[Any, float]]:
     """The search's runs in a results.jsonl, by key (for --resume): (row, wall seconds)."""
-    from study.records import read_results
+    from study.core.records import read_results
 
     out = {}
     for r in read_results(results_path):

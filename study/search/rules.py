@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
-from study.stats import geometric_interval as speedup_interval  # noqa: F401 (the search's name for it)
+from study.core.stats import geometric_interval as speedup_interval  # noqa: F401 (the search's name for it)
 
 INCUMBENT_EVERY = 4  # candidates measured between two runs of the incumbent within a pass
 # A candidate below this ratio in its first run is not measured again that round. Low enough that one
@@ -22,7 +22,7 @@ RETRY_BELOW = 0.90  # a candidate whose interval lay below this in a round is no
 
 KEPT, FASTER, NO_GAIN, SLOWER = "kept", "faster", "no gain", "slower"
 DROPPED, FAILED, CUT, NOT_RETRIED = "dropped", "failed", "cut by budget", "not retried"
-BUSY = "too busy"  # every run of it met a busy machine (study.machine_load): no evidence either way
+BUSY = "too busy"  # every run of it met a busy machine (study.core.machine_load): no evidence either way
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from study import config
-from study.config import RunConfig
-from study import catalog
+from study.core import config
+from study.core.config import RunConfig
+from study.core import catalog
 from study.data import open_datasets, synthetic
 from study.data.bundle import reader
 
@@ -45,7 +45,7 @@ def test_everything_keyed_by_dataset_covers_the_catalog() -> None:
     assert len({d.folder for d in catalog.DATASETS}) == len(names)  # one folder per dataset under a root
 
 
-MODULES = ["study.data", "study.catalog", "study.data.bundle", "study.data.checksum", "study.data.synthetic",
+MODULES = ["study.data", "study.core.catalog", "study.data.bundle", "study.data.checksum", "study.data.synthetic",
            "study.data.prepare", "study.data.cifar", "study.data.cifar100", "study.data.cub", "study.data.pets",
            "study.data.imagefolder", "study.data.integrity", "study.data.prepare_imagenet",
            "study.data.synthetic_cifar100", "study.data.synthetic_cub", "study.data.s3",
@@ -71,7 +71,7 @@ def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     assert set(rows) == set(MODULES)
     for m, row in rows.items():
         assert row.startswith("0 "), (m, row)
-    light = ["study.data", "study.catalog", "study.data.bundle", "study.data.checksum", "study.data.prepare",
+    light = ["study.data", "study.core.catalog", "study.data.bundle", "study.data.checksum", "study.data.prepare",
              "study.data.integrity", "study.data.prepare_imagenet", "study.data.synthetic_cifar100",
              "study.data.synthetic_cub"]
     assert all(rows[m].startswith("0 False False") for m in light), {m: rows[m] for m in light}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from torchvision.datasets import CIFAR100
 
-from study.config import ConfigError, RunConfig
+from study.core.config import ConfigError, RunConfig
 from study.data import open_datasets
 from study.data.cifar100 import CIFAR100Batches
 from study.data.synthetic_cifar100 import COARSE_NAMES, COARSE_OF, FINE_NAMES

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from study.config import ConfigError, RunConfig
+from study.core.config import ConfigError, RunConfig
 from study.data import open_datasets
 from study.data.cub import CUBImages
 from study.data.prepare import main

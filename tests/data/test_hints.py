@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from study.config import ConfigError, RunConfig
+from study.core.config import ConfigError, RunConfig
 from study.data import open_datasets
 from study.data.synthetic import write_imagefolder, write_pets
 from study.orchestrate import check_measured_steps

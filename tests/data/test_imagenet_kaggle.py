@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from study.config import ConfigError, RunConfig
+from study.core.config import ConfigError, RunConfig
 from study.data import open_datasets
 from study.data.prepare import main
-from study.inference import checkpoint_meta
+from study.train.checkpoint_meta import checkpoint_meta
 
 SYNSETS = {"n01440764": "tench, Tinca tinca", "n01443537": "goldfish, Carassius auratus",
            "n01484850": "great white shark, white shark, man-eater", "n01491361": "tiger shark, Galeocerdo cuvieri"}

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from study.config import RunConfig
+from study.core.config import RunConfig
 from study.data import open_datasets
-from study.models import TinyNet
+from study.models.builtins import TinyNet
 
 
 def accuracy_after(cfg: RunConfig, epochs: int) -> tuple[float, int]:

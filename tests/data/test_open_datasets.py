@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from study.config import ConfigError, RunConfig
+from study.core.config import ConfigError, RunConfig
 from study.data import DataBundle, LoadRecord, open_datasets, take_subset
 from study.data import cifar as cifar_mod
 from study.data.pets import JointTransform, trimap_to_mask

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from study import catalog
-from study.config import ConfigError, RunConfig
+from study.core import catalog
+from study.core.config import ConfigError, RunConfig
 from study.data import cifar as cifar_mod
 from study.data import open_datasets, synthetic
 from study.data.prepare import main

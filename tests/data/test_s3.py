@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from study.config import ConfigError, RunConfig
-from study import catalog
+from study.core.config import ConfigError, RunConfig
+from study.core import catalog
 from study.data import open_datasets, s3
 from tests.s3_server import ACCESS_KEY, BUCKET, CLEARED, SECRET, LoopbackS3, aws_env, closed_port
 from tests.util import records, run_study, stage_rows

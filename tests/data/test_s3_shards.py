@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.latency_proxy import DelayProxy
-from study.config import RunConfig
+from study.core.config import RunConfig
 from study.data import open_datasets, s3, synthetic
 from study.data.s3.shard_index import INDEX
 from study.data.samples import SampleError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from study.config import RunConfig
+from study.core.config import RunConfig
 from study.data.integrity import accept, skipped_checks
 from study.orchestrate import record_data_checks
 from study.report.reading import RunData

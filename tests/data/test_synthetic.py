@@ -161,7 +161,7 @@ def test_torchvision_imagefolder_reader(synthetic_root: Path) -> None:
 
 
 def test_write_all_writes_every_layout_of_the_catalog(tmp_path: Path) -> None:
-    from study import catalog
+    from study.core import catalog
 
     paths = synthetic.write_all(tmp_path)
     assert {p.name for p in paths.values()} == {d.folder for d in catalog.DATASETS}

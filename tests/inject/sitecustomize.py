@@ -11,7 +11,7 @@ this file at start-up. Nothing happens unless STUDY_TEST_FAULTS names faults, as
   blank-inputs        the training set's transform multiplies every image by 0 (trains, learns nothing;
                       the sanity check must say so)
 
-The faults wrap what study.session.build_session returns, as soon as that module is imported; the
+The faults wrap what study.stage.session.build_session returns, as soon as that module is imported; the
 study's code is untouched.
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ def patch(module) -> None:
 
 class Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "study.session":
+        if name != "study.stage.session":
             return None
         sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)

@@ -7,8 +7,8 @@ from typing import Callable
 import pytest
 
 from optimizations.base import Env, parse_stack
-from study.config import RunConfig
-from study.records import StageResult
+from study.core.config import RunConfig
+from study.core.records import StageResult
 from tests.optimizations.helpers import tiny_config
 
 
@@ -24,7 +24,7 @@ def toggle_stage(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory)
 
     Only the toggle's own stage runs: the baseline is the same for every toggle and is tested elsewhere.
     """
-    from study.stages import StageRunner
+    from study.run.ladder import StageRunner
 
     cache: dict[tuple, tuple[StageResult, Path]] = {}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from optimizations.base import Env, configure_all, parse_stack
-from study.config import RunConfig
+from study.core.config import RunConfig
 
 
 def tiny_config(data_root: Path, out: Path, **changes) -> RunConfig:
@@ -17,8 +17,8 @@ def tiny_config(data_root: Path, out: Path, **changes) -> RunConfig:
 
 def make_session(cfg: RunConfig, stack: str | list[str] = ()):
     """Plan-time configure() then the worker's build_session, in this process (no DDP here)."""
-    from study.session import build_session
-    from study.spec import StageSpec
+    from study.stage.session import build_session
+    from study.core.stage_spec import StageSpec
 
     toggles = parse_stack(stack) if stack else []
     stack_specs = tuple(t.spec for t in toggles)

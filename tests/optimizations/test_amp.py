@@ -5,7 +5,7 @@ import torch
 
 from optimizations.amp import apply_amp, default_dtype
 from optimizations.base import TrainContext, parse_stack
-from study.config import RunConfig
+from study.core.config import RunConfig
 from tests.optimizations.helpers import cpu_env, cuda_env, losses_on_one_batch, make_session
 
 

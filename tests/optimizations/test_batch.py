@@ -3,10 +3,10 @@ import json
 import pytest
 
 from optimizations import batch as b
-from study import batch_sweep
+import study.stage.sweeps as batch_sweep
 from optimizations.base import parse_stack
-from study.config import ConfigError
-from study.plan import Plan
+from study.core.config import ConfigError
+from study.core.stage_plan import Plan
 from tests.optimizations.helpers import cpu_env, make_session
 
 
@@ -222,7 +222,7 @@ def test_auto_sweeps_once_and_the_table_travels_to_the_notes(tiny_cfg, monkeypat
     parse_stack("batch=auto")[0].configure(Plan(), tiny_cfg.replace(resume=True, lr=0.5), cpu_env())
     assert len(calls) == 2  # other settings: measured again
     assert plan.hash() == Plan(stage_batch_size=8).hash()  # the table is evidence, not a setting
-    from study.context import TrainContext
+    from study.train.context import TrainContext
 
     ctx = TrainContext(cfg=tiny_cfg, env=cpu_env(), device="cpu", plan=plan)
     toggle.setup(ctx)

@@ -30,7 +30,7 @@ def test_fits_only_image_batches_into_a_model_with_convolutions():
     from torch import nn
 
     from optimizations.base import parse_stack
-    from study.model_facts import facts_of
+    from study.models.facts import facts_of
 
     (toggle,) = parse_stack(["channels_last"])
     cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
@@ -47,8 +47,8 @@ def test_a_stage_that_cannot_take_the_toggle_fails_with_the_reason(tiny_cfg, mon
     import pytest
 
     from optimizations.base import DoesNotApply
-    from study import session
-    from study.model_facts import ModelFacts
+    from study.stage import session
+    from study.models.facts import ModelFacts
 
     monkeypatch.setattr(session, "facts_of", lambda model, x: ModelFacts(0, (3, 32, 32), "torch.float32"))
     with pytest.raises(DoesNotApply, match="channels_last does not apply to this model: it has no 2-D convolution"):

@@ -5,9 +5,9 @@ import torch
 
 from optimizations.base import parse_stack
 from optimizations.compile import MIN_WARMUP, compile_model
-from study.plan import Plan
-from study.config import ConfigError, RunConfig
-from study.stages import plan
+from study.core.stage_plan import Plan
+from study.core.config import ConfigError, RunConfig
+from study.run.ladder import plan
 from tests.optimizations.helpers import cpu_env
 
 

@@ -5,9 +5,9 @@ import pytest
 
 from optimizations.base import parse_stack
 from optimizations.ddp import ddp_plan
-from study.plan import Plan
-from study.config import ConfigError, RunConfig
-from study.spec import StageSpec, worker_command
+from study.core.stage_plan import Plan
+from study.core.config import ConfigError, RunConfig
+from study.core.stage_spec import StageSpec, worker_command
 from tests.optimizations.helpers import cpu_env, cuda_env
 
 
@@ -44,7 +44,7 @@ def test_worker_command_goes_through_torchrun(tmp_path):
 def test_ddp_needs_the_gpus_it_names_and_runs_as_processes_on_a_cpu(tmp_path):
     """What ddp=N asks of the machine: on CUDA, N GPUs on this node, else its stage is planned as
     skipped with the reason; on a CPU its ranks are processes sharing the cores, so any N applies."""
-    from study.stages import plan
+    from study.run.ladder import plan
 
     two_gpus = cuda_env(gpus=2)
     assert parse_stack("ddp=2")[0].applicable(two_gpus) == (True, "")

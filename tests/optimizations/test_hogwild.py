@@ -6,8 +6,8 @@ import torch
 
 from optimizations.base import parse_stack
 from optimizations.hogwild import adopt_shared, run_trainers, shared_tensors
-from study.plan import Plan
-from study.config import RunConfig
+from study.core.stage_plan import Plan
+from study.core.config import RunConfig
 from tests.optimizations.helpers import cpu_env, cuda_env, make_session
 
 
@@ -46,7 +46,7 @@ def test_trainers_update_the_parent_model(tiny_cfg):
     sess = make_session(tiny_cfg, "hogwild")
     model = sess.state.base_model
     before = [p.detach().clone() for p in model.parameters()]
-    from study.timing import kit
+    from study.stage.timing_pass import kit
 
     reports = run_trainers(sess.spec, kit(), model, 2)
     assert [r["rank"] for r in reports] == [0, 1]
@@ -77,6 +77,6 @@ def test_a_failing_trainer_fails_the_stage_without_hanging(tiny_cfg, tmp_path):
     sess = make_session(tiny_cfg, "hogwild")
     broken = dataclasses.replace(sess.spec, config=sess.spec.config.replace(data_root=str(tmp_path / "gone")))
     with pytest.raises(RuntimeError, match="trainer [01] failed"):
-        from study.timing import kit
+        from study.stage.timing_pass import kit
 
         run_trainers(broken, kit(), sess.state.base_model, 2)

@@ -3,8 +3,8 @@ import torch
 
 from optimizations.base import parse_stack
 from optimizations.pin import pin_plan
-from study.plan import Plan
-from study.config import RunConfig
+from study.core.stage_plan import Plan
+from study.core.config import RunConfig
 from tests.optimizations.helpers import cpu_env, cuda_env, make_session
 
 
@@ -44,7 +44,7 @@ def test_the_loaders_pin_on_an_accelerator_when_the_plan_says_so(tiny_cfg, stack
     on the CPU itself nothing is pinned, since no copy follows."""
     from types import SimpleNamespace
 
-    from study.session import build_loaders
+    from study.stage.session import build_loaders
 
     sess = make_session(tiny_cfg, stack)
     on_cuda = SimpleNamespace(**{**vars(sess.ctx), "device": torch.device("cuda")})

@@ -11,7 +11,7 @@ import pytest
 
 from optimizations import base
 from study.advice import advise, diagnose, evidence_of
-from study.records import StageResult
+from study.core.records import StageResult
 from tests.optimizations.helpers import cpu_env
 from tests.util import run_study
 

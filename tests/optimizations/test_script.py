@@ -6,8 +6,8 @@ import torch
 import torchvision
 
 from optimizations.script import TracedModel, example_input, script_model
-from study.config import RunConfig
-from study.models import TinyNet
+from study.core.config import RunConfig
+from study.models.builtins import TinyNet
 from tests.optimizations.helpers import losses_on_one_batch, make_session
 
 
@@ -91,7 +91,7 @@ def test_session_trains_through_the_scripted_model(tiny_cfg):
 @pytest.mark.parametrize("task, model_name, size", [("classify", "resnet50", 32),
                                                      ("segment", "deeplabv3_resnet101", 64)])
 def test_study_models_script(task, model_name, size):
-    from study.models import build_model
+    from study.models.builtins import build_model
 
     model = build_model(RunConfig(task=task, model=model_name), 2)
     scripted, notes = script_model(model, torch.randn(2, 3, size, size))

@@ -4,8 +4,8 @@ import pytest
 
 from optimizations import workers as w
 from optimizations.base import parse_stack
-from study.plan import Plan
-from study.config import ConfigError
+from study.core.stage_plan import Plan
+from study.core.config import ConfigError
 from tests.optimizations.helpers import cpu_env, make_session
 
 
@@ -103,7 +103,7 @@ def test_auto_sweeps_once_records_the_table_and_reuses_it_on_resume(tiny_cfg, mo
 
     # the table travels to the stage in its plan (the stage spec), not through a side file
     (tiny_cfg.report_dir / w.SWEEP_FILE).unlink()
-    from study.context import TrainContext
+    from study.train.context import TrainContext
 
     ctx = TrainContext(cfg=tiny_cfg, env=cpu_env(), device="cpu", plan=toggle.configure(Plan(), tiny_cfg, cpu_env()))
     toggle.setup(ctx)

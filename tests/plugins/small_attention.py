@@ -1,5 +1,5 @@
 """A small VGG-att (an eighth of VGG-16's channels) for quick tests of the attention pictures."""
-from study.attention_net import VGGAttention
+from study.models.attention_net import VGGAttention
 
 
 def build(num_classes: int, image_size: int = 32) -> VGGAttention:

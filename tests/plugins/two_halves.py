@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from study.tasks import Classification
+from study.train.tasks import Classification
 
 
 class Halves(Dataset):

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from study.config import RunConfig
-from study.session import build_session
-from study.spec import StageSpec
+from study.core.config import RunConfig
+from study.stage.session import build_session
+from study.core.stage_spec import StageSpec
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from optimizations.base import Env, TrainContext
-from study import flops
-from study.config import RunConfig
-from study.flops import count_flops_per_sample, cpu_flops_per_cycle, cpu_peak, fill_mfu, gpu_peak
-from study.models import TinyNet
-from study.records import StageResult
-from study.tasks import build_task
+from study.stage import flops
+from study.core.config import RunConfig
+from study.stage.flops import count_flops_per_sample, cpu_flops_per_cycle, cpu_peak, fill_mfu, gpu_peak
+from study.models.builtins import TinyNet
+from study.core.records import StageResult
+from study.train.tasks import build_task
 
 
 # TinyNet on 32×32: three 3×3 convs (3→16 @32², 16→32 @16², 32→64 @8²) and a 64→10 linear.

@@ -43,7 +43,7 @@ def test_other_ranks_get_their_own_file_names(make_session):
 
 
 def test_one_registry_holds_every_pass_users_can_name():
-    from study.config import PROFILE_PASSES
+    from study.core.config import PROFILE_PASSES
     from study.profiling.passes import PASSES
 
     assert tuple(PASSES) == PROFILE_PASSES

@@ -37,16 +37,16 @@ def run_wrapped(tmp_path: Path, env: dict | None = None) -> tuple[subprocess.Com
 
 
 def test_wrap_command_runs_the_worker_under_the_wrapper(tmp_path):
-    cmd = wrap_command(["python", "-m", "study.worker", "--out", "x.json"], tmp_path, rate=50)
+    cmd = wrap_command(["python", "-m", "study.stage", "--out", "x.json"], tmp_path, rate=50)
     assert cmd[1:3] == ["-m", "study.profiling.pyspy"]
     assert cmd[cmd.index("--rate") + 1] == "50"
-    assert cmd[cmd.index("--") + 1:] == ["python", "-m", "study.worker", "--out", "x.json"]
+    assert cmd[cmd.index("--") + 1:] == ["python", "-m", "study.stage", "--out", "x.json"]
 
 
 def test_speedscope_to_flamegraph():
     doc = {"shared": {"frames": [{"name": "train_step", "file": "/x/loop.py", "line": 120},
                                  {"name": "<module>", "file": "/x/worker.py", "line": 1},
-                                 {"name": 'process 7:"python -m study.worker"', "file": "", "line": 0}]},
+                                 {"name": 'process 7:"python -m study.stage"', "file": "", "line": 0}]},
            "profiles": [{"type": "sampled", "name": "Process 7 Thread 7", "samples": [[2, 1, 0], [2, 1], [2, 1, 0]],
                          "weights": [0.01, 0.01, 0.01]}]}
     stacks = speedscope_stacks(doc)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from study import fmt
+from study.core import fmt
 
 
 @pytest.mark.parametrize("missing", [None, float("nan"), math.inf, -math.inf])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 
-from study.records import read_results
+from study.core.records import read_results
 from study.report import display_frame, ladder_frame, write_ladder
 from tests.report.helpers import FIXTURE, make_run
 

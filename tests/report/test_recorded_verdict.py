@@ -8,7 +8,7 @@ import pytest
 
 from optimizations.base import REGISTRY, load_all
 from study.orchestrate import record_verdicts
-from study.records import SCHEMA_VERSION, StageResult, append_jsonl, read_results
+from study.core.records import SCHEMA_VERSION, StageResult, append_jsonl, read_results
 from study.report.reading import RunData
 from study.report.verdict import env_of, verdicts
 

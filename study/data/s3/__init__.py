@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from study.config import ConfigError, RunConfig
-from study import catalog
+from study.core.config import ConfigError, RunConfig
+from study.core import catalog
 from study.data.bundle import DataBundle, open_bundle, reader
 from study.data.s3.cache import cache_path, open_cached, sync_to_cache
 from study.data.s3.client import ObjectInfo, client_count, client_for, list_objects, make_client, probe, read_object

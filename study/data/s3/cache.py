@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from study.config import ConfigError, RunConfig
-from study import catalog
+from study.core.config import ConfigError, RunConfig
+from study.core import catalog
 from study.data.bundle import reader
 from study.data.checksum import file_md5
 from study.data.s3.client import TRANSFER_THREADS, ObjectInfo, client_for, read_object

@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Callable
 
-from study.config import ConfigError
-from study import catalog
-from study.catalog import CIFAR10, CIFAR100, CUB200, IMAGEFOLDER, OXFORD_PETS
+from study.core.config import ConfigError
+from study.core import catalog
+from study.core.catalog import CIFAR10, CIFAR100, CUB200, IMAGEFOLDER, OXFORD_PETS
 from study.data.s3.client import client_for, list_objects, read_object
 from study.data.s3.errors import S3ReadError, s3_errors
 from study.data.s3.urls import Location

@@ -12,7 +12,7 @@ from typing import Callable, Iterator, TypeVar
 
 from botocore import exceptions as bx
 
-from study.config import ConfigError
+from study.core.config import ConfigError
 from study.data.s3.urls import shown_endpoint
 
 T = TypeVar("T")

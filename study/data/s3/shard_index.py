@@ -21,8 +21,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from study.config import ConfigError
-from study import catalog
+from study.core.config import ConfigError
+from study.core import catalog
 from study.data.s3.urls import Location
 
 FORMAT, VERSION = "webdataset", 1

@@ -20,8 +20,8 @@ import tarfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from study.config import ConfigError, RunConfig
-from study.catalog import DATASETS, Dataset
+from study.core.config import ConfigError, RunConfig
+from study.core.catalog import DATASETS, Dataset
 from study.data.bundle import reader
 from study.data.s3.client import client_for, probe
 from study.data.s3.errors import s3_errors

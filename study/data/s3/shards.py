@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterator
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from study.config import ConfigError
-from study import catalog
+from study.core.config import ConfigError
+from study.core import catalog
 from study.data.s3.client import client_for, probe, read_object
 from study.data.s3.errors import S3ReadError, s3_errors
 from study.data.s3.shard_index import (INDEX, Shard, check_against_listing, members, parse_index, sample_key,

@@ -9,8 +9,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from study.config import ConfigError
-from study.catalog import DATASETS, IMAGEFOLDER
+from study.core.config import ConfigError
+from study.core.catalog import DATASETS, IMAGEFOLDER
 from study.data.s3.cache import etag_matches
 from study.data.s3.client import TRANSFER_THREADS, client_for, probe
 from study.data.s3.errors import is_s3_error, s3_errors

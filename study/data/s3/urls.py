@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
-from study.config import ConfigError, check_s3_endpoint
+from study.core.config import ConfigError, check_s3_endpoint
 
 SCHEME = "s3://"
 

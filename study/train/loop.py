@@ -1,0 +1,308 @@
+"""The one training/validation loop and its phase timer.
+
+Every stage, every profiling pass and every toggle goes through `train_step`; toggles act through the
+context (autocast, scaler, memory format, non-blocking copies) and the wrapped model, never through
+an `if` in here.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from study.train.context import TrainContext
+from study.train.tasks import Task, logits_of
+
+PHASES = ("data", "h2d", "forward", "backward", "optimizer")
+
+
+class PhaseTimer:
+    """Splits a step into phases.
+
+    CPU: `perf_counter` at each boundary (work is synchronous). CUDA: the data phase is host time
+    (the host blocks in `next(loader)`); the device phases are measured with CUDA events recorded at
+    the boundaries, and the step ends with one synchronize so the events can be read — never
+    `time.time()` around asynchronous work.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.phases: dict[str, float] = {}
+
+    def begin(self) -> None:
+        self.phases = {}
+        self.wall0 = time.time()
+        self.t0 = self.last = time.perf_counter()
+        if self.cuda:
+            self.events: list[tuple[str, torch.cuda.Event]] = []
+
+    def mark(self, phase: str) -> None:
+        if self.cuda and phase != "data":
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.events.append((phase, ev))
+            return
+        now = time.perf_counter()
+        # added, not set: a step of several micro-batches (gradient accumulation) passes each phase again
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self.last
+        self.last = now
+        if self.cuda:  # the device phases are measured from here
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.events.append(("start", ev))
+
+    def end(self) -> float:
+        """Finish the step; returns its total seconds (sum of phases)."""
+        if self.cuda and self.events:
+            self.events[-1][1].synchronize()
+            for (_, a), (name, b) in zip(self.events, self.events[1:]):
+                if name != "start":  # from one micro-batch's backward to the next one's data: host time
+                    self.phases[name] = self.phases.get(name, 0.0) + a.elapsed_time(b) / 1000.0
+        else:
+            self.phases.setdefault("data", 0.0)
+        return sum(self.phases.values())
+
+
+@dataclass
+class StepRecord:
+    step: int  # global step index, continues across resume
+    epoch: int
+    start: float  # wall-clock time the step began
+    seconds: float
+    phases: dict[str, float]
+    samples: int
+    loss: float
+    measured: bool  # False for warm-up steps
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    split: str  # "train" or "val"
+    start: float
+    seconds: float
+    data_wait: float
+    metrics: dict[str, float]
+    loss: float
+
+
+@dataclass
+class TrainState:
+    ctx: TrainContext
+    model: Any  # wrapped (script/compile/DDP)
+    base_model: torch.nn.Module  # unwrapped, for checkpoints
+    task: Task
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    epoch: int = 0
+    steps_in_epoch: int = 0  # steps of `epoch` already done (resume mid-epoch)
+    # What a checkpoint needs to be used on its own (study.train.checkpoint_meta.checkpoint_meta): model, task,
+    # classes, input size, normalisation. Saved with every checkpoint, never read back by training.
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def scaler(self) -> Any:
+        return self.ctx.scaler
+
+    def to_device(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        non_blocking = self.ctx.plan.pin_memory
+        x = x.to(self.ctx.device, non_blocking=non_blocking)
+        if self.ctx.memory_format is not None:
+            x = x.contiguous(memory_format=self.ctx.memory_format)
+        return x, y.to(self.ctx.device, non_blocking=non_blocking)
+
+
+def train_step(s: TrainState, batches: Iterator, timer: PhaseTimer) -> tuple[torch.Tensor, int] | None:
+    """One optimizer step, phase by phase: one batch, or ctx.micro_batches of them whose gradients add
+    up (gradient accumulation); the loss returned is the last one's. None when the loader is exhausted."""
+    timer.begin()
+    targets = []
+    for _ in range(s.ctx.micro_batches):
+        batch = next(batches, None)
+        if batch is None:
+            return None
+        timer.mark("data")
+        x, y = s.to_device(batch)
+        timer.mark("h2d")
+        with s.ctx.autocast():
+            output = s.model(x)
+            loss = s.task.loss(output, y)
+        timer.mark("forward")
+        s.scaler.scale(s.ctx.micro_loss(loss)).backward()
+        timer.mark("backward")
+        targets.append(y)
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    # The default (set_to_none=True since torch 2.0), as the canonical loop writes it: zeroing in
+    # place would make backward accumulate into old buffers and handicap the baseline.
+    s.optimizer.zero_grad()
+    timer.mark("optimizer")
+    # what the task counts (images, or tokens for a language model), after the step's timer stopped
+    return loss, sum(s.task.samples(t) for t in targets)
+
+
+StepHook = Callable[[StepRecord], None]
+
+
+def train_epoch(s: TrainState, loader: Any, *, max_steps: int, warmup: int,
+                hooks: list[StepHook] = ()) -> list[StepRecord]:
+    """Train one epoch (at most `max_steps` steps, 0 = all); global steps < warmup are not measured."""
+    s.model.train()
+    timer = PhaseTimer(s.ctx.device)
+    batches = iter(loader)
+    records: list[StepRecord] = []
+    limit = max_steps or math.inf
+    try:  # an epoch resumed mid-way has only the batches it had left, not a fresh loader's worth
+        limit = min(limit, len(loader) // s.ctx.micro_batches)
+    except TypeError:  # a loader without a length runs until it is exhausted
+        pass
+    while s.steps_in_epoch < limit:
+        out = train_step(s, batches, timer)
+        if out is None:
+            break
+        loss, n = out
+        seconds = timer.end()
+        rec = StepRecord(step=s.step, epoch=s.epoch, start=timer.wall0, seconds=seconds,
+                         phases=dict(timer.phases), samples=n, loss=float(loss.detach()),
+                         measured=s.step >= warmup)
+        records.append(rec)
+        s.step += 1
+        s.steps_in_epoch += 1
+        for hook in hooks:
+            hook(rec)
+    return records
+
+
+@torch.no_grad()
+def validate(s: TrainState, loader: Any, *, max_steps: int = 0) -> tuple[dict[str, float], float, float]:
+    """Returns (metrics, mean loss, data-wait seconds); metrics are all-reduced across ranks."""
+    s.model.eval()
+    metric = s.task.metric()
+    total_loss, batches, wait = 0.0, 0, 0.0
+    it = iter(loader)
+    while not max_steps or batches < max_steps:
+        t0 = time.perf_counter()
+        batch = next(it, None)
+        wait += time.perf_counter() - t0
+        if batch is None:
+            break
+        x, y = s.to_device(batch)
+        with s.ctx.autocast():
+            output = s.model(x)
+            loss = s.task.loss(output, y)
+        metric.update(logits_of(output), y)
+        total_loss += float(loss)
+        batches += 1
+    if s.ctx.world_size > 1 and torch.distributed.is_initialized():
+        state = metric.state().to(s.ctx.device if s.ctx.device.type == "cuda" else "cpu")
+        torch.distributed.all_reduce(state)
+        metric.load_state(state.cpu())
+    return metric.compute(), total_loss / max(batches, 1), wait
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+def save_atomic(state: dict[str, Any], path: Path) -> None:
+    """Written to a temp file, then renamed, so a killed run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException as e:  # a full disk, a kill: never leave the half-written temp file behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) or "write" in str(e).lower():
+            raise OSError(getattr(e, "errno", None), f"cannot write the checkpoint {path}: {e}") from e
+        raise
+
+
+def save_checkpoint(path: Path, s: TrainState) -> None:
+    """Everything training needs to go on (atomic): weights, optimizer and scaler state, position."""
+    save_atomic({
+        "model": s.base_model.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else None,
+        "step": s.step,
+        "epoch": s.epoch,
+        "steps_in_epoch": s.steps_in_epoch,
+        "meta": s.meta,
+    }, path)
+
+
+# What a finished stage keeps: the pictures pass and `study predict` read the weights, the step count
+# and the metadata; the optimizer state (SGD momentum, as large as the weights) only served to resume.
+WEIGHTS_KEYS = ("model", "step", "epoch", "meta")
+
+
+def keep_weights_only(path: Path) -> None:
+    """Rewrite the checkpoint at `path` as its weights, step and metadata (atomic)."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # the momentum is never read
+    save_atomic({k: state[k] for k in WEIGHTS_KEYS if k in state}, path)
+
+
+def load_checkpoint(path: Path, s: TrainState) -> bool:
+    """Resume `s` from `path`; False, leaving `s` as it is, when the file holds no optimizer state (a
+    finished stage's kept weights: nothing to resume) or was written by another stage configuration
+    (its stage hash differs: the same stage name with another stack or setting)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("optimizer") is None:
+        return False
+    saved_hash = (state.get("meta") or {}).get("stage_hash")
+    if saved_hash and saved_hash != s.meta.get("stage_hash"):
+        return False
+    s.base_model.load_state_dict(state["model"])
+    s.optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler") and s.scaler.is_enabled():
+        s.scaler.load_state_dict(state["scaler"])
+    s.step, s.epoch, s.steps_in_epoch = state["step"], state["epoch"], state["steps_in_epoch"]
+    return True
+
+
+@dataclass
+class LoopResult:
+    steps: list[StepRecord] = field(default_factory=list)
+    epochs: list[EpochRecord] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def fit(s: TrainState, train_loader: Any, val_loader: Any, *, epochs: int, max_steps: int,
+        val_steps: int, warmup: int, hooks: list[StepHook] = (), checkpoint: Path | None = None,
+        checkpoint_every: int = 0) -> LoopResult:
+    """Train `epochs` epochs with validation after each (none when `val_loader` is None); resumes
+    from `s.epoch`/`s.steps_in_epoch`."""
+    result = LoopResult()
+    all_hooks = list(hooks)
+    if checkpoint is not None and checkpoint_every:
+        def periodic(rec: StepRecord) -> None:
+            if s.step % checkpoint_every == 0 and s.ctx.rank == 0:
+                save_checkpoint(checkpoint, s)
+        all_hooks.append(periodic)
+    while s.epoch < epochs:
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(s.epoch)  # DistributedSampler: a new shuffle each epoch
+        t0, w0 = time.perf_counter(), time.time()
+        steps = train_epoch(s, train_loader, max_steps=max_steps, warmup=warmup, hooks=all_hooks)
+        train_seconds = time.perf_counter() - t0
+        result.steps.extend(steps)
+        ep = EpochRecord(epoch=s.epoch, split="train", start=w0, seconds=train_seconds,
+                         data_wait=sum(r.phases.get("data", 0.0) for r in steps), metrics={},
+                         loss=sum(r.loss for r in steps) / max(len(steps), 1))
+        result.epochs.append(ep)
+        if val_loader is not None:  # hogwild trainers leave validation to the stage process
+            t1, w1 = time.perf_counter(), time.time()
+            metrics, val_loss, wait = validate(s, val_loader, max_steps=val_steps)
+            result.epochs.append(EpochRecord(epoch=s.epoch, split="val", start=w1, seconds=time.perf_counter() - t1,
+                                             data_wait=wait, metrics=metrics, loss=val_loss))
+            result.metrics = metrics
+        s.epoch += 1
+        s.steps_in_epoch = 0
+    if checkpoint is not None and s.ctx.rank == 0:
+        save_checkpoint(checkpoint, s)
+    return result
