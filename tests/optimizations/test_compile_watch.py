@@ -40,6 +40,30 @@ def test_watch_counts_a_graph_break_and_a_recompile():
     assert stats["seconds"] >= 0 and stats["graphs"] >= 2
 
 
-def test_toggle_without_a_compiled_model_records_nothing():
+def test_the_toggle_records_what_compiling_its_own_model_did(monkeypatch):
+    """The stage's notes get compile_stats from the model the toggle wrapped: the graph break planted in
+    that model is counted; a toggle that wrapped no model (a stage that failed before) adds no stats
+    rather than another model's. Dynamo alone (the eager backend) stands in for Inductor: the watch reads
+    Dynamo's breaks and guards either way, in milliseconds."""
+    from types import SimpleNamespace
+
+    import optimizations.compile as compile_toggle
+
+    monkeypatch.setattr(compile_toggle, "compile_model", lambda model, mode: torch.compile(model, backend="eager"))
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x):
+            y = x.sin()
+            if y.sum() > 0:  # data-dependent: a graph break
+                y = y * 2
+            return y.cos()
+
     (toggle,) = parse_stack(["compile"])
-    assert toggle.after_run(None) == {}
+    ctx = SimpleNamespace(notes={})
+    model = toggle.wrap_model(Branchy(), ctx)
+    model(torch.randn(4))
+    stats = toggle.after_run(ctx)["compile_stats"]
+    assert stats["graph_breaks"] == 1 and "Data-dependent branching" in stats["graph_break_reasons"][0]
+    assert ctx.notes["compile"].startswith("mode=default")
+    (unused,) = parse_stack(["compile"])
+    assert "compile_stats" not in unused.after_run(ctx)

@@ -2,8 +2,6 @@ import pytest
 import torch
 
 from optimizations.base import parse_stack
-from optimizations.pin import pin_plan
-from study.core.stage_plan import Plan
 from study.core.config import RunConfig
 from tests.optimizations.helpers import cpu_env, cuda_env, make_session
 
@@ -14,8 +12,18 @@ def test_not_applicable_without_an_accelerator():
     assert parse_stack("pin")[0].applicable(cuda_env())[0]
 
 
-def test_configure_turns_pinning_on():
-    assert pin_plan(Plan()).pin_memory is True
+def test_pin_stage_is_planned_on_cuda_and_skipped_with_its_reason_on_cpu():
+    """On CUDA the pin stage's plan pins and the stages after it keep pinning; on the CPU the stage is
+    planned as skipped, saying why, and no stage's plan pins (pinning there buys nothing)."""
+    from study.run.ladder import plan
+
+    cfg = RunConfig(model="tiny")
+    on_cuda = plan(cfg, parse_stack("pin,amp"), cuda_env())
+    assert [(s.skip_reason, s.spec.plan.pin_memory) for s in on_cuda] == [("", False), ("", True), ("", True)]
+    on_cpu = plan(cfg, parse_stack("pin,amp"), cpu_env())
+    assert [s.spec.plan.pin_memory for s in on_cpu] == [False, False, False]
+    assert "accelerator" in on_cpu[1].skip_reason and not on_cpu[2].skip_reason
+    assert on_cpu[2].spec.stack == ("amp",)  # the skipped toggle is left out of the later stages
 
 
 class CopySpy:
