@@ -61,7 +61,7 @@ def trainer_process(spec: Any, kit: Any, rank: int, processes: int, shared: dict
     """One Hogwild trainer (a spawned process): its own session on the shared weights, the one loop
     on its shard, no validation (the stage process validates the shared model once at the end)."""
     try:
-        from study.train.loop import fit
+        from study.train.fit import StopPolicy, fit
 
         sess = kit.build_session(spec)
         cfg = sess.cfg
@@ -70,7 +70,7 @@ def trainer_process(spec: Any, kit: Any, rank: int, processes: int, shared: dict
         sess.ctx.rank, sess.ctx.world_size = rank, processes  # its shard; no process group
         train_loader, _ = kit.build_loaders(cfg, sess.bundle, sess.ctx)
         barrier.wait(timeout=BARRIER_TIMEOUT_S)
-        result = fit(sess.state, train_loader, None, epochs=cfg.epochs, max_steps=cfg.steps, val_steps=0,
+        result = fit(sess.state, train_loader, None, StopPolicy(epochs=cfg.epochs, steps_per_epoch=cfg.steps),
                      warmup=sess.warmup, hooks=kit.progress_hooks(sess))
         out.put({"rank": rank, "pid": os.getpid(), "summary": kit.rank_summary(result.steps, sess.ctx.device),
                  "steps": result.steps, "epochs": result.epochs})
@@ -125,7 +125,9 @@ def train_shared(sess: Any, kit: Any) -> tuple[Any, list[dict[str, Any]]]:
     """The stage trainer of a Hogwild stage (a study.stage.timing_pass.Trainer): spawn the trainers, then
     validate and checkpoint the shared model once. Throughput follows the DDP rule: all trainers'
     measured samples over the longest trainer's measured time."""
-    from study.train.loop import EpochRecord, LoopResult, save_checkpoint, validate
+    from study.train.checkpoints import save_checkpoint
+    from study.train.fit import LoopResult
+    from study.train.loop import EpochRecord, validate
 
     cfg, ctx, state = sess.cfg, sess.ctx, sess.state
     processes = sess.plan.world_size

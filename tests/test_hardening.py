@@ -196,7 +196,7 @@ def test_the_ladder_is_the_one_the_latest_run_row_lists(tmp_path):
 
 
 def test_a_resumed_stage_that_measures_no_step_is_never_ok(tmp_path, synthetic_root):
-    from study.train.loop import save_checkpoint
+    from study.train.checkpoints import save_checkpoint
     from study.stage.timing_pass import timing_pass
     from tests.optimizations.helpers import make_session, tiny_config
 
@@ -210,7 +210,7 @@ def test_a_resumed_stage_that_measures_no_step_is_never_ok(tmp_path, synthetic_r
 
 
 def test_a_checkpoint_of_another_stage_configuration_is_not_resumed(tmp_path, synthetic_root):
-    from study.train.loop import save_checkpoint
+    from study.train.checkpoints import save_checkpoint
     from study.stage.timing_pass import timing_pass
     from tests.optimizations.helpers import make_session, tiny_config
 
@@ -273,16 +273,16 @@ def test_a_full_disk_is_one_line_naming_the_file_and_exit_3(monkeypatch, capsys)
 def test_a_checkpoint_the_disk_cannot_hold_leaves_no_temp_file_and_names_the_file(tmp_path, monkeypatch):
     import errno
 
-    from study.train import loop
+    from study.train import checkpoints
 
     def full(state, f):
         Path(f).write_bytes(b"PK\x03\x04 half an archive")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(loop.torch, "save", full)
+    monkeypatch.setattr(checkpoints.torch, "save", full)
     target = tmp_path / "checkpoints" / "01-amp.pt"
     with pytest.raises(OSError, match=f"cannot write the checkpoint {target}"):
-        loop.save_atomic({"model": {}}, target)
+        checkpoints.save_atomic({"model": {}}, target)
     monkeypatch.undo()
     assert list(target.parent.iterdir()) == []
 

@@ -85,7 +85,7 @@ CHECKPOINTER = """
 import sys, types
 from pathlib import Path
 import torch
-from study.train.loop import save_checkpoint
+from study.train.checkpoints import save_checkpoint
 model = torch.nn.Linear(1024, 2048)  # 8 MB: each save takes long enough to be killed inside
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 state = types.SimpleNamespace(base_model=model, optimizer=opt, scaler=torch.amp.GradScaler("cpu", enabled=False),

@@ -1,5 +1,5 @@
-"""The one loop on in-memory data: step times match an outside clock, each phase holds its own time,
-warm-up is excluded, checkpoints resume the count."""
+"""The one loop and the one epoch driver on in-memory data: step times match an outside clock, each phase
+holds its own time, warm-up is excluded, every stop policy ends where it says, checkpoints resume the count."""
 import time
 
 import torch
@@ -8,7 +8,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from optimizations.base import Env, TrainContext
 from study.train import loop
 from study.core.config import RunConfig
-from study.train.loop import PHASES, TrainState, fit, load_checkpoint, save_checkpoint, train_epoch
+from study.train import checkpoints
+from study.train.checkpoints import load_checkpoint, save_checkpoint
+from study.train.fit import StopPolicy, fit
+from study.train.loop import PHASES, TrainState, train_epoch
 from study.models.builtins import TinyNet
 from study.train.tasks import build_task
 
@@ -123,23 +126,64 @@ def test_each_phase_holds_the_time_spent_in_it():
 
 def test_fit_learns_and_validates():
     s = _state()
-    res = fit(s, _loader(128), _loader(64), epochs=3, max_steps=0, val_steps=0, warmup=1)
+    res = fit(s, _loader(128), _loader(64), StopPolicy(epochs=3), warmup=1)
     assert res.metrics["top1"] > 0.5  # chance is 0.25
     assert [e.split for e in res.epochs] == ["train", "val"] * 3
+    assert res.stopped == "epochs" and s.epoch == 3 and s.step == 3 * 16
+
+
+def test_steps_run_across_epochs_without_validation():
+    """The profiling passes' policy: n steps from here, the loader restarted as often as it runs out."""
+    s = _state()
+    res = fit(s, _loader(32), None, StopPolicy(steps=10))  # 4 batches an epoch
+    assert len(res.steps) == 10 and res.stopped == "step cap" and s.epoch == 2 and s.steps_in_epoch == 2
+    assert [e.split for e in res.epochs] == ["train"] * 3 and res.validations == 0
+    assert all(r.measured for r in res.steps)  # no warm-up asked: every step counts
+
+
+def test_a_time_cap_a_caller_condition_and_an_empty_loader_each_end_it():
+    s = _state()
+    assert fit(s, _loader(), None, StopPolicy(epochs=5, seconds=1e-9)).stopped == "time cap"
+    assert s.epoch == 0 and s.steps_in_epoch == 1  # stopped after the first step, mid-epoch, position kept
+    s = _state()
+    res = fit(s, _loader(), None, StopPolicy(steps=50, done=lambda r: len(r.steps) == 3))
+    assert res.stopped == "done" and len(res.steps) == 3
+    assert fit(_state(), [], None, StopPolicy(steps=5)).stopped == "no batches"  # never an endless loop
+
+
+def test_a_target_stops_at_the_first_validation_that_reaches_it():
+    from study.core.target import Target
+
+    s = _state()
+    res = fit(s, _loader(128), _loader(64), StopPolicy(target=Target("top1", 0.9), validate_every=4, steps=200))
+    assert res.reached and res.stopped == "reached" and res.steps_to_target % 4 == 0
+    assert res.metrics["top1"] >= 0.9 and res.seconds_to_target > 0 and len(res.steps) == res.steps_to_target
+    assert res.validations == res.steps_to_target // 4  # every 4 steps, none after each epoch
+    assert s.model.training  # validation between steps hands the model back in train mode
 
 
 def test_checkpoint_resume_continues_step_count(tmp_path):
     s = _state()
-    fit(s, _loader(), _loader(16), epochs=1, max_steps=3, val_steps=1, warmup=0,
-        checkpoint=tmp_path / "c.pt", checkpoint_every=2)
+    fit(s, _loader(), _loader(16), StopPolicy(epochs=1, steps_per_epoch=3, val_steps=1))
+    save_checkpoint(tmp_path / "c.pt", s)
     assert s.step == 3
     fresh = _state()
     load_checkpoint(tmp_path / "c.pt", fresh)
     assert fresh.step == 3 and fresh.epoch == 1
     for a, b in zip(fresh.base_model.state_dict().values(), s.base_model.state_dict().values()):
         assert torch.equal(a, b)
-    fit(fresh, _loader(), _loader(16), epochs=2, max_steps=3, val_steps=1, warmup=0)
+    fit(fresh, _loader(), _loader(16), StopPolicy(epochs=2, steps_per_epoch=3, val_steps=1))
     assert fresh.step == 6 and fresh.epoch == 2
+
+
+def test_a_resume_mid_epoch_trains_only_the_steps_the_epoch_had_left(tmp_path):
+    s = _state()
+    fit(s, _loader(), None, StopPolicy(steps=5))  # 8 batches an epoch: stopped at step 5 of epoch 0
+    save_checkpoint(tmp_path / "c.pt", s)
+    fresh = _state()
+    assert load_checkpoint(tmp_path / "c.pt", fresh) and fresh.steps_in_epoch == 5
+    res = fit(fresh, _loader(), _loader(16), StopPolicy(epochs=1))
+    assert len(res.steps) == 3 and fresh.step == 8 and fresh.epoch == 1 and res.validations == 1
 
 
 def test_checkpoint_write_is_atomic(tmp_path):
@@ -152,12 +196,13 @@ def test_a_finished_stage_keeps_its_weights_without_optimizer_state(tmp_path):
     """keep_weights_only drops the momentum (as large as the weights) and keeps what predict reads; such
     a file is no resume point: load_checkpoint says so and leaves the state as it is."""
     s = _state()
-    fit(s, _loader(), None, epochs=1, max_steps=3, val_steps=0, warmup=0, checkpoint=tmp_path / "c.pt")
+    fit(s, _loader(), None, StopPolicy(epochs=1, steps_per_epoch=3))
+    save_checkpoint(tmp_path / "c.pt", s)
     full = (tmp_path / "c.pt").stat().st_size
-    loop.keep_weights_only(tmp_path / "c.pt")
+    checkpoints.keep_weights_only(tmp_path / "c.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
     state = torch.load(tmp_path / "c.pt", weights_only=True)
-    assert set(state) == set(loop.WEIGHTS_KEYS) and state["step"] == 3
+    assert set(state) == set(checkpoints.WEIGHTS_KEYS) and state["step"] == 3
     assert (tmp_path / "c.pt").stat().st_size < 0.7 * full
     for a, b in zip(state["model"].values(), s.base_model.state_dict().values()):
         assert torch.equal(a, b)

@@ -14,7 +14,7 @@ from PIL import Image
 from study.cli import main
 from study.train.checkpoint_meta import META_KEYS, read_meta
 from tests.trained import assert_picture, synthetic_picture, trained_stage
-from tests.util import REPO
+from tests.util import REPO, tables
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,12 @@ def test_classify_prints_top5_and_writes_a_cam_overlay(classify_ckpt, tmp_path, 
     assert main(["predict", str(a), str(b), "--checkpoint", str(classify_ckpt), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "a.png: top-5" in text and "sub.jpg: top-5" in text
-    assert "classify, tiny on cifar10, 12 training steps" in text
-    assert text.count("│ 1 │") == 2 and text.count("│ 5 │") == 2
+    about = next(line for line in text.splitlines() if line.startswith("checkpoint "))
+    assert all(fact in about for fact in ("classify", "tiny", "cifar10", "12 training steps"))
+    top5 = [t for t in tables(text) if t[0][0] == "#"]  # one table a picture: rank, class, probability
+    assert len(top5) == 2
+    for t in top5:
+        assert [r[0] for r in t[1:]] == ["1", "2", "3", "4", "5"] and len({r[1] for r in t[1:]}) == 5
     for name in ("a.cam.png", "sub.cam.png"):
         assert f"overlay: {out / name}" in text
         assert_picture(out / name, min_side=300)
@@ -74,11 +78,11 @@ def test_top5_is_the_model_on_the_validation_transform(classify_ckpt, synthetic_
 
 
 def test_predict_reads_the_weights_a_finished_stage_keeps(classify_ckpt, tmp_path, capsys):
-    """A study keeps weights and metadata only (study.train.loop.keep_weights_only); predict gives the same
+    """A study keeps weights and metadata only (study.train.checkpoints.keep_weights_only); predict gives the same
     answer on them as on the full checkpoint."""
     import shutil
 
-    from study.train.loop import keep_weights_only
+    from study.train.checkpoints import keep_weights_only
     from study.predict import predict
 
     kept = tmp_path / "00-base.pt"

@@ -8,7 +8,7 @@ import pytest
 
 from study.core.config import ConfigError
 from study.core.target import Target, parse_target
-from study.train.fit import fit_until
+from study.train.fit import StopPolicy, fit
 
 
 def test_a_target_is_metric_equals_value_and_a_loss_is_reached_from_above():
@@ -25,10 +25,10 @@ def test_a_target_out_of_reach_stops_at_the_step_cap_and_says_so(synthetic_root,
     from tests.optimizations.helpers import make_session, tiny_config
 
     sess = make_session(tiny_config(synthetic_root, tmp_path, subset=128))
-    result, outcome = fit_until(sess.state, sess.train_loader, sess.val_loader, Target("top1", 2.0), every=3,
-                                cap_s=600, max_steps=7, val_steps=1, warmup=1)
-    assert not outcome.reached and outcome.stopped == "step cap" and outcome.seconds == -1
-    assert len(result.steps) == 7 and outcome.validations == 3  # after steps 3, 6 and the cap at 7
+    stop = StopPolicy(target=Target("top1", 2.0), validate_every=3, seconds=600, steps=7, val_steps=1)
+    result = fit(sess.state, sess.train_loader, sess.val_loader, stop, warmup=1)
+    assert not result.reached and result.stopped == "step cap" and result.seconds_to_target == -1
+    assert len(result.steps) == 7 and result.validations == 3  # after steps 3, 6 and the cap at 7
     assert sess.state.model.training  # validation between steps hands the model back in train mode
 
 

@@ -13,7 +13,7 @@ from study.core.stage_spec import StageSpec
 def trained_stage(data_root: Path, out: Path, task: str = "classify", steps: int = 12, model: str = "tiny") -> StageSpec:
     """A stage whose checkpoint (reports/<run>/checkpoints/<stage>.pt) holds a small model (tiny, or
     `model`) trained `steps` steps, saved through the loop's save_checkpoint, metadata and all."""
-    from study.train.loop import save_checkpoint
+    from study.train.checkpoints import save_checkpoint
     from study.stage.session import build_session
 
     sizes = dict(image_size=32, batch_size=4) if task == "segment" else dict(batch_size=16)

@@ -3,7 +3,7 @@ report state, and `study clean RUN`, which removes what is left of the bulk.
 
 A stage's checkpoint (reports/<run>/checkpoints/<stage>.pt) has two readers. While the stage trains,
 --resume goes on from it: weights and optimizer state. Once the stage is trained, its last timing
-repeat rewrites it as weights and metadata only (study.train.loop.keep_weights_only), which is all the
+repeat rewrites it as weights and metadata only (study.train.checkpoints.keep_weights_only), which is all the
 pictures pass and `study predict` read. Between stages the parent keeps those weights for one stage,
 the last ladder stage that finished ok (the one the pictures draw), and deletes the other finished
 stages' files. A failed stage keeps its checkpoint: --resume trains it again from there.

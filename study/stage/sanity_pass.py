@@ -1,5 +1,6 @@
 """The sanity pass, in the child: the baseline's session trained on one fixed batch by the one loop's
-step (study.train.loop.train_epoch over that batch), then judged by study.run.sanity_judge.
+step, driven by the one epoch driver (study.train.fit) over that batch, then judged by
+study.run.sanity_judge.
 
 The optimizer is the stage's own: plain SGD at the user's --lr and momentum (0.01, 0.9 by default).
 Measured on a shared 2-core CPU with the synthetic data, that overfits one batch well inside MAX_STEPS
@@ -24,7 +25,8 @@ import torch
 
 import study.run.sanity_judge as sanity
 from study.core.faults import one_line
-from study.train.loop import TrainState, train_epoch
+from study.train.fit import StopPolicy, fit
+from study.train.loop import TrainState
 from study.core.stage_spec import StageSpec
 from study.train.tasks import IGNORE_INDEX, Classification, Segmentation, logits_of
 
@@ -121,15 +123,14 @@ def check(s: TrainState, batch: Any, num_classes: int, max_steps: int = sanity.M
         start = fingerprint(params)
         task, watched = s.task, Watched(s.task)
         s.task = watched
-        try:
-            while len(losses) < max_steps and not sanity.learned(losses, accs, n):
-                s.steps_in_epoch = 0
-                losses += [r.loss for r in train_epoch(s, [batch], max_steps=1, warmup=0)]
-                accs = watched.accuracies[:len(losses)]
+        learned = StopPolicy(steps=max_steps, done=lambda r: sanity.learned(losses, watched.accuracies[:len(losses)], n))
+        try:  # the one batch is the whole loader: one step an epoch, the same batch every step
+            fit(s, [batch], None, learned, hooks=[lambda rec: losses.append(rec.loss)])
         except Exception as e:  # noqa: BLE001 — a step that raises is one of the answers
             problem = f"a training step failed: {one_line(f'{type(e).__name__}: {e}', 240)}"
         finally:
             s.task = task
+            accs = watched.accuracies[:len(losses)]
         if not sanity.judge(losses, accs, batch=n, accuracy_name=name).passed:
             changed = int((fingerprint(params) != start).any(dim=1).sum()) if len(params) else 0
             try:

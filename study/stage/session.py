@@ -21,7 +21,8 @@ from study.core.config import RunConfig
 from study.train.context import TrainContext
 from study.core.machine import Env
 from study.core.stage_plan import Plan
-from study.train.loop import StepRecord, TrainState, train_epoch
+from study.train.fit import StopPolicy, fit
+from study.train.loop import StepRecord, TrainState
 from study.models.facts import facts_of
 from study.core.stage_spec import StageSpec
 
@@ -134,16 +135,10 @@ class Session:
         return self.spec.checkpoint_path
 
     def run_steps(self, n: int, hooks: list = ()) -> list[StepRecord]:
-        """Train exactly n steps (across epochs if the loader runs out): what profiling passes use."""
-        out: list[StepRecord] = []
-        while len(out) < n:
-            self.state.steps_in_epoch = 0
-            got = train_epoch(self.state, self.train_loader, max_steps=n - len(out), warmup=0, hooks=hooks)
-            if not got:
-                break
-            out += got
-            self.state.epoch += 1
-        return out
+        """Train n more steps from a fresh pass over the loader (across epochs if it runs out), no
+        validation: what the profiling passes run."""
+        self.state.steps_in_epoch = 0
+        return fit(self.state, self.train_loader, None, StopPolicy(steps=n), hooks=hooks).steps
 
 
 def build_session(spec: StageSpec) -> Session:

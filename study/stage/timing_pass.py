@@ -18,13 +18,14 @@ from typing import Any, Callable
 
 import torch
 
-from study.train.loop import PHASES, LoopResult, StepHook, StepRecord, fit, keep_weights_only, load_checkpoint, save_checkpoint
+from study.train.checkpoints import keep_weights_only, load_checkpoint, save_checkpoint
+from study.train.fit import LoopResult, StopPolicy, fit
+from study.train.loop import PHASES, StepHook, StepRecord
 from study.core.records import (TYPE_BATCH, TYPE_TRAIN, TYPE_VAL, StageResult, load_seed_rows,
                            seed_rows_to_csv, versions, write_atomic)
 from study.stage.session import Session
 from study.core.stats import median_ci, percentile, steadiness
 from study.core.target import parse_target
-from study.train.fit import fit_until
 from study.core.stage_spec import PROGRESS_ENV, write_progress
 
 PROGRESS_EVERY_S = 1.0
@@ -127,22 +128,35 @@ def progress_hooks(sess: Session) -> list[StepHook]:
     return [report]
 
 
+def stop_policy(sess: Session) -> StopPolicy:
+    """The stage's training: --epochs epochs of at most --steps steps, validated after each; or, with
+    --until, until the validation metric (every --until-every steps) reaches the target or a cap."""
+    cfg = sess.cfg
+    target = parse_target(cfg.until)
+    if target is None:
+        return StopPolicy(epochs=cfg.epochs, steps_per_epoch=cfg.steps, val_steps=cfg.val_steps)
+    every = cfg.until_every or max(len(sess.train_loader) // 4, 1)
+    return StopPolicy(target=target, validate_every=every, seconds=cfg.until_minutes * 60, steps=cfg.steps,
+                      val_steps=cfg.val_steps)
+
+
 def train_in_process(sess: Session, kit: TrainerKit) -> tuple[LoopResult, list[dict[str, Any]]]:
     """The default trainer: the one loop in this process (one rank of DDP, or the only process)."""
-    cfg, ctx = sess.cfg, sess.ctx
-    target = parse_target(cfg.until)
-    if target is not None:  # time to a result: train until the validation metric reaches the target
-        every = cfg.until_every or max(len(sess.train_loader) // 4, 1)
-        result, outcome = fit_until(sess.state, sess.train_loader, sess.val_loader, target, every=every,
-                                    cap_s=cfg.until_minutes * 60, max_steps=cfg.steps, val_steps=cfg.val_steps,
-                                    warmup=sess.warmup, hooks=progress_hooks(sess))
-        if ctx.rank == 0:
-            save_checkpoint(sess.checkpoint_path, sess.state)
-        sess.notes["until"] = {"target": str(target), "every": every, **outcome.__dict__}
-        return result, gather(rank_summary(result.steps, ctx.device), ctx.world_size)
-    result = fit(sess.state, sess.train_loader, sess.val_loader, epochs=cfg.epochs, max_steps=cfg.steps,
-                 val_steps=cfg.val_steps, warmup=sess.warmup, hooks=progress_hooks(sess),
-                 checkpoint=sess.checkpoint_path, checkpoint_every=cfg.checkpoint_every)
+    cfg, ctx, s = sess.cfg, sess.ctx, sess.state
+    stop = stop_policy(sess)
+    hooks = progress_hooks(sess)
+    if cfg.checkpoint_every and ctx.rank == 0:
+        def periodic(rec: StepRecord) -> None:
+            if s.step % cfg.checkpoint_every == 0:
+                save_checkpoint(sess.checkpoint_path, s)
+        hooks.append(periodic)
+    result = fit(s, sess.train_loader, sess.val_loader, stop, warmup=sess.warmup, hooks=hooks)
+    if ctx.rank == 0:
+        save_checkpoint(sess.checkpoint_path, s)
+    if stop.target is not None:
+        sess.notes["until"] = {"target": str(stop.target), "every": stop.validate_every, "reached": result.reached,
+                               "seconds": result.seconds_to_target, "steps": result.steps_to_target,
+                               "validations": result.validations, "stopped": result.stopped}
     return result, gather(rank_summary(result.steps, ctx.device), ctx.world_size)
 
 

@@ -1,4 +1,5 @@
-"""The one training/validation loop and its phase timer.
+"""The one training/validation loop and its phase timer: one step (`train_step`), one pass over a
+loader (`train_epoch`), validation. Epoch after epoch, and when to stop, is study.train.fit's.
 
 Every stage, every profiling pass and every toggle goes through `train_step`; toggles act through the
 context (autocast, scaler, memory format, non-blocking copies) and the wrapped model, never through
@@ -7,10 +8,8 @@ an `if` in here.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -204,105 +203,3 @@ def validate(s: TrainState, loader: Any, *, max_steps: int = 0) -> tuple[dict[st
         torch.distributed.all_reduce(state)
         metric.load_state(state.cpu())
     return metric.compute(), total_loss / max(batches, 1), wait
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Written to a temp file, then renamed, so a killed run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException as e:  # a full disk, a kill: never leave the half-written temp file behind
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) or "write" in str(e).lower():
-            raise OSError(getattr(e, "errno", None), f"cannot write the checkpoint {path}: {e}") from e
-        raise
-
-
-def save_checkpoint(path: Path, s: TrainState) -> None:
-    """Everything training needs to go on (atomic): weights, optimizer and scaler state, position."""
-    save_atomic({
-        "model": s.base_model.state_dict(),
-        "optimizer": s.optimizer.state_dict(),
-        "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else None,
-        "step": s.step,
-        "epoch": s.epoch,
-        "steps_in_epoch": s.steps_in_epoch,
-        "meta": s.meta,
-    }, path)
-
-
-# What a finished stage keeps: the pictures pass and `study predict` read the weights, the step count
-# and the metadata; the optimizer state (SGD momentum, as large as the weights) only served to resume.
-WEIGHTS_KEYS = ("model", "step", "epoch", "meta")
-
-
-def keep_weights_only(path: Path) -> None:
-    """Rewrite the checkpoint at `path` as its weights, step and metadata (atomic)."""
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # the momentum is never read
-    save_atomic({k: state[k] for k in WEIGHTS_KEYS if k in state}, path)
-
-
-def load_checkpoint(path: Path, s: TrainState) -> bool:
-    """Resume `s` from `path`; False, leaving `s` as it is, when the file holds no optimizer state (a
-    finished stage's kept weights: nothing to resume) or was written by another stage configuration
-    (its stage hash differs: the same stage name with another stack or setting)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("optimizer") is None:
-        return False
-    saved_hash = (state.get("meta") or {}).get("stage_hash")
-    if saved_hash and saved_hash != s.meta.get("stage_hash"):
-        return False
-    s.base_model.load_state_dict(state["model"])
-    s.optimizer.load_state_dict(state["optimizer"])
-    if state.get("scaler") and s.scaler.is_enabled():
-        s.scaler.load_state_dict(state["scaler"])
-    s.step, s.epoch, s.steps_in_epoch = state["step"], state["epoch"], state["steps_in_epoch"]
-    return True
-
-
-@dataclass
-class LoopResult:
-    steps: list[StepRecord] = field(default_factory=list)
-    epochs: list[EpochRecord] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-def fit(s: TrainState, train_loader: Any, val_loader: Any, *, epochs: int, max_steps: int,
-        val_steps: int, warmup: int, hooks: list[StepHook] = (), checkpoint: Path | None = None,
-        checkpoint_every: int = 0) -> LoopResult:
-    """Train `epochs` epochs with validation after each (none when `val_loader` is None); resumes
-    from `s.epoch`/`s.steps_in_epoch`."""
-    result = LoopResult()
-    all_hooks = list(hooks)
-    if checkpoint is not None and checkpoint_every:
-        def periodic(rec: StepRecord) -> None:
-            if s.step % checkpoint_every == 0 and s.ctx.rank == 0:
-                save_checkpoint(checkpoint, s)
-        all_hooks.append(periodic)
-    while s.epoch < epochs:
-        sampler = getattr(train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(s.epoch)  # DistributedSampler: a new shuffle each epoch
-        t0, w0 = time.perf_counter(), time.time()
-        steps = train_epoch(s, train_loader, max_steps=max_steps, warmup=warmup, hooks=all_hooks)
-        train_seconds = time.perf_counter() - t0
-        result.steps.extend(steps)
-        ep = EpochRecord(epoch=s.epoch, split="train", start=w0, seconds=train_seconds,
-                         data_wait=sum(r.phases.get("data", 0.0) for r in steps), metrics={},
-                         loss=sum(r.loss for r in steps) / max(len(steps), 1))
-        result.epochs.append(ep)
-        if val_loader is not None:  # hogwild trainers leave validation to the stage process
-            t1, w1 = time.perf_counter(), time.time()
-            metrics, val_loss, wait = validate(s, val_loader, max_steps=val_steps)
-            result.epochs.append(EpochRecord(epoch=s.epoch, split="val", start=w1, seconds=time.perf_counter() - t1,
-                                             data_wait=wait, metrics=metrics, loss=val_loss))
-            result.metrics = metrics
-        s.epoch += 1
-        s.steps_in_epoch = 0
-    if checkpoint is not None and s.ctx.rank == 0:
-        save_checkpoint(checkpoint, s)
-    return result
