@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -52,14 +51,27 @@ def test_multi_node_options_that_cannot_work_are_one_line():
         RunConfig(model="tiny", nnodes=2, node_rank=2, rdzv_endpoint="node0:29500")
 
 
-def test_a_follower_whose_leader_never_comes_stops_within_its_bound(tmp_path):
-    cfg = RunConfig(model="tiny", nnodes=2, node_rank=1, rdzv_endpoint=f"127.0.0.1:{free_port()}", rdzv_timeout=3,
+def test_a_follower_whose_leader_never_comes_stops_within_its_bound(tmp_path, monkeypatch):
+    """Nothing listens at the endpoint: the follower waits for the leader's store as long as
+    --rdzv-timeout says (the store is asked for exactly that), then exits 3 saying where it looked and
+    what to start."""
+    import torch.distributed as dist
+
+    asked = []
+    real_store = dist.TCPStore
+
+    def store(*args, **kwargs):
+        asked.append(kwargs["timeout"].total_seconds())
+        return real_store(*args, **kwargs)
+
+    monkeypatch.setattr(dist, "TCPStore", store)
+    port = free_port()
+    cfg = RunConfig(model="tiny", nnodes=2, node_rank=1, rdzv_endpoint=f"127.0.0.1:{port}", rdzv_timeout=2,
                     run_name="f", reports_root=str(tmp_path / "reports"))
     said: list[str] = []
-    t0 = time.monotonic()
     assert follow(cfg, said.append) == 3
-    assert time.monotonic() - t0 < 30
-    assert "no leader at 127.0.0.1:" in said[-1] and "start node 0 (--node-rank 0) with the same command" in said[-1]
+    assert asked == [2.0]
+    assert f"127.0.0.1:{port}" in said[-1] and "--node-rank 0" in said[-1]
 
 
 @pytest.mark.slow  # two studies on loopback, a DDP stage across them: about 30-60 s
@@ -80,7 +92,7 @@ def test_a_leader_and_a_follower_named_by_slurm_both_end_well(synthetic_root, tm
     out = {node: p.communicate(timeout=400)[0] for node, p in procs.items()}
     assert procs[0].returncode == 0, out[0][-3000:]
     assert procs[1].returncode == 0, out[1][-3000:]
-    assert "01-ddp_1 timing 1: ok" in out[1] and "node 0 holds the report" in out[1]
+    assert "01-ddp_1 timing 1: ok" in out[1]  # the follower took its part in the DDP stage's pass
     rows = [json.loads(ln) for ln in (tmp_path / "node0" / "reports" / "mn" / "results.jsonl").read_text().splitlines()]
     ddp = next(r for r in rows if r["kind"] == "stage" and r["name"] == "01-ddp_1")
     assert ddp["status"] == "ok" and ddp["world_size"] == 2 and ddp["nodes"] == 2
