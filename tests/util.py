@@ -33,3 +33,72 @@ def stage_rows(cwd: Path, run: str) -> list[dict]:
 def records(cwd: Path, run: str) -> list[dict]:
     with open(cwd / "reports" / run / "records.csv", newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+# Tables on the console: rich draws them with box characters, and with ASCII ones where the terminal's
+# encoding lacks those. Tests read the cells, never the drawing.
+COLUMN_RULES = "│┃║|"
+
+
+def is_table_line(line: str) -> bool:
+    """Whether a console line is part of a drawn table (a row or a rule, in any box style)."""
+    s = line.strip()
+    return bool(s) and (any("\u2500" <= c <= "\u257f" for c in s) or s[0] in "|+" and s[-1] in "|+")
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    """Every drawn table in `text`: its rows (the header first), each as its stripped cells."""
+    out: list[list[list[str]]] = []
+    inside = False
+    for line in text.splitlines():
+        s = line.strip()
+        if not is_table_line(s):
+            inside = False
+            continue
+        if not inside:
+            out.append([])
+            inside = True
+        if s[0] in COLUMN_RULES and s[-1] in COLUMN_RULES:
+            rules = [r for r in COLUMN_RULES if r != "|"] if s[0] != "|" else ["|"]  # a cell may hold a |
+            for rule in rules[1:]:
+                s = s.replace(rule, rules[0])
+            out[-1].append([c.strip() for c in s[1:-1].split(rules[0])])
+    return out
+
+
+def table_rows(text: str, after: str = "") -> dict[str, list[str]]:
+    """The body rows of the drawn tables in `text` by first cell (headers left out); a row folded over
+    several lines (its first cell empty on the later ones) is joined. A name seen twice fails. With
+    `after`: the first table after the first line holding it (a table's title) only."""
+    if after:
+        text = "\n".join(text[text.index(after):].splitlines()[1:])
+    rows: dict[str, list[str]] = {}
+    for table in tables(text)[:1 if after else None]:
+        last: list[str] = []
+        for cells in table[1:]:
+            if cells[0]:
+                assert cells[0] not in rows, f"{cells[0]} listed twice"
+                last = rows[cells[0]] = cells
+            elif last:
+                last[:] = [f"{a} {b}".strip() for a, b in zip(last, cells)]
+    return rows
+
+
+def markdown_rows(md: str) -> dict[str, list[str]]:
+    """The body rows of the Markdown tables in `md` by first cell (later tables win a name seen twice)."""
+    rows = {}
+    for line in md.splitlines():
+        s = line.strip()
+        if s.startswith("|") and s.endswith("|") and not set(s) <= set("|-: "):
+            cells = [c.strip() for c in s[1:-1].split("|")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def line_after_every_table(text: str, needle: str) -> int:
+    """The number of the first line holding `needle`, checked to come after every drawn table's last line."""
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if needle in line)
+    drawn = [i for i, line in enumerate(lines) if is_table_line(line)]
+    assert drawn and max(drawn) < at, (needle, at, drawn[-1:])
+    return at

@@ -13,7 +13,7 @@ from optimizations import base
 from study.advice import advise, diagnose, evidence_of
 from study.core.records import StageResult
 from tests.optimizations.helpers import cpu_env
-from tests.util import run_study
+from tests.util import run_study, table_rows
 
 TOGGLE = '''
 import os
@@ -67,9 +67,8 @@ def test_list_and_a_stage_of_it_run_in_their_own_processes(plugin: Path, synthet
     env = {base.PLUGINS_ENV: "throwaway_toggle", "PYTHONPATH": str(plugin)}
     listed = run_study("list", cwd=tmp_path, env=env)
     assert listed.returncode == 0, listed.stderr
-    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in listed.stdout.splitlines() if "│" in line]
-    row = next(c for c in cells if c and c[0] == "throwaway")
-    assert row[2] == "yes" and row[3] == "hogwild" and row[4].startswith("a toggle from one file")
+    row = table_rows(listed.stdout)["throwaway"]
+    assert row[2] == "yes" and row[3] == "hogwild" and row[4] == "a toggle from one file outside the package"  # its own words, unfolded
 
     p = run_study("--model", "tiny", "--data-root", str(synthetic_root), "--stack", "throwaway", "--steps", "3",
                   "--warmup", "1", "--subset", "64", "--val-subset", "16", "--batch-size", "8", "--threads", "1",

@@ -12,6 +12,7 @@ from study.report.build import build_report
 from study.search import GREEDY, AutoSearch
 from tests.report.helpers import make_run
 from tests.test_search import FakeMachine, config
+from tests.util import line_after_every_table
 
 CPU = Env(device_type="cpu", cuda_count=0, cpu_count=2, bf16_native=True)
 
@@ -49,13 +50,20 @@ def test_verdict_comes_first_and_quotes_its_figures(tmp_path):
     md = run_report(auto_run(tmp_path)).markdown()
     assert md.index("## Verdict") < md.index("## Ladder") < md.index("## Search (--stack auto)")
     verdict = md[md.index("## Verdict"):md.index("## Ladder")]
-    assert "Best stack for this machine: amp=bf16+channels_last, 1.4" in verdict
-    assert "results.jsonl search-result" in verdict and "samples/s" in verdict
-    assert "What limits 02-channels_last now: compute-bound: operator share of the profiled step 90.0 %" in verdict
-    assert "Quality at the end of its timed run: 02-channels_last top1 0.550, the baseline top1 0.500" in verdict
+    best = has(verdict, "Best stack", "amp=bf16+channels_last", "1.4", "samples/s", "results.jsonl search-result")
+    limits = has(verdict, "What limits", "02-channels_last", "compute-bound", "90.0 %")
+    quality = has(verdict, "Quality", "02-channels_last top1 0.550", "top1 0.500")
     # amp and channels_last are in the stack; compile, which compute-bound points at next, the search refuted
-    assert "Nothing the figures point at is left untried: compile=default measured without gain in search round 3" \
-        in verdict
+    untried = has(verdict, "Nothing the figures point at", "compile=default", "round 3")
+    assert best < limits and best < quality and limits < untried
+
+
+def has(text: str, label: str, *facts: str) -> int:
+    """The position of the line of `text` that starts with `label`, checked to hold every fact."""
+    lines = [line.lstrip("#*- ") for line in text.splitlines()]
+    at = next(i for i, line in enumerate(lines) if line.startswith(label))
+    assert all(f in lines[at] for f in facts), (lines[at], facts)
+    return at
 
 
 def test_search_table_lists_every_candidate_of_every_round(tmp_path):
@@ -87,7 +95,9 @@ def test_console_ends_with_the_verdict(tmp_path, capsys):
     run_dir = auto_run(tmp_path)
     build_report([run_dir])
     err = capsys.readouterr().err
-    assert err.rindex("└") < err.index("Best stack for this machine") < err.index("What limits 02-channels_last now")
+    lines = err.splitlines()  # the verdict closes the output: after every table, the answer first
+    verdict = line_after_every_table(err, "Best stack for this machine")
+    assert verdict < next(i for i, line in enumerate(lines) if line.startswith("What limits 02-channels_last"))
 
 
 def test_ladder_runs_get_a_verdict_without_a_search(tmp_path):
