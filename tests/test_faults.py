@@ -213,7 +213,7 @@ def test_failed_stages_are_recorded_the_ladder_goes_on_and_the_study_exits_3(syn
     assert "out of memory: lower --batch-size" in lines[0]
     # rank 0 fails too, after rank 1 left: the cause comes first
     assert lines[1].startswith("study: stage 01-ddp_2 failed: rank 1: RuntimeError: injected failure on rank 1"), lines
-    assert lines[2] == "study: the baseline failed, so no stage can be compared with it", lines
+    assert len(lines) == 3 and "baseline" in lines[2], lines  # and a last line: nothing to compare with
     rows = {r["name"]: r for r in stage_rows(tmp_path, "f")}
     assert [rows[n]["status"] for n in ("00-base", "01-ddp_2")] == ["failed", "failed"]
     run_dir = tmp_path / "reports" / "f"

@@ -160,7 +160,7 @@ def test_resume_into_a_folder_that_measured_other_settings_is_refused(tmp_path):
     with pytest.raises(ConfigError) as e:
         check_resume_identity(RunConfig(model="tiny", run_name="r", reports_root=str(tmp_path), lr=0.01,
                                         batch_size=32, resume=True))
-    assert "was measured with other settings (lr 0.1 → 0.01)" in str(e.value)
+    assert "lr 0.1 → 0.01" in str(e.value)  # the setting that differs, old → new
     assert "rerun without --resume" in str(e.value) and "--run-name" in str(e.value)
     # the same settings with a longer stack, and options that measure nothing, continue the study
     check_resume_identity(RunConfig(model="tiny", run_name="r", reports_root=str(tmp_path), lr=0.1, batch_size=32,
@@ -322,5 +322,5 @@ def test_a_picture_a_pets_split_lists_but_the_disk_lacks_is_named_before_any_sta
     with pytest.raises(ConfigError) as e:
         open_datasets(RunConfig(model="tiny", task="segment", data_root=str(tmp_path)))
     message = str(e.value)
-    assert f"annotations/trainval.txt of the Oxford-IIIT Pet at {tmp_path / 'oxford-iiit-pet'} lists 1 file not there" in message
+    assert "annotations/trainval.txt" in message and str(tmp_path / "oxford-iiit-pet") in message and "1 file" in message
     assert f"images/{first}.jpg" in message and f"./prepare.sh --root {tmp_path} --pets" in message

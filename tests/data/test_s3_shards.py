@@ -231,7 +231,7 @@ def test_shards_of_another_dataset_exit_2(store, tmp_path: Path) -> None:
     pets = c.get_object(Bucket=BUCKET, Key=f"{PREFIX}/shards/oxford-iiit-pet/{INDEX}")["Body"].read()
     c.put_object(Bucket=BUCKET, Key=f"mixed/shards/imagenet/{INDEX}", Body=pets)
     line = exits_2(store, tmp_path, f"s3://{BUCKET}/mixed", dataset="imagefolder")
-    assert "hold 'oxford-pets', not 'imagefolder': shards of another dataset" in line
+    assert "'oxford-pets'" in line and "'imagefolder'" in line  # what the shards hold, what was asked for
 
 
 def test_a_sample_that_does_not_decode_names_itself_and_its_shard(store) -> None:

@@ -51,5 +51,5 @@ def test_a_stage_that_cannot_take_the_toggle_fails_with_the_reason(tiny_cfg, mon
     from study.models.facts import ModelFacts
 
     monkeypatch.setattr(session, "facts_of", lambda model, x: ModelFacts(0, (3, 32, 32), "torch.float32"))
-    with pytest.raises(DoesNotApply, match="channels_last does not apply to this model: it has no 2-D convolution"):
+    with pytest.raises(DoesNotApply, match="channels_last.*convolution"):
         make_session(tiny_cfg, "channels_last")
