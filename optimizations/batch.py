@@ -3,7 +3,7 @@ the search tries, as it measures its candidates itself) or measured (`batch=auto
 
 A larger batch spreads what a step costs whatever its size (launches, Python, the optimizer's update,
 DDP's all-reduce) over more samples, until memory runs out. `batch=auto` measures at plan time
-(configure), once per study, in a child process (study.core.child_process): the config's batch ×½, ×1, ×2, ×4, ×8
+(configure), once per study, in a stage process of its own as every auto sweep (study.core.sweeps): the config's batch ×½, ×1, ×2, ×4, ×8
 (no more than the stage can still measure steps of), smallest first. A size that does not fit is
 dropped and no larger one tried: on CUDA an out-of-memory error; on the CPU a peak resident memory
 above BUDGET_SHARE of the memory available at plan time (split between a multi-process stage's
@@ -27,13 +27,11 @@ fits. With ddp, accumulation all-reduces after every micro-batch (no no_sync): r
 from __future__ import annotations
 
 import functools
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from optimizations.base import Env, Optimization, Plan, TrainContext, load_all, parse_int, register, toggle_name
 from study.core.config import ConfigError, RunConfig
+from study.core.sweeps import Sweep, load_or_sweep
 from study.train.context import same_loss
 from study.core.hostinfo import proc_field_mb
 
@@ -47,8 +45,6 @@ MIN_STAGE_STEPS = 3  # a size must leave the stage this many measured steps (or 
 BUDGET_SHARE = 0.5  # of the memory available at plan time, for the CPU sweep's peak
 SWEEP_FILE = "batch_sweep.json"
 ACCUMULATE = "accumulate"
-
-_SWEEPS: dict[str, dict[str, Any]] = {}  # sweeps of this study process, by key: the search plans a stack many times
 
 
 # --- what a value means ------------------------------------------------------------------------------
@@ -120,43 +116,7 @@ def sweep_job(plan: Plan, cfg: RunConfig, env: Env, accumulate: bool, own_spec: 
             "stage_world": plan.world_size, "stage_warmup": max(cfg.warmup, plan.min_warmup)}
 
 
-def sweep_in_child(job: dict[str, Any]) -> dict[str, Any]:
-    """Run the sweep in a fresh process (python -m study.stage.sweeps), started as every child of
-    the study is (study.core.child_process): its memory is its own, and it is gone before the first stage."""
-    import tempfile
-
-    from study.core.child_process import run_child
-
-    with tempfile.TemporaryDirectory(prefix="study-batch-") as tmp:
-        job_file, out = Path(tmp) / "job.json", Path(tmp) / "sweep.json"
-        job_file.write_text(json.dumps(job))
-        payload, err = run_child([sys.executable, "-m", "study.stage.sweeps", "--job", str(job_file), "--out", str(out)],
-                                 Path(tmp) / "sweep.log", out)
-    if payload is None:
-        raise ConfigError(f"batch=auto: the batch-size sweep failed ({err}); give a size instead, e.g. batch=64")
-    if not payload.get("chosen"):
-        why = "; ".join(f"{r['batch']}: {r.get('reason', '')}" for r in payload.get("table", []))
-        raise ConfigError(f"batch=auto: no batch size fits here ({why}); lower --image-size or use a smaller model")
-    return payload
-
-
-def load_or_sweep(job: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
-    """This study's sweep of the same settings, or reports/<run>/batch_sweep.json on --resume, or a new one."""
-    if job["key"] in _SWEEPS:
-        return _SWEEPS[job["key"]]
-    path = cfg.report_dir / SWEEP_FILE
-    if cfg.resume and path.is_file():
-        try:
-            old = json.loads(path.read_text())
-            if old.get("key") == job["key"]:
-                return _SWEEPS.setdefault(job["key"], old)
-        except (OSError, json.JSONDecodeError):
-            pass
-    from study.core.records import write_atomic
-
-    result = sweep_in_child(job)
-    write_atomic(path, json.dumps(result, indent=2))
-    return _SWEEPS.setdefault(job["key"], result)
+SWEEP = Sweep(name="batch", what="batch-size", file=SWEEP_FILE, instead="batch=64")
 
 
 @register
@@ -202,7 +162,11 @@ class Batch(Optimization):
         size = n * cfg.batch_size if kind == "times" else n
         if kind == "auto":
             if self.sweep is None:  # plan() configures every later stage too: they get the same size
-                self.sweep = load_or_sweep(sweep_job(plan, cfg, env, accumulate, self.spec), cfg)
+                self.sweep = load_or_sweep(SWEEP, sweep_job(plan, cfg, env, accumulate, self.spec), cfg.report_dir,
+                                           cfg.resume)
+            if not self.sweep.get("chosen"):
+                why = "; ".join(f"{r['batch']}: {r.get('reason', '')}" for r in self.sweep.get("table", []))
+                raise ConfigError(f"batch=auto: no batch size fits here ({why}); lower --image-size or use a smaller model")
             size, plan = int(self.sweep["chosen"]), plan.replace(batch_sweep=self.sweep)
         micro = micro_batches_of(cfg.batch_size, size) if accumulate else 1
         return plan.replace(stage_batch_size=size, accumulate_steps=micro)

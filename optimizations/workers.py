@@ -6,12 +6,10 @@ pass over the training loader for each candidate count (0, 1, 2, 4, ... up to th
 smallest count within KNEE_TOLERANCE of the best throughput wins (the knee: more workers past it
 cost memory and CPU that the training step needs).
 
-The sweep runs at plan time (configure), once per study, in a child process of its own, so its
-loader workers and memory are gone before the first stage is timed. Every stage that has the toggle gets the
-same count, so stages stay comparable. Its table travels in the stage plan to the stage's notes (so
-results.jsonl alone carries it) and is kept in reports/<run>/worker_sweep.json for --resume:
-a sweep of the same data/loader settings is reused rather than re-measured, keeping the
-stage configs (and their hashes) stable. The sweep is data-only: it does not see the CPU that the
+The sweep runs at plan time (configure), once per study, in a stage process of its own, the way every
+auto sweep runs (study.core.sweeps): every stage that has the toggle gets the same count, so stages
+stay comparable; its table travels in the stage plan to the stage's notes (results.jsonl alone carries
+it) and is kept in reports/<run>/worker_sweep.json for --resume. The sweep is data-only: it does not see the CPU that the
 training step itself takes, which on a small machine favours fewer workers than it reports.
 """
 from __future__ import annotations
@@ -19,13 +17,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from optimizations.base import Env, Optimization, Plan, TrainContext, parse_int, register
 from study.core.config import RunConfig
+from study.core.sweeps import Sweep, load_or_sweep
 
 PREFETCH_FACTOR = 2
 KNEE_TOLERANCE = 0.10
@@ -121,54 +119,12 @@ def sweep_workers(cfg: RunConfig, counts: list[int] | None = None, batches: int 
             "batch_size": cfg.batch_size, "table": table, "chosen": pick_knee(table)}
 
 
-def load_or_sweep(cfg: RunConfig) -> dict[str, Any]:
-    """Reuse reports/<run>/worker_sweep.json when it measured these same settings (resume); else sweep."""
-    path = cfg.report_dir / SWEEP_FILE
-    if cfg.resume and path.is_file():
-        try:
-            old = json.loads(path.read_text())
-            if old.get("key") == sweep_key(cfg):
-                return old
-        except (OSError, json.JSONDecodeError):
-            pass
-    from study.core.records import write_atomic
-
-    result = sweep_in_child(cfg)
-    write_atomic(path, json.dumps(result, indent=2))
-    return result
+SWEEP = Sweep(name="workers", what="data-loader", file=SWEEP_FILE, instead="workers=2")
 
 
-def sweep_in_child(cfg: RunConfig) -> dict[str, Any]:
-    """Run sweep_workers in a fresh process (python -m optimizations.workers), started as every child of
-    the study is (study.core.child_process: dies with the study, its log kept, its real error found)."""
-    import sys
-    import tempfile
-
-    from study.core.child_process import run_child
-    from study.core.config import ConfigError
-
-    with tempfile.TemporaryDirectory(prefix="study-sweep-") as tmp:
-        cfg_file, out = Path(tmp) / "config.json", Path(tmp) / "sweep.json"
-        cfg_file.write_text(cfg.to_json())
-        payload, err = run_child([sys.executable, "-m", "optimizations.workers", "--config", str(cfg_file),
-                                  "--out", str(out)], Path(tmp) / "sweep.log", out)
-        if payload is None:
-            raise ConfigError(f"workers=auto: the data-loader sweep failed ({err}); give a count instead, e.g. workers=2")
-        return payload
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from study.core.records import write_atomic
-
-    ap = argparse.ArgumentParser(prog="python -m optimizations.workers", description="the workers=auto sweep")
-    ap.add_argument("--config", required=True, help="RunConfig JSON")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-    cfg = RunConfig.from_dict(json.loads(Path(args.config).read_text()))
-    write_atomic(Path(args.out), json.dumps(sweep_workers(cfg), indent=2))
-    return 0
+def sweep_job(cfg: RunConfig) -> dict[str, Any]:
+    """What the sweep's stage process measures (study.stage.sweeps): the study's data settings."""
+    return {"key": sweep_key(cfg), "config": json.loads(cfg.to_json())}
 
 
 @register
@@ -196,7 +152,7 @@ class Workers(Optimization):
         if self.value != "auto":
             return workers_plan(plan, int(self.value))
         if self.sweep is None:  # plan() configures every later stage too; measure once
-            self.sweep = load_or_sweep(cfg)
+            self.sweep = load_or_sweep(SWEEP, sweep_job(cfg), cfg.report_dir, cfg.resume)
         return workers_plan(plan, int(self.sweep["chosen"])).replace(sweep=self.sweep)
 
     def setup(self, ctx: TrainContext) -> None:
@@ -211,7 +167,3 @@ class Workers(Optimization):
                                              for r in sweep["table"]]
                 ctx.notes["worker_sweep_chosen"] = sweep["chosen"]
         ctx.notes["workers"] = note
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

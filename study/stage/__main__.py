@@ -1,8 +1,9 @@
 """The stage process: build the session once, run one pass (timing, a profiler, the pictures or the
-sanity check), write its payload.
+sanity check), write its payload; or measure one auto sweep (workers=auto, batch=auto).
 
 Started by the parent (study.run.ladder) as `python -m study.stage --stage S.json --pass P --out R.json`,
-through torchrun for DDP stages. A fresh process per pass keeps global state (cudnn flags, threads,
+through torchrun for DDP stages; a sweep as `python -m study.stage --sweep NAME --job J.json --out R.json`
+(study.core.sweeps). A fresh process per pass keeps global state (cudnn flags, threads,
 compile caches) from leaking between stages and isolates crashes.
 """
 from __future__ import annotations
@@ -56,14 +57,23 @@ def write_error(out: Path, payload: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m study.stage", description=__doc__)
-    ap.add_argument("--stage", required=True)
+    ap.add_argument("--stage", help="the stage spec JSON (a pass)")
     ap.add_argument("--pass", dest="pass_name", default="timing", choices=("timing", PICTURES_PASS, SANITY_PASS) + PROFILE_PASSES)
     ap.add_argument("--repeat", type=int, default=0)
+    ap.add_argument("--sweep", choices=("workers", "batch"), help="measure this auto sweep instead of a pass")
+    ap.add_argument("--job", help="the sweep's job JSON (study.core.sweeps)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if not (args.stage or (args.sweep and args.job)):
+        ap.error("give --stage S.json, or --sweep NAME --job J.json")
     out = Path(args.out)
     try:
-        payload, rank = run_pass(StageSpec.load(args.stage), args.pass_name, args.repeat)
+        if args.sweep:
+            from study.stage.sweeps import SWEEPS
+
+            payload, rank = SWEEPS[args.sweep](json.loads(Path(args.job).read_text())), 0
+        else:
+            payload, rank = run_pass(StageSpec.load(args.stage), args.pass_name, args.repeat)
         if rank == 0:
             write_atomic(out, json.dumps(payload, default=str))
         return 0

@@ -1,25 +1,26 @@
-"""The batch=auto sweep, in its own process (python -m study.stage.sweeps): what optimizations/batch.py
-starts at plan time. It builds a session of the stage's toggles under the batch toggle, tries the
-candidate sizes smallest first against the memory budget, and times the sizes that fit side by side
-(the rules are the toggle's, see its docstring). It sits above the session it builds; the toggle
-names it only as a command, so the toggles stay below the session.
+"""The auto sweeps' measuring side, in a stage process of its own (`python -m study.stage --sweep NAME`),
+started at plan time by study.core.sweeps for the toggle that asks.
+
+workers=auto: the data-only loader sweep of optimizations/workers.py over the study's data.
+batch=auto: a session of the stage's toggles under the batch toggle; the candidate sizes are tried
+smallest first against the memory budget, and the sizes that fit are timed side by side (the rules
+are the toggle's, see its docstring). It sits above the session it builds; the toggles name it only as
+a command, so they stay below the session.
 """
 from __future__ import annotations
 
 import gc
-import json
 import resource
 import statistics
-import sys
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from optimizations.batch import (ROUNDS, STEPS_PER_ROUND, ROUND_MAX_SECONDS, WARMUP_STEPS, candidate_sizes,
                                  set_accumulation, smaller_sizes, within_stage)
 from study.core.hostinfo import proc_field_mb
+from study.train.fit import StopPolicy, fit
 
 
 # --- memory ------------------------------------------------------------------------------------------
@@ -74,13 +75,11 @@ class Size:
         while True:
             yield from loader
 
-    def step(self) -> float:
-        from study.train.loop import PhaseTimer, train_step
-
+    def train(self, stop: StopPolicy) -> list[float]:
+        """Train this size's steps through the one driver, on its endless stream; their seconds."""
+        self.sess.ctx.plan = self.sess.ctx.plan.replace(stage_batch_size=self.size, accumulate_steps=self.micro_batches)
         set_accumulation(self.sess.ctx, self.micro_batches)
-        timer = PhaseTimer(self.sess.ctx.device)
-        train_step(self.sess.state, self.stream, timer)
-        return timer.end()
+        return [r.seconds for r in fit(self.sess.state, self.stream, None, stop).steps]
 
 
 def sweep_batch(job: dict[str, Any], memory: Any = None) -> dict[str, Any]:
@@ -111,8 +110,7 @@ def sweep_batch(job: dict[str, Any], memory: Any = None) -> dict[str, Any]:
         cand = Size(sess, size, cfg.batch_size // size if accumulate else 1, row)
         memory.reset()
         try:
-            for _ in range(warmup):
-                cand.step()
+            cand.train(StopPolicy(steps=warmup))
         except RuntimeError as e:
             if not (isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()):
                 raise
@@ -142,12 +140,8 @@ def sweep_batch(job: dict[str, Any], memory: Any = None) -> dict[str, Any]:
                 break
     for r in range(job.get("rounds", ROUNDS)):
         turn = r % max(len(fitting), 1)
-        for cand in fitting[turn:] + fitting[:turn]:
-            t0 = time.perf_counter()
-            for _ in range(job.get("steps", STEPS_PER_ROUND)):
-                cand.times.append(cand.step())
-                if time.perf_counter() - t0 > ROUND_MAX_SECONDS:
-                    break
+        for cand in fitting[turn:] + fitting[:turn]:  # one step at least, then a large size stops early
+            cand.times += cand.train(StopPolicy(steps=job.get("steps", STEPS_PER_ROUND), seconds=ROUND_MAX_SECONDS))
     for cand in fitting:
         step_s = statistics.median(cand.times)
         cand.row.update(steps=len(cand.times), step_s=step_s,
@@ -159,19 +153,11 @@ def sweep_batch(job: dict[str, Any], memory: Any = None) -> dict[str, Any]:
             "device": str(sess.ctx.device), "rounds": job.get("rounds", ROUNDS), "table": rows, "chosen": chosen}
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
+def sweep_workers_of(job: dict[str, Any]) -> dict[str, Any]:
+    from optimizations.workers import sweep_workers
+    from study.core.config import RunConfig
 
-    from study.core.records import write_atomic
-
-    ap = argparse.ArgumentParser(prog="python -m study.stage.sweeps", description="the batch=auto sweep")
-    ap.add_argument("--job", required=True, help="the sweep's job JSON (sweep_job)")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-    write_atomic(Path(args.out), json.dumps(sweep_batch(json.loads(Path(args.job).read_text())), indent=2))
-    return 0
+    return sweep_workers(RunConfig.from_dict(job["config"]))
 
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+SWEEPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"workers": sweep_workers_of, "batch": sweep_batch}

@@ -128,7 +128,7 @@ def linear(size):
 
 def planted_sweep(tiny_cfg, monkeypatch, budget_mb, peak_of=linear, **cfg_changes):
     """The sweep in this process, with the memory planted and the session it builds kept."""
-    from study import session as session_mod
+    from study.stage import session as session_mod
 
     cfg = tiny_cfg.replace(**cfg_changes)
     job = b.sweep_job(Plan(), cfg, cpu_env(), accumulate=False, own_spec="batch=auto") | {"budget_mb": budget_mb,
@@ -177,15 +177,15 @@ def test_a_size_out_of_device_memory_is_dropped_and_no_larger_one_tried(tiny_cfg
     candidate, its halves are tried until one fits."""
     import torch
 
-    real_step, steps_of = batch_sweep.Size.step, []
+    real_train, steps_of = batch_sweep.Size.train, []
 
-    def step(self):
+    def train(self, stop):
         steps_of.append(self.size)
         if self.size >= limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_step(self)
+        return real_train(self, stop)
 
-    monkeypatch.setattr(batch_sweep.Size, "step", step)
+    monkeypatch.setattr(batch_sweep.Size, "train", train)
     result, _ = planted_sweep(tiny_cfg, monkeypatch, 0.0, steps=2)
     assert list(dict.fromkeys(steps_of)) == tried
     table = {r["batch"]: r for r in result["table"]}
@@ -206,8 +206,10 @@ def test_auto_sweeps_once_and_the_table_travels_to_the_notes(tiny_cfg, monkeypat
     fake = {"table": [{"batch": 4, "accumulate": 1, "fits": True, "samples_per_s": 100.0, "peak_mb": 10.0},
                       {"batch": 8, "accumulate": 1, "fits": True, "samples_per_s": 150.0, "peak_mb": 12.0},
                       {"batch": 16, "fits": False, "reason": "out of memory"}], "chosen": 8}
-    monkeypatch.setattr(b, "sweep_in_child", lambda job: calls.append(job) or fake | {"key": job["key"]})
-    monkeypatch.setattr(b, "_SWEEPS", {})
+    from study.core import sweeps
+
+    monkeypatch.setattr(sweeps, "measure_in_child", lambda sweep, job: calls.append(job) or fake | {"key": job["key"]})
+    monkeypatch.setattr(sweeps, "_DONE", {})
     (toggle,) = parse_stack("batch=auto")
     plan = toggle.configure(Plan(), tiny_cfg, cpu_env())
     assert plan.stage_batch_size == 8 and plan.batch_sweep["chosen"] == 8
@@ -216,7 +218,7 @@ def test_auto_sweeps_once_and_the_table_travels_to_the_notes(tiny_cfg, monkeypat
     # the search plans the same stack again with a new toggle: this study's sweep, not a new one
     assert parse_stack("batch=auto")[0].configure(Plan(), tiny_cfg, cpu_env()).stage_batch_size == 8
     # a resumed study (a new process) reads batch_sweep.json when it measured the same settings
-    monkeypatch.setattr(b, "_SWEEPS", {})
+    monkeypatch.setattr(sweeps, "_DONE", {})
     assert parse_stack("batch=auto")[0].configure(Plan(), tiny_cfg.replace(resume=True), cpu_env()).stage_batch_size == 8
     assert len(calls) == 1
     parse_stack("batch=auto")[0].configure(Plan(), tiny_cfg.replace(resume=True, lr=0.5), cpu_env())

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -85,11 +86,14 @@ def test_auto_sweeps_once_records_the_table_and_reuses_it_on_resume(tiny_cfg, mo
     fake = {"key": w.sweep_key(tiny_cfg), "table": [{"workers": 0, "samples_per_s": 10.0},
                                                      {"workers": 1, "samples_per_s": 40.0}], "chosen": 1}
 
-    def sweep(cfg):
-        calls.append(cfg)
+    def sweep(which, job):
+        calls.append(job)
         return fake
 
-    monkeypatch.setattr(w, "sweep_in_child", sweep)
+    from study.core import sweeps
+
+    monkeypatch.setattr(sweeps, "measure_in_child", sweep)
+    monkeypatch.setattr(sweeps, "_DONE", {})
     (toggle,) = parse_stack("workers=auto")
     assert toggle.configure(Plan(), tiny_cfg, cpu_env()).num_workers == 1
     assert toggle.configure(Plan(), tiny_cfg.replace(lr=0.1), cpu_env()).num_workers == 1  # a later stage: no new sweep
@@ -97,6 +101,7 @@ def test_auto_sweeps_once_records_the_table_and_reuses_it_on_resume(tiny_cfg, mo
     saved = json.loads((tiny_cfg.report_dir / w.SWEEP_FILE).read_text())
     assert saved["chosen"] == 1 and len(saved["table"]) == 2
 
+    monkeypatch.setattr(sweeps, "_DONE", {})  # a resumed study is a new process: only the file is left
     (again,) = parse_stack("workers=auto")  # a resumed study: same settings, no new measurement
     assert again.configure(Plan(), tiny_cfg.replace(resume=True), cpu_env()).num_workers == 1
     assert len(calls) == 1
@@ -109,3 +114,17 @@ def test_auto_sweeps_once_records_the_table_and_reuses_it_on_resume(tiny_cfg, mo
     toggle.setup(ctx)
     assert ctx.notes["worker_sweep"] == [{"workers": 0, "samples_per_s": 10.0}, {"workers": 1, "samples_per_s": 40.0}]
     assert ctx.notes["workers"].startswith("auto → 1 workers")
+
+
+@pytest.mark.slow  # two stage processes: the real sweep, and one that fails
+def test_the_sweep_runs_in_a_stage_process_and_a_failed_one_is_one_line(tiny_cfg, tmp_path):
+    from study.core import sweeps
+    from study.core.config import ConfigError
+
+    result = sweeps.measure_in_child(w.SWEEP, w.sweep_job(tiny_cfg))
+    assert result["key"] == w.sweep_key(tiny_cfg) and result["chosen"] in [r["workers"] for r in result["table"]]
+    assert [r["workers"] for r in result["table"]] == w.candidate_counts(os.cpu_count() or 1)
+    assert all(r["samples_per_s"] > 0 for r in result["table"])
+    gone = tiny_cfg.replace(data_root=str(tmp_path / "no-data-here"))
+    with pytest.raises(ConfigError, match=r"workers=auto: the data-loader sweep failed .*e\.g\. workers=2"):
+        sweeps.measure_in_child(w.SWEEP, w.sweep_job(gone))
