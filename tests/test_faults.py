@@ -221,7 +221,10 @@ def test_failed_stages_are_recorded_the_ladder_goes_on_and_the_study_exits_3(syn
     # timeout (10 min); measured from the failure, so the ranks' start-up on a slow machine is not in it.
     (rank1,) = (run_dir / "stages" / "01-ddp_2").glob("timing-r*.rank1.json")
     failed_at = json.loads(rank1.read_text())["time"]
-    assert 0 <= rows["01-ddp_2"]["finished"] - failed_at < 60
+    from study.stage.session import COLLECTIVE_TIMEOUT_MIN
+
+    # ended by the teardown, long before a collective's timeout could have ended it
+    assert 0 <= rows["01-ddp_2"]["finished"] - failed_at < COLLECTIVE_TIMEOUT_MIN * 60 / 2
     assert (run_dir / "stages.md").is_file() and "failed" in (run_dir / "stages.md").read_text()
     assert_whole_lines(run_dir)
     assert_no_secret(tmp_path, out, err)
