@@ -10,6 +10,7 @@ from pathlib import Path
 
 from study.core.config import DRY_RUN_MAX_SUBSET, ConfigError, RunConfig
 from study.core.faults import one_line
+from study.core.recorder import Recorder
 from study.run.folder import RunFolderLock, archive_previous, check_resume_identity
 
 
@@ -58,30 +59,30 @@ def check_measured_steps(cfg: RunConfig, train_samples: int, available: int = 0)
                           f"{cfg.warmup} excludes them all from timing; {' or '.join(fixes)}")
 
 
-def record_data_checks(cfg: RunConfig, console) -> None:
+def record_data_checks(cfg: RunConfig, recorder: Recorder, console) -> None:
     """A check the dataset's reader skipped (a release's MD5s, for a synthetic or UNVERIFIED copy) as a
     "data" row of results.jsonl, which the report's header repeats, and on the console."""
     import time
 
     from study.data.integrity import skipped_checks
-    from study.core.records import StageResult, append_jsonl
+    from study.core.records import StageResult
 
     skipped = skipped_checks(cfg.data_root, cfg.dataset)
     if skipped:
-        append_jsonl(cfg.report_dir / "results.jsonl", StageResult(
+        recorder.add(StageResult(
             run=cfg.run_name, stage=-1, name="data", kind="data", status="ok", notes={"skipped_checks": skipped},
             started=time.time(), finished=time.time()))
         for line in skipped:
             console.print(f"  data: {line}", markup=False, highlight=False)
 
 
-def record_verdicts(report_dir: Path) -> None:
+def record_verdicts(report_dir: Path, recorder: Recorder) -> None:
     """Each ok stage's findings and advice, decided now that the ladder (and the search) ended, on the
     machine that measured them, into results.jsonl: the report shows what was decided here and then."""
     import time
 
     from study.advice import verdict_record
-    from study.core.records import StageResult, append_jsonl
+    from study.core.records import StageResult
     from study.report.reading import RunData
     from study.report.verdict import decide_verdicts
 
@@ -89,7 +90,7 @@ def record_verdicts(report_dir: Path) -> None:
     rows = {r.name: r for r in run.ok}
     for name, v in decide_verdicts(run).items():
         r = rows[name]
-        append_jsonl(report_dir / "results.jsonl", StageResult(
+        recorder.add(StageResult(
             run=r.run, stage=r.stage, name=name, kind="verdict", stack=list(r.stack), status="ok",
             config_hash=r.config_hash, notes={"verdict": verdict_record(v)}, started=time.time(), finished=time.time()))
 
@@ -154,26 +155,27 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
         return follow(cfg, lambda text: console.print(text, markup=False, highlight=False))
     lock.acquire()  # from here on this study writes reports/<run>/
     moved = archive_previous(cfg)  # a rerun: the earlier study's files out of the way, never mixed in
+    recorder = Recorder(cfg.report_dir)  # the one writer of results.jsonl; every part of the study hands it rows
     import study.run.sanity_judge as sanity
 
     checked = None  # does the pipeline learn at all? Seconds on one batch, before the long part
     if cfg.sanity or cfg.dry_run:
         with console.status("sanity check: the baseline's model on one fixed batch"):
-            checked = sanity.before_ladder(cfg, env)
+            checked = sanity.before_ladder(cfg, env, recorder)
         console.print(sanity.line(checked), markup=False, highlight=False)
     if auto:
         from study.search import search_stack
 
-        cfg = search_stack(cfg, env, console, facts, nodes)  # toggles that cannot take the model are not tried
+        cfg = search_stack(cfg, env, console, facts, nodes, recorder)  # toggles that cannot take the model are not tried
         toggles = parse_stack(list(cfg.stack)) if cfg.stack else []
-    runner = StageRunner(cfg, toggles, env, facts)  # plans once (workers=auto measures here)
+    runner = StageRunner(cfg, toggles, env, facts, recorder=recorder)  # plans once (workers=auto measures here)
     # The first open is the cold one (an S3 cache is filled here): keep its 10/11 records too. Written
     # only now that nothing can refuse the run any more.
     from study.core.records import load_seed_rows, seed_rows_to_csv, write_atomic
 
     write_atomic(cfg.report_dir / "stages" / "_preflight" / "records-r0.csv",
                  seed_rows_to_csv(load_seed_rows(loads)))
-    record_data_checks(cfg, console)
+    record_data_checks(cfg, recorder, console)
     console.print(f"[bold]study[/] {cfg.run_name}: {cfg.task} {cfg.model} on {cfg.dataset} "
                   f"({sizes[0]} train / {sizes[1]} val), device {env.device_type}, "
                   f"stack: {','.join(cfg.stack) or '(baseline only)'}")
@@ -220,7 +222,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
             results = runner.run()
         finally:
             runner.fleet.finish()
-    record_verdicts(cfg.report_dir)
+    record_verdicts(cfg.report_dir, recorder)
     write_ladder(cfg.report_dir)
     build_report([cfg.report_dir])
     console.print(f"reports: {cfg.report_dir}/  traces: tensorboard --logdir {cfg.profile_dir}")

@@ -10,7 +10,8 @@ import pytest
 from study.cli import main
 from study.core.config import ConfigError, RunConfig
 from study.core.config_files import load_config_file
-from study.core.records import StageResult, append_jsonl, read_results
+from study.core.records import StageResult, read_results
+from study.core.recorder import append_jsonl
 
 
 @pytest.mark.parametrize("changes, words", [

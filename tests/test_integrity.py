@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from study.core.records import SEED_COLUMNS, StageResult, append_jsonl, read_results
+from study.core.records import SEED_COLUMNS, StageResult, read_results
+from study.core.recorder import append_jsonl
 from tests.util import REPO
 
 # Rows of a few KB with random padding, so writes cross page boundaries at random offsets; the CSV is
@@ -20,7 +21,8 @@ from tests.util import REPO
 WRITER = """
 import random, sys
 from pathlib import Path
-from study.core.records import StageResult, append_jsonl, seed_rows_to_csv, write_atomic
+from study.core.records import StageResult, seed_rows_to_csv, write_atomic
+from study.core.recorder import append_jsonl
 out = Path(sys.argv[1])
 i = 0
 while True:

@@ -2,7 +2,8 @@ import json
 import math
 from dataclasses import MISSING, fields
 
-from study.core.records import StageResult, aggregate, append_jsonl, mean_ci, percentile, read_results
+from study.core.records import StageResult, aggregate, mean_ci, percentile, read_results
+from study.core.recorder import append_jsonl
 
 
 def test_append_and_read_skip_torn_lines(tmp_path):

@@ -14,7 +14,8 @@ from torch import nn
 
 import study.run.sanity_judge as sanity
 from study.core.config import RunConfig
-from study.core.records import StageResult, append_jsonl, read_results
+from study.core.records import StageResult, read_results
+from study.core.recorder import append_jsonl
 from study.report.ladder import checks
 from study.core.stage_spec import StageSpec
 from tests.util import REPO, results, run_study

@@ -25,7 +25,8 @@ from study.run.live_scalars import LiveScalars
 from study.run.multinode import OneNode
 from study.core.machine_load import busy_retries, describe, is_busy
 from study.run.clean import prune_checkpoints, weights_stage
-from study.core.records import StageResult, aggregate, append_jsonl, git_sha, read_results, versions, write_atomic
+from study.core.recorder import Recorder
+from study.core.records import StageResult, aggregate, git_sha, versions, write_atomic
 from study.core.stage_spec import StageSpec, worker_command
 
 
@@ -90,9 +91,9 @@ def short_duration(seconds: float) -> str:
 class StageRunner:
     def __init__(self, cfg: RunConfig, toggles: list[Optimization], env: Env, model: ModelFacts | None = None,
                  on_result: Callable[[StageResult], None] | None = None,
-                 on_pass: Callable[[str], None] | None = None) -> None:
+                 on_pass: Callable[[str], None] | None = None, recorder: Recorder | None = None) -> None:
         self.cfg, self.toggles, self.env = cfg, toggles, env
-        self.results_path = cfg.report_dir / "results.jsonl"
+        self.recorder = recorder or Recorder(cfg.report_dir)  # the study's one writer of results.jsonl
         self.on_result = on_result or (lambda r: None)
         self.on_pass = on_pass or (lambda what: None)  # progress display: "01-workers timing r0"
         self.on_warning: Callable[[str], None] = lambda text: None  # one line for the user, now
@@ -121,7 +122,7 @@ class StageRunner:
     def finished(self) -> dict[str, StageResult]:
         """Stages of this run already done with the same measured config (for --resume)."""
         done = {}
-        for r in read_results(self.results_path):
+        for r in self.recorder.rows():
             if r.kind == "stage" and r.status in ("ok", "skipped"):
                 done[r.name] = r
         return done
@@ -134,7 +135,7 @@ class StageRunner:
              "env": self.env.to_dict()}, indent=2, sort_keys=True, default=str))
         # The machine and the options as this run saw them, in results.jsonl itself: the report reads
         # them from here, never from the machine that renders it.
-        append_jsonl(self.results_path, StageResult(
+        self.recorder.add(StageResult(
             run=cfg.run_name, stage=-1, name="run", kind="run", status="ok", versions=versions(), git_sha=git_sha(),
             notes={"env": self.env.to_dict(), "config": cfg.to_dict(), "stages": [s.spec.name for s in stages]},
             started=time.time(), finished=time.time()))
@@ -197,7 +198,7 @@ class StageRunner:
         if st.skip_reason:
             row = StageResult(status="skipped", reason=st.skip_reason, versions=versions(),
                               started=time.time(), finished=time.time(), **common)
-            append_jsonl(self.results_path, row)
+            self.recorder.add(row)
             return row
         repeats: list[StageResult] = []
         for r in range(cfg.repeats):
@@ -208,7 +209,7 @@ class StageRunner:
         agg = aggregate(repeats)
         if agg.status == "ok":
             agg.profiles = self.run_profiles(st, stage_file, rep_dir)
-        append_jsonl(self.results_path, agg)
+        self.recorder.add(agg)
         self.merge_records()
         return agg
 
@@ -248,7 +249,7 @@ class StageRunner:
                 row = StageResult.from_dict(payload)
                 row.git_sha = common["git_sha"]
                 row.notes = {**row.notes, "attempt": attempt} if attempt else row.notes
-            append_jsonl(self.results_path, row)
+            self.recorder.add(row)
             attempts.append(row)
             if row.status != "ok" or not is_busy(row.foreign_cpu_share):
                 break

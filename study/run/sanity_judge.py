@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from study.core.recorder import Recorder
 from study.core.records import StageResult
 
 PASS_NAME = "sanity"
@@ -168,11 +169,10 @@ def result_row(identity: dict[str, Any], payload: dict | None, error: str, start
 
 # --- the parent's side (torch-free) ------------------------------------------------------------------
 
-def run_check(spec: Any, on_pass: Callable[[str], None] = lambda what: None) -> StageResult:
-    """Run the check in a fresh process on `spec` (the baseline stage's), append its row to
-    reports/<run>/results.jsonl and return it."""
+def run_check(spec: Any, recorder: Recorder, on_pass: Callable[[str], None] = lambda what: None) -> StageResult:
+    """Run the check in a fresh process on `spec` (the baseline stage's), hand its row to the run's
+    recorder and return it."""
     from study.core.child_process import run_child
-    from study.core.records import append_jsonl
     from study.core.stage_spec import worker_command
 
     cfg = spec.config
@@ -184,18 +184,19 @@ def run_check(spec: Any, on_pass: Callable[[str], None] = lambda what: None) -> 
     started = time.time()
     payload, err = run_child(worker_command(spec, stage_file, PASS_NAME, 0, out), rep_dir / f"{PASS_NAME}.log", out)
     row = result_row(spec.identity(), payload, err, started)
-    append_jsonl(cfg.report_dir / "results.jsonl", row)
+    recorder.add(row)
     return row
 
 
-def before_ladder(cfg: Any, env: Any, on_pass: Callable[[str], None] = lambda what: None) -> StageResult:
+def before_ladder(cfg: Any, env: Any, recorder: Recorder | None = None,
+                  on_pass: Callable[[str], None] = lambda what: None) -> StageResult:
     """The check on the baseline stage of `cfg`; with --resume, a check this config already passed is kept."""
-    from study.core.records import read_results
     from study.run.ladder import planned
 
+    recorder = recorder or Recorder(cfg.report_dir)
     spec = planned(cfg, env, 0, "00-base", []).spec
     if cfg.resume:
-        prev = latest(read_results(cfg.report_dir / "results.jsonl"))
+        prev = latest(recorder.rows())
         if prev is not None and prev.status == "ok" and prev.config_hash == spec.identity()["config_hash"]:
             return prev
-    return run_check(spec, on_pass)
+    return run_check(spec, recorder, on_pass)

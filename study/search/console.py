@@ -20,7 +20,8 @@ def outcome_line(o: Outcome) -> str:
     return f"  round {o.round} +{o.spec}: {shown} vs the incumbent — {o.decision}{detail}"
 
 
-def search_stack(cfg: RunConfig, env: Env, console, model: ModelFacts | None = None, nodes=None) -> RunConfig:
+def search_stack(cfg: RunConfig, env: Env, console, model: ModelFacts | None = None, nodes=None,
+                 recorder=None) -> RunConfig:
     """The search with a progress line and one printed line per candidate; `cfg` with the chosen
     stack, whose ladder the caller runs as a normal study."""
     from rich.markup import escape
@@ -46,7 +47,8 @@ def search_stack(cfg: RunConfig, env: Env, console, model: ModelFacts | None = N
             console.print(escape(outcome_line(o)))
             progress.refresh()
 
-        search = AutoSearch(cfg, env, on_pass=on_pass, on_outcome=on_outcome, model=model, nodes=nodes)
+        search = AutoSearch(cfg, env, on_pass=on_pass, on_outcome=on_outcome, model=model, nodes=nodes,
+                            recorder=recorder)
         result = search.run()
     if result.stack:
         answer = (f"best stack {'+'.join(result.stack)}, {fmt.speedup(result.speedup, result.low, result.high)} "

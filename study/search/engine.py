@@ -15,7 +15,8 @@ from study.core.config import RunConfig
 from study.core.faults import one_line
 from study.core.machine_load import BUSY_SHARE, is_busy
 from study.models.facts import ModelFacts
-from study.core.records import StageResult, aggregate, append_jsonl
+from study.core.recorder import Recorder
+from study.core.records import StageResult, aggregate
 from study.core.stats import crosswise
 from study.search.notes import ResultNote, RoundNote, RunNote, finished_runs
 from study.search.rules import (BUSY, CUT, DROPPED, FAILED, INCUMBENT_EVERY, NOT_RETRIED, RACE_DROP, RETRY_BELOW,
@@ -75,12 +76,13 @@ class AutoSearch:
                  clock: Callable[[], float] = time.monotonic,
                  on_pass: Callable[[str], None] | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None, strategy: Strategy = RACING,
-                 model: ModelFacts | None = None, nodes: Serial | RayNodes | None = None) -> None:
+                 model: ModelFacts | None = None, nodes: Serial | RayNodes | None = None,
+                 recorder: Recorder | None = None) -> None:
         self.cfg, self.env = cfg, env
         self.model = model  # the preflight's facts: moves whose toggles cannot take the model are never tried
         self.strategy = strategy
         self.passes = cfg.repeats
-        self.results_path = cfg.report_dir / "results.jsonl"
+        self.recorder = recorder or Recorder(cfg.report_dir)  # the study's one writer of results.jsonl
         # Children write under reports/<run>/search/ and profiles/<run>/search/, never resume from a
         # checkpoint, and none of it reaches the ladder's records.csv.
         self.child_cfg = cfg.replace(stack=(), run_name="search", reports_root=str(cfg.report_dir),
@@ -93,7 +95,7 @@ class AutoSearch:
         self.on_pass = on_pass or (lambda text: None)
         self.on_outcome = on_outcome or (lambda o: None)
         self.budget = Budget(cfg, env.device_type, clock)
-        self.finished = finished_runs(self.results_path) if cfg.resume else {}  # runs of an interrupted study
+        self.finished = finished_runs(self.recorder.rows()) if cfg.resume else {}  # runs of an interrupted study
         self.fresh: dict[str, Run] = {}  # runs of this session, by key
         self.check_pairs, self.check_base_tp, self.check_best_tp, self.check_busy = 0, 0.0, 0.0, 0
 
@@ -131,7 +133,7 @@ class AutoSearch:
             row.notes = {**row.notes, **RunNote(key=key, round=rnd, pass_=pass_index, role=role, candidate=spec,
                                                   slot=slot, seconds=round(seconds, 2), node=where).as_notes()}
             with self.lock:
-                append_jsonl(self.results_path, row)
+                self.recorder.add(row)
         with self.lock:
             self.budget.costs.setdefault(stack, []).append(seconds)
             self.fresh[key] = Run(rnd, pass_index, role, spec, slot, row, seconds, node)
@@ -150,7 +152,7 @@ class AutoSearch:
     # -- records ---------------------------------------------------------------------------------
     def record(self, name: str, stack: tuple[str, ...], rnd: int, status: str, note: RoundNote | ResultNote,
                throughput: float = 0.0, reason: str = "") -> None:
-        append_jsonl(self.results_path, StageResult(
+        self.recorder.add(StageResult(
             run=self.cfg.run_name, stage=rnd, name=name, kind=note.KIND, stack=list(stack), status=status,
             reason=reason, task=self.cfg.task, model=self.cfg.model, dataset=self.cfg.dataset,
             batch_size=self.cfg.batch_size, repeats=self.passes, throughput=throughput, notes=note.as_notes(),

@@ -102,12 +102,10 @@ class ResultNote(_Note):
     strategy: str = ""  # study.search.rules.Strategy's name ("": a row from before strategies, greedy)
 
 
-def finished_runs(results_path) -> dict[str, tuple[Any, float]]:
-    """The search's runs in a results.jsonl, by key (for --resume): (row, wall seconds)."""
-    from study.core.records import read_results
-
+def finished_runs(rows: list[Any]) -> dict[str, tuple[Any, float]]:
+    """The search's runs among the rows of a results.jsonl, by key (for --resume): (row, wall seconds)."""
     out = {}
-    for r in read_results(results_path):
+    for r in rows:
         note = RunNote.of(r)
         if note is not None and note.key:
             out[note.key] = (r, float(note.seconds))

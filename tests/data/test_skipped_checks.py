@@ -9,6 +9,7 @@ import pytest
 
 from study.core.config import RunConfig
 from study.data.integrity import accept, skipped_checks
+from study.core.recorder import Recorder
 from study.orchestrate import record_data_checks
 from study.report.reading import RunData
 from study.report.sections import header
@@ -29,7 +30,7 @@ def test_the_skipped_check_is_a_row_and_a_line_of_the_report(tmp_path: Path, syn
     cfg = RunConfig(model="tiny", data_root=str(root), reports_root=str(tmp_path / "reports"), run_name="r")
     cfg.report_dir.mkdir(parents=True)
     console = Quiet()
-    record_data_checks(cfg, console)
+    record_data_checks(cfg, Recorder(cfg.report_dir), console)
     assert "UNVERIFIED" in console.said[0]
     (row,) = results(tmp_path, "r")
     assert row["kind"] == "data" and "MD5 check skipped" in row["notes"]["skipped_checks"][0]
@@ -40,7 +41,7 @@ def test_the_skipped_check_is_a_row_and_a_line_of_the_report(tmp_path: Path, syn
 def test_no_row_when_nothing_was_skipped(tmp_path: Path) -> None:
     cfg = RunConfig(model="tiny", dataset="cub200", data_root=str(tmp_path), reports_root=str(tmp_path / "reports"))
     cfg.report_dir.mkdir(parents=True)
-    record_data_checks(cfg, Quiet())
+    record_data_checks(cfg, Recorder(cfg.report_dir), Quiet())
     assert not (cfg.report_dir / "results.jsonl").exists()
 
 

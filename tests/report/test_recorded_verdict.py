@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from optimizations.base import REGISTRY, load_all
+from study.core.recorder import Recorder
 from study.orchestrate import record_verdicts
-from study.core.records import SCHEMA_VERSION, StageResult, append_jsonl, read_results
+from study.core.records import SCHEMA_VERSION, StageResult, read_results
+from study.core.recorder import append_jsonl
 from study.report.reading import RunData
 from study.report.verdict import env_of, verdicts
 
@@ -26,7 +28,7 @@ def data_bound_run(tmp_path: Path) -> Path:
 
 def test_the_advice_is_what_the_run_decided(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = data_bound_run(tmp_path)
-    record_verdicts(run)
+    record_verdicts(run, Recorder(run))
     (row,) = [r for r in read_results(run / "results.jsonl") if r.kind == "verdict"]
     assert row.name == "00-base" and row.config_hash == "h0" and row.schema == SCHEMA_VERSION
     decided = [a["toggle"] for a in row.notes["verdict"]["advice"]]

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from optimizations.base import Env
-from study.core.records import StageResult, append_jsonl
+from study.core.records import StageResult
+from study.core.recorder import append_jsonl
 from study.report import Doc, run_report
 from study.report.build import build_report
 from study.search import GREEDY, AutoSearch
