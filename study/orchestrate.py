@@ -156,12 +156,13 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     lock.acquire()  # from here on this study writes reports/<run>/
     moved = archive_previous(cfg)  # a rerun: the earlier study's files out of the way, never mixed in
     recorder = Recorder(cfg.report_dir)  # the one writer of results.jsonl; every part of the study hands it rows
-    import study.run.sanity_judge as sanity
+    from study.core import sanity
+    from study.run.sanity_check import before_ladder
 
     checked = None  # does the pipeline learn at all? Seconds on one batch, before the long part
     if cfg.sanity or cfg.dry_run:
         with console.status("sanity check: the baseline's model on one fixed batch"):
-            checked = sanity.before_ladder(cfg, env, recorder)
+            checked = before_ladder(cfg, env, recorder)
         console.print(sanity.line(checked), markup=False, highlight=False)
     if auto:
         from study.search import search_stack

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-import study.run.sanity_judge as sanity
+from study.core import sanity
 from study.core.config import RunConfig
 from study.core.records import StageResult, read_results
 from study.core.recorder import append_jsonl

@@ -35,7 +35,7 @@ class StageResult:
     name: str
     # "repeat" rows are the raw timed runs; "stage" rows aggregate them; --stack auto adds "search-repeat"
     # (one run of the search), "search" (a round's table row) and "search-result" (study/search/); the
-    # sanity check before the ladder adds "sanity" (study/run/sanity_judge.py)
+    # sanity check before the ladder adds "sanity" (study/core/sanity.py)
     kind: str = "stage"
     stack: list[str] = field(default_factory=list)  # toggles in effect (specs, ladder order)
     status: str = "ok"  # ok | skipped | failed

@@ -33,7 +33,7 @@ MIN_MEASURED_STEPS = 5
 NOISY_CV = 0.10
 # A stage whose last training loss is this many times its first went the wrong way: diverging (--lr) or a
 # bug in the loss, labels or transform; a few steps of a large model from scratch can do it too (the dry
-# run's ResNet-50 rises before it falls). The sanity check (study/run/sanity_judge.py) tells these apart.
+# run's ResNet-50 rises before it falls). The sanity check (study/core/sanity.py) tells these apart.
 LOSS_RISE = 2.0
 
 

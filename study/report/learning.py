@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-import study.run.sanity_judge as sanity
+from study.core import sanity
 from study.report.ladder import LOSS_RISE, is_ablation
 from study.report.reading import RunData
 

@@ -15,7 +15,7 @@ from study.advice import (RULES, Advice, Finding, Measured, StageVerdict, eviden
                           refutations, stage_verdict, verdict_from_record)
 from study.core.machine import Env
 from study.core.machine_load import is_busy
-import study.run.sanity_judge as sanity
+from study.core import sanity
 from study.core.records import StageResult
 from study.core import fmt
 from study.report.doc import Part

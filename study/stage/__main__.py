@@ -22,7 +22,7 @@ from study.core.config import ConfigError, PROFILE_PASSES
 from study.core.faults import describe_exception, rank_error_path
 from study.pictures import PASS_NAME as PICTURES_PASS
 from study.core.records import write_atomic
-from study.run.sanity_judge import PASS_NAME as SANITY_PASS
+from study.core.sanity import PASS_NAME as SANITY_PASS
 from study.core.stage_spec import StageSpec
 
 

@@ -1,6 +1,6 @@
 """The sanity pass, in the child: the baseline's session trained on one fixed batch by the one loop's
 step, driven by the one epoch driver (study.train.fit) over that batch, then judged by
-study.run.sanity_judge.
+study.core.sanity.
 
 The optimizer is the stage's own: plain SGD at the user's --lr and momentum (0.01, 0.9 by default).
 Measured on a shared 2-core CPU with the synthetic data, that overfits one batch well inside MAX_STEPS
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-import study.run.sanity_judge as sanity
+from study.core import sanity
 from study.core.faults import one_line
 from study.train.fit import StopPolicy, fit
 from study.train.loop import TrainState

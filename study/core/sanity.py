@@ -7,20 +7,19 @@ the loss far below its start and the batch's accuracy to about 1 within seconds;
 classes, a loss that ignores the model's output, frozen parameters or a transform that destroys the
 signal cannot, and each is named in a one-line reason.
 
-Three parts: judging a curve and saying why (pure, here), the child pass that trains the batch
-(study.stage.sanity_pass, torch), and the parent's side (`run_check`, here, torch-free): it starts that
-pass once on the baseline stage's spec before the ladder (every dry run, or --sanity) and appends one
-row of kind "sanity" to results.jsonl, which the report and the exit code read.
+Three parts: judging a curve and saying why (here: torch-free rules that the stage process, the parent
+and the report all read), the child pass that trains the batch (study.stage.sanity_pass, torch), and
+the parent's side (study.run.sanity_check): it starts that pass once on the baseline stage's spec
+before the ladder (every dry run, or --sanity) and records one row of kind "sanity" in results.jsonl,
+which the report and the exit code read.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from study.core.recorder import Recorder
 from study.core.records import StageResult
 
 PASS_NAME = "sanity"
@@ -165,38 +164,3 @@ def result_row(identity: dict[str, Any], payload: dict | None, error: str, start
                        first_loss=losses[0] if losses else 0.0, final_loss=losses[-1] if losses else 0.0,
                        steps_total=len(losses), notes={"sanity": payload}, versions=payload.get("versions", {}),
                        git_sha=git_sha(), started=started, finished=time.time())
-
-
-# --- the parent's side (torch-free) ------------------------------------------------------------------
-
-def run_check(spec: Any, recorder: Recorder, on_pass: Callable[[str], None] = lambda what: None) -> StageResult:
-    """Run the check in a fresh process on `spec` (the baseline stage's), hand its row to the run's
-    recorder and return it."""
-    from study.core.child_process import run_child
-    from study.core.stage_spec import worker_command
-
-    cfg = spec.config
-    rep_dir: Path = cfg.report_dir / "stages" / KIND
-    rep_dir.mkdir(parents=True, exist_ok=True)
-    stage_file, out = rep_dir / "stage.json", rep_dir / f"{PASS_NAME}.json"
-    spec.save(stage_file)  # the baseline: no toggles, one plain process
-    on_pass(f"sanity check: training {spec.name}'s model on one batch")
-    started = time.time()
-    payload, err = run_child(worker_command(spec, stage_file, PASS_NAME, 0, out), rep_dir / f"{PASS_NAME}.log", out)
-    row = result_row(spec.identity(), payload, err, started)
-    recorder.add(row)
-    return row
-
-
-def before_ladder(cfg: Any, env: Any, recorder: Recorder | None = None,
-                  on_pass: Callable[[str], None] = lambda what: None) -> StageResult:
-    """The check on the baseline stage of `cfg`; with --resume, a check this config already passed is kept."""
-    from study.run.ladder import planned
-
-    recorder = recorder or Recorder(cfg.report_dir)
-    spec = planned(cfg, env, 0, "00-base", []).spec
-    if cfg.resume:
-        prev = latest(recorder.rows())
-        if prev is not None and prev.status == "ok" and prev.config_hash == spec.identity()["config_hash"]:
-            return prev
-    return run_check(spec, recorder, on_pass)
