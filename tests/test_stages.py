@@ -68,3 +68,31 @@ def test_list_shows_every_toggle_and_its_applicability(capsys):
     assert conflicts["ddp"] == {"dp", "hogwild"} and conflicts["script"] == {"compile"}
     for name, others in conflicts.items():  # declared once, shown on both sides
         assert all(name in conflicts[o] for o in others), (name, others)
+
+
+def test_a_toggle_whose_stage_fails_at_run_time_is_left_out_of_the_later_stages(tmp_path, monkeypatch):
+    """fused_optim's stage fails as it runs (planned fine): the stages after it run without it, each
+    still adding its own toggle, and the user is told once; the failed stage keeps its own row."""
+    from study.core.records import StageResult
+    from study.run.ladder import StageRunner
+
+    cfg = RunConfig(model="tiny", reports_root=str(tmp_path / "reports"), profiles_root=str(tmp_path / "profiles"),
+                    ablate=True)
+    runner = StageRunner(cfg, parse_stack("workers=2,fused_optim,channels_last"), CPU)
+    ran, warnings = [], []
+
+    def run_stage(st):
+        ran.append((st.spec.name, st.spec.stack))
+        failed = "fused_optim" in st.spec.stack[-1:]
+        return StageResult(run="r", stage=st.spec.index, name=st.spec.name, stack=list(st.spec.stack),
+                           status="failed" if failed else "ok", error="RuntimeError: planted" if failed else "")
+
+    monkeypatch.setattr(runner, "run_stage", run_stage)
+    monkeypatch.setattr(runner, "run_pictures", lambda results: None)
+    runner.on_warning = warnings.append
+    results = runner.run()
+    assert ran == [("00-base", ()), ("01-workers_2", ("workers=2",)), ("02-fused_optim", ("workers=2", "fused_optim")),
+                   ("03-channels_last", ("workers=2", "channels_last")),
+                   ("ablate-no-workers_2", ("channels_last",)), ("ablate-no-channels_last", ("workers=2",))]
+    assert [r.status for r in results] == ["ok", "ok", "failed", "ok", "ok", "ok"]
+    assert len(warnings) == 1 and "fused_optim" in warnings[0] and "02-fused_optim" in warnings[0]

@@ -4,7 +4,8 @@ Stage 0 is the baseline; stage k is the baseline plus the first k applicable tog
 is not applicable here (pin without an accelerator, dp with < 2 GPUs) or cannot apply to the model
 (channels_last on token ids; the preflight's facts) gives a `skipped` stage with the reason and is
 left out of later stages. A stage whose process fails is recorded as `failed` with
-its real error, and the ladder goes on.
+its real error, its toggle is left out of the later stages (planned again without it), and the ladder
+goes on.
 """
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ def planned(cfg: RunConfig, env: Env, index: int, name: str, active: list[Optimi
     return PlannedStage(spec=spec, skip_reason=skip)
 
 
-def plan(cfg: RunConfig, toggles: list[Optimization], env: Env, model: ModelFacts | None = None) -> list[PlannedStage]:
+def plan(cfg: RunConfig, toggles: list[Optimization], env: Env, model: ModelFacts | None = None,
+         failed: frozenset[int] = frozenset()) -> list[PlannedStage]:
+    """The ladder's stages; `failed` holds the indices of stages that failed, whose toggles later stages leave out."""
     stages = [planned(cfg, env, 0, "00-base", [])]
     active: list[Optimization] = []
     for i, t in enumerate(toggles, 1):
@@ -64,8 +67,9 @@ def plan(cfg: RunConfig, toggles: list[Optimization], env: Env, model: ModelFact
         if not ok:
             stages.append(planned(cfg, env, i, name, active, skip=reason or "not applicable here"))
             continue
-        active.append(t)
-        stages.append(planned(cfg, env, i, name, active))
+        stages.append(planned(cfg, env, i, name, [*active, t]))
+        if i not in failed:
+            active.append(t)
     if cfg.ablate and len(active) > 1:
         # Leave-one-out on the full stack: each toggle's contribution in the company of the others.
         for j, t in enumerate(active):
@@ -98,7 +102,9 @@ class StageRunner:
         self.on_pass = on_pass or (lambda what: None)  # progress display: "01-workers timing r0"
         self.on_warning: Callable[[str], None] = lambda text: None  # one line for the user, now
         self.fleet: OneNode = OneNode()  # the other nodes of a multi-node study (study.run.multinode), set by the study
-        self.stages = plan(cfg, toggles, env, model)  # once: configure() may measure (workers=auto)
+        self.model = model
+        self.failed: frozenset[int] = frozenset()  # ladder stages that failed: their toggles are left out after them
+        self.stages = plan(cfg, toggles, env, model)  # configure() may measure (workers=auto), once per study
 
     def step_reporter(self, what: str, live: LiveScalars | None = None) -> Callable[[int, int, float, float], None]:
         """Progress text for a pass: steps done and the time left, estimated from the steps so far
@@ -141,7 +147,9 @@ class StageRunner:
             started=time.time(), finished=time.time()))
         done = self.finished() if cfg.resume else {}
         results = []
-        for st in stages:
+        i = 0
+        while i < len(self.stages):  # planned again, without a toggle whose stage failed, from there on
+            st, i = self.stages[i], i + 1
             prev = done.get(st.spec.name)
             if prev is not None and prev.config_hash == st.spec.hash():
                 results.append(prev)
@@ -150,10 +158,21 @@ class StageRunner:
             row = self.run_stage(st)
             results.append(row)
             if not cfg.keep_checkpoints:  # finished stages keep one stage's weights in all (study.run.clean)
-                prune_checkpoints([s.spec for s in stages], len(self.toggles), results)
+                prune_checkpoints([s.spec for s in self.stages], len(self.toggles), results)
             self.on_result(row)
+            if row.status == "failed" and 1 <= st.spec.index <= len(self.toggles) and not st.skip_reason:
+                self.leave_out(st.spec.index)
         self.run_pictures(results)
         return results
+
+    def leave_out(self, i: int) -> None:
+        """Stage i failed at run time: its toggle would fail every later stage the same way, so the
+        stages after it are planned again without it (the failed stage keeps its row and its error)."""
+        self.failed |= {i}
+        self.stages = plan(self.cfg, self.toggles, self.env, self.model, self.failed)
+        if i < len(self.toggles):
+            self.on_warning(f"{self.toggles[i - 1].spec} failed in {self.stages[i].spec.name}: the later stages "
+                            f"leave it out")
 
     def run_pictures(self, results: list[StageResult]) -> None:
         """Pictures of the trained model of the last ladder stage that finished ok, drawn in a fresh
