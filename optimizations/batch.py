@@ -22,7 +22,7 @@ a short run's metric is not comparable. `batch=N:accumulate` keeps the config's 
 divides --batch-size and each step adds the gradients of --batch-size/N batches of N, each loss divided
 by their count, so only memory and speed change (BatchNorm still sees batches of N).
 `batch=auto:accumulate` sweeps the divisors of --batch-size down to an eighth: the fastest split that
-fits. With ddp, accumulation all-reduces after every micro-batch (no no_sync): right, not fastest.
+fits. With ddp, only the last micro-batch of a step all-reduces (the others run under no_sync).
 """
 from __future__ import annotations
 

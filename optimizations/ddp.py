@@ -3,7 +3,8 @@
 The stage is launched through torchrun (`torch.distributed.run`); the worker initialises the process
 group from torchrun's environment (nccl on CUDA, gloo on CPU), gives each rank its shard of the data
 through DistributedSampler, and rank 0 gathers every rank's timings. Gradients are all-reduced in
-buckets overlapped with the backward pass. On CPU the cores are split between the ranks
+buckets overlapped with the backward pass; with gradient accumulation (batch=N:accumulate) only the
+last micro-batch of a step all-reduces (no_sync on the others). On CPU the cores are split between the ranks
 (threads = cores // N), so N ranks use the same machine the single-process baseline used.
 """
 from __future__ import annotations
@@ -74,6 +75,7 @@ class Ddp(Optimization):
 
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
         wrapped = wrap_ddp(model, ctx.device)
+        ctx.accumulating = wrapped.no_sync  # accumulated micro-batches all-reduce once, with the last one
         pids: list[Any] = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(pids, os.getpid())  # evidence of N real processes
         ctx.notes["ddp"] = f"world size {len(pids)}, backend {torch.distributed.get_backend()}"

@@ -9,7 +9,7 @@ Process model: the stage process builds the session as usual, moves the model in
 and spawns N trainers. Each trainer builds its own session from the same stage spec (same toggles,
 loop, loaders), adopts the shared tensors in place of its freshly built ones, takes shard `rank` of
 the training set (DistributedSampler's split, without a process group), and runs the one training
-loop (`study.train.loop.train_epoch`) with its own optimizer (momentum buffers are per process, as in the
+loop (through `study.train.fit`) with its own optimizer (momentum buffers are per process, as in the
 original algorithm). Trainers start together behind a barrier. The stage process then validates the
 shared model once, saves the checkpoint and writes the stage row: throughput is all trainers' measured
 samples over the longest trainer's measured time, the same rule as DDP. Per-epoch validation happens
@@ -123,8 +123,9 @@ def run_trainers(spec: Any, kit: Any, model: torch.nn.Module, processes: int) ->
 
 def train_shared(sess: Any, kit: Any) -> tuple[Any, list[dict[str, Any]]]:
     """The stage trainer of a Hogwild stage (a study.stage.timing_pass.Trainer): spawn the trainers, then
-    validate and checkpoint the shared model once. Throughput follows the DDP rule: all trainers'
-    measured samples over the longest trainer's measured time."""
+    validate and checkpoint the shared model once. Throughput follows the one rule of every stage
+    (study.stage.timing_pass.median_throughput): all trainers' measured samples over the measured time
+    of the slowest trainer."""
     from study.train.checkpoints import save_checkpoint
     from study.train.fit import LoopResult
     from study.train.loop import EpochRecord, validate

@@ -2,6 +2,8 @@
 holds its own time, warm-up is excluded, every stop policy ends where it says, checkpoints resume the count."""
 import time
 
+import pytest
+
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -210,3 +212,80 @@ def test_a_finished_stage_keeps_its_weights_without_optimizer_state(tmp_path):
     before = {k: v.clone() for k, v in fresh.base_model.state_dict().items()}
     assert load_checkpoint(tmp_path / "c.pt", fresh) is False
     assert fresh.step == 0 and all(torch.equal(v, before[k]) for k, v in fresh.base_model.state_dict().items())
+
+
+class _Clock:
+    """A clock the test moves by hand: the host's perf_counter and the fake device's events read it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_on_cuda_each_micro_batchs_data_phase_is_its_own_host_wait(monkeypatch):
+    """The CUDA branch of the phase timer, with a fake event class standing in for the device: two
+    micro-batches (gradient accumulation), each waiting 10 ms for its batch. The data phase is the two
+    waits, not the first micro-batch's copy, forward and backward counted again as data."""
+    clock = _Clock()
+
+    class FakeEvent:
+        def __init__(self, enable_timing: bool = False) -> None:
+            self.at = None
+
+        def record(self) -> None:
+            self.at = clock.now
+
+        def synchronize(self) -> None:
+            pass
+
+        def elapsed_time(self, later: "FakeEvent") -> float:
+            return (later.at - self.at) * 1000.0
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(loop, "time", clock)
+    timer = loop.PhaseTimer(torch.device("cuda"))
+    timer.begin()
+    for _ in range(2):
+        for phase, seconds in (("data", 0.010), ("h2d", 0.001), ("forward", 0.020), ("backward", 0.030)):
+            clock.now += seconds
+            timer.mark(phase)
+    clock.now += 0.005
+    timer.mark("optimizer")
+    total = timer.end()
+    expected = {"data": 0.020, "h2d": 0.002, "forward": 0.040, "backward": 0.060, "optimizer": 0.005}
+    assert timer.phases == pytest.approx(expected)
+    assert total == pytest.approx(sum(expected.values()))
+
+
+def test_under_ddp_accumulated_micro_batches_all_reduce_once_a_step(tmp_path):
+    """batch=N:accumulate under DDP: every micro-batch but the last runs under no_sync, so a step of
+    three micro-batches all-reduces its gradients once, counted by a communication hook on gloo."""
+    import torch.distributed as dist
+
+    from optimizations.ddp import Ddp
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        s = _state()
+        s.model = Ddp("2").wrap_model(s.base_model, s.ctx)
+        calls = []
+
+        def counting(state, bucket):
+            calls.append(bucket.index())
+            done = torch.futures.Future()
+            done.set_result(bucket.buffer())
+            return done
+
+        s.model.register_comm_hook(None, counting)
+        s.ctx.micro_batches = 3
+        batches = iter(_loader(48))
+        for _ in range(2):
+            assert loop.train_step(s, batches, loop.PhaseTimer(torch.device("cpu"))) is not None
+        assert len(calls) == 2  # one bucket (a tiny model), once per step; without no_sync: 6
+    finally:
+        dist.destroy_process_group()

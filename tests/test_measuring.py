@@ -64,6 +64,10 @@ def test_throughput_comes_from_the_median_step_not_from_a_stall():
     assert median_throughput([steady]) == pytest.approx(320.0)
     assert median_throughput([stalled]) == pytest.approx(320.0)
     assert median_throughput([steady, steady]) == pytest.approx(640.0)  # two DDP ranks or trainers
+    # independent trainers (hogwild): all the samples, over the time of the slowest trainer, not the sum
+    # of their rates (which would be 320 + 160 = 480)
+    slow = {"samples": 10 * 32, "step_times": [0.2] * 10}
+    assert median_throughput([steady, slow]) == pytest.approx(640 / 2.0)
     lo, hi = median_ci([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
     assert (lo, hi) == (0.2, 0.9)  # order statistics around the median, never below zero
     assert median_ci([0.3, 0.1, 0.2]) == (0.1, 0.3)  # few steps: the full range

@@ -267,18 +267,16 @@ def result_row(sess: Session, repeat: int, ranks: list[dict], result: LoopResult
 
 
 def median_throughput(ranks: list[dict]) -> float:
-    """Samples/s from each process's median step time, summed over processes.
+    """Samples/s of the stage, one rule for one process, DDP ranks and hogwild trainers alike: every
+    process's measured samples over the measured time of the slowest, each process's time taken as its
+    step count × its median step time.
 
-    The median, not total samples over total time: on a shared machine one step stalled by another
-    tenant would otherwise move the figure, and comparisons between stages would follow the noise.
-    DDP ranks step in lockstep (the same median); hogwild trainers add their independent rates."""
-    total = 0.0
-    for r in ranks:
-        times = r["step_times"]
-        med = percentile(times, 0.5) if times else 0.0
-        if med > 0:
-            total += r["samples"] / len(times) / med
-    return total
+    The median, not the summed step times: on a shared machine one step stalled by another tenant would
+    otherwise move the figure, and comparisons between stages would follow the noise. DDP ranks step in
+    lockstep (the same median); independent trainers (hogwild) are done when the slowest one is."""
+    times = [len(r["step_times"]) * percentile(r["step_times"], 0.5) for r in ranks if r["step_times"]]
+    slowest = max(times, default=0.0)
+    return sum(r["samples"] for r in ranks) / slowest if slowest > 0 else 0.0
 
 
 def device_name(device: torch.device) -> str:

@@ -37,3 +37,6 @@ class TrainContext:
     # extra operation in it.
     micro_batches: int = 1
     micro_loss: Callable[[Any], Any] = same_loss
+    # The context every micro-batch of a step but the last runs in: gradients add up locally there, and
+    # the last one's backward synchronizes them once (DDP's no_sync). Nothing by default.
+    accumulating: Callable[[], ContextManager] = contextlib.nullcontext

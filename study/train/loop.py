@@ -7,6 +7,7 @@ an `if` in here.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class PhaseTimer:
             ev = torch.cuda.Event(enable_timing=True)
             ev.record()
             self.events.append((phase, ev))
+            # the next micro-batch's data phase is host time from here, not from this step's first batch
+            self.last = time.perf_counter()
             return
         now = time.perf_counter()
         # added, not set: a step of several micro-batches (gradient accumulation) passes each phase again
@@ -122,19 +125,21 @@ def train_step(s: TrainState, batches: Iterator, timer: PhaseTimer) -> tuple[tor
     up (gradient accumulation); the loss returned is the last one's. None when the loader is exhausted."""
     timer.begin()
     targets = []
-    for _ in range(s.ctx.micro_batches):
+    last = s.ctx.micro_batches - 1
+    for i in range(s.ctx.micro_batches):
         batch = next(batches, None)
         if batch is None:
             return None
         timer.mark("data")
         x, y = s.to_device(batch)
         timer.mark("h2d")
-        with s.ctx.autocast():
-            output = s.model(x)
-            loss = s.task.loss(output, y)
-        timer.mark("forward")
-        s.scaler.scale(s.ctx.micro_loss(loss)).backward()
-        timer.mark("backward")
+        with s.ctx.accumulating() if i < last else contextlib.nullcontext():
+            with s.ctx.autocast():
+                output = s.model(x)
+                loss = s.task.loss(output, y)
+            timer.mark("forward")
+            s.scaler.scale(s.ctx.micro_loss(loss)).backward()
+            timer.mark("backward")
         targets.append(y)
     s.scaler.step(s.optimizer)
     s.scaler.update()
