@@ -2,7 +2,8 @@ import json
 import math
 from dataclasses import MISSING, fields
 
-from study.core.records import StageResult, aggregate, mean_ci, percentile, read_results
+from study.core.records import StageResult, aggregate, read_results
+from study.core.stats import log_ci, mean_ci, percentile
 from study.core.recorder import append_jsonl
 
 
@@ -30,6 +31,19 @@ def test_aggregate_takes_median_and_ci_over_repeats():
     agg = aggregate(reps)
     assert agg.kind == "stage" and agg.repeats == 3 and agg.throughput == 100.0
     assert agg.ci_basis == "repeats" and agg.throughput_ci_low < 100.0 < agg.throughput_ci_high
+
+
+def test_an_interval_over_two_noisy_runs_never_reaches_below_zero():
+    """Two runs of very different speed (a neighbour took the machine during one): a t-interval on the
+    values themselves would reach below zero samples/s; on their log it stays positive and still wide."""
+    reps = [StageResult(run="r", stage=1, name="01-x", kind="repeat", repeat=i, throughput=t,
+                        step_time_p50=1 / t, step_time_p90=1 / t) for i, t in enumerate([3000.0, 1000.0])]
+    assert mean_ci([3000.0, 1000.0])[1] < 0  # what the report printed before
+    agg = aggregate(reps)
+    assert 0 < agg.throughput_ci_low < 1000.0 and agg.throughput_ci_high > 3000.0
+    assert 0 < agg.step_time_ci_low < 1 / 3000 and agg.step_time_ci_high > 1 / 1000
+    g, lo, hi = log_ci([100.0, 100.0 * math.e])  # symmetric in ratio around the geometric mean
+    assert math.isclose(g, 100.0 * math.e ** 0.5) and math.isclose(g / lo, hi / g)
 
 
 def test_aggregate_of_failed_stage_keeps_error():

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from study.core.stats import mean_ci, percentile
+from study.core.stats import log_ci, percentile
 
 # Version of the row format: 2 adds "run" rows (the machine and the options), "verdict" rows (each
 # stage's findings and advice as decided when the run ended) and this field; rows without it are 1.
@@ -177,8 +177,9 @@ def aggregate(repeats: list[StageResult]) -> StageResult:
     if len(ok) >= 2:
         tps = [r.throughput for r in ok]
         sts = [r.step_time_p50 for r in ok]
-        _, lo, hi = mean_ci(tps)
-        _, slo, shi = mean_ci(sts)
+        # on the log: an interval of a rate or a time over two or three runs never reaches below zero
+        _, lo, hi = log_ci(tps)
+        _, slo, shi = log_ci(sts)
         agg.throughput = statistics.median(tps)
         agg.step_time_p50 = statistics.median(sts)
         agg.step_time_p90 = statistics.median([r.step_time_p90 for r in ok])

@@ -1,5 +1,5 @@
 """The statistics every figure of the study goes through, in one place: percentiles, the median's
-interval over the steps of one run, the mean's t-interval over repeats, the geometric mean of paired
+interval over the steps of one run, the t-interval of a positive figure over repeats (on its log), the geometric mean of paired
 ratios with its interval, and the conservative interval of a ratio of two measured figures.
 
 Pure and dependency-free: the stage process, the search (in the parent) and the report share it.
@@ -38,6 +38,21 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
         return m, m, m
     half = t95(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
     return m, m - half, m + half
+
+
+def log_ci(values: list[float]) -> tuple[float, float, float]:
+    """Geometric mean and 95 % t-interval of a positive quantity (samples/s, a step time) over a few
+    runs, computed on its logarithm: never below zero, and as wide as the runs disagree in ratio, which
+    is how run-to-run noise of a timing behaves. With fewer than two values the interval is the value."""
+    vals = [v for v in values if v > 0 and math.isfinite(v)]
+    if not vals:
+        return 0.0, 0.0, 0.0
+    logs = [math.log(v) for v in vals]
+    m = statistics.fmean(logs)
+    if len(logs) < 2:
+        return vals[0], vals[0], vals[0]
+    half = t95(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(m), math.exp(m - half), math.exp(m + half)
 
 
 def median_ci(values: list[float], z: float = 1.96) -> tuple[float, float]:
