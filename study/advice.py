@@ -17,7 +17,7 @@ from optimizations.base import candidates as registry_candidates
 from optimizations.base import fixes_for, how_of, toggle_name
 from study.core.machine import Env
 from study.core.machine_load import is_busy
-from study.core.stats import crosswise
+from study.core.stats import stage_speedup
 
 # --- evidence ------------------------------------------------------------------------------------
 
@@ -261,7 +261,7 @@ def ladder_measurements(stages: list[Any]) -> list[Measured]:
             diverged = getattr(r, "diverged_step", -1) >= 0
             busy = is_busy(getattr(r, "foreign_cpu_share", -1.0)) or is_busy(getattr(prev, "foreign_cpu_share", -1.0))
             out.append(Measured(r.stack[-1], f"stage {r.name}" + (" (its loss diverged)" if diverged else "")
-                                + (" (on a busy machine)" if busy else ""), *crosswise(r, prev), diverged=diverged,
+                                + (" (on a busy machine)" if busy else ""), *stage_speedup(r, prev), diverged=diverged,
                                 busy=busy))
         prev = r
     return out

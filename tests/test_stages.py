@@ -70,29 +70,72 @@ def test_list_shows_every_toggle_and_its_applicability(capsys):
         assert all(name in conflicts[o] for o in others), (name, others)
 
 
-def test_a_toggle_whose_stage_fails_at_run_time_is_left_out_of_the_later_stages(tmp_path, monkeypatch):
-    """fused_optim's stage fails as it runs (planned fine): the stages after it run without it, each
-    still adding its own toggle, and the user is told once; the failed stage keeps its own row."""
+def planted_runner(tmp_path, monkeypatch, stack, fails=lambda stack, r: False, **cfg):
+    """A StageRunner whose timing runs are planted rows (no child process): `fails(stack, repeat)` says
+    which fail. Returns (runner, the runs in the order they were timed, the warnings)."""
     from study.core.records import StageResult
     from study.run.ladder import StageRunner
 
     cfg = RunConfig(model="tiny", reports_root=str(tmp_path / "reports"), profiles_root=str(tmp_path / "profiles"),
-                    ablate=True)
-    runner = StageRunner(cfg, parse_stack("workers=2,fused_optim,channels_last"), CPU)
+                    profile=(), **cfg)
+    runner = StageRunner(cfg, parse_stack(stack), CPU)
     ran, warnings = [], []
 
-    def run_stage(st):
-        ran.append((st.spec.name, st.spec.stack))
-        failed = "fused_optim" in st.spec.stack[-1:]
-        return StageResult(run="r", stage=st.spec.index, name=st.spec.name, stack=list(st.spec.stack),
-                           status="failed" if failed else "ok", error="RuntimeError: planted" if failed else "")
+    def timed_run(st, r):
+        ran.append((st.spec.name, r, st.spec.stack))
+        failed = fails(st.spec.stack, r)
+        row = StageResult(**st.spec.identity(), kind="repeat", repeat=r, repeats=cfg.repeats,
+                          status="failed" if failed else "ok", error="RuntimeError: planted" if failed else "",
+                          throughput=100.0 + st.spec.index + r)
+        runner.recorder.add(row)
+        return row
 
-    monkeypatch.setattr(runner, "run_stage", run_stage)
+    monkeypatch.setattr(runner, "timed_run", timed_run)
     monkeypatch.setattr(runner, "run_pictures", lambda results: None)
     runner.on_warning = warnings.append
+    return runner, ran, warnings
+
+
+def test_a_toggle_whose_stage_fails_at_run_time_is_left_out_of_the_later_stages(tmp_path, monkeypatch):
+    """fused_optim's stage fails as it runs (planned fine): the stages after it run without it, each
+    still adding its own toggle, and the user is told once; the failed stage keeps its own row."""
+    runner, ran, warnings = planted_runner(tmp_path, monkeypatch, "workers=2,fused_optim,channels_last",
+                                           lambda stack, r: "fused_optim" in stack[-1:], ablate=True)
     results = runner.run()
-    assert ran == [("00-base", ()), ("01-workers_2", ("workers=2",)), ("02-fused_optim", ("workers=2", "fused_optim")),
-                   ("03-channels_last", ("workers=2", "channels_last")),
-                   ("ablate-no-workers_2", ("channels_last",)), ("ablate-no-channels_last", ("workers=2",))]
+    assert [(name, stack) for name, _, stack in ran] == [
+        ("00-base", ()), ("01-workers_2", ("workers=2",)), ("02-fused_optim", ("workers=2", "fused_optim")),
+        ("03-channels_last", ("workers=2", "channels_last")),
+        ("ablate-no-workers_2", ("channels_last",)), ("ablate-no-channels_last", ("workers=2",))]
     assert [r.status for r in results] == ["ok", "ok", "failed", "ok", "ok", "ok"]
     assert len(warnings) == 1 and "fused_optim" in warnings[0] and "02-fused_optim" in warnings[0]
+
+
+def test_stages_are_timed_in_interleaved_rounds_and_profiled_after(tmp_path, monkeypatch):
+    """Round r times repeat r of every stage before any stage's repeat r+1; a stage that fails in its
+    first run is not timed again; each stage's row keeps its runs' samples/s in round order."""
+    runner, ran, _ = planted_runner(tmp_path, monkeypatch, "workers=2,pin,fused_optim",
+                                    lambda stack, r: stack[-1:] == ("fused_optim",), repeats=3)
+    profiled = []
+    monkeypatch.setattr(runner, "run_profiles", lambda st, f, d: profiled.append((st.spec.name, len(ran))) or {})
+    results = runner.run()
+    assert [(name, r) for name, r, _ in ran] == [("00-base", 0), ("01-workers_2", 0), ("03-fused_optim", 0),
+                                                 ("00-base", 1), ("01-workers_2", 1),
+                                                 ("00-base", 2), ("01-workers_2", 2)]
+    assert [r.status for r in results] == ["ok", "ok", "skipped", "failed"]  # pin: no accelerator here
+    assert profiled == [("00-base", 7), ("01-workers_2", 7)]  # after every timing run of every stage
+    assert results[1].notes["repeat_samples_per_s"] == [101.0, 102.0, 103.0]
+
+
+def test_a_resumed_study_keeps_the_runs_it_finished_and_times_only_the_rest(tmp_path, monkeypatch):
+    """Killed in round 1 (after the baseline's repeat 1): the resumed study reuses the four finished
+    runs and times the two left, each stage then closed with all three."""
+    runner, ran, _ = planted_runner(tmp_path, monkeypatch, "workers=2", repeats=3)
+    monkeypatch.setattr(runner, "run_profiles", lambda st, f, d: {})
+    for st, r in [(0, 0), (1, 0), (0, 1)]:
+        runner.timed_run(runner.stages[st], r)
+    ran.clear()
+    resumed, ran_again, _ = planted_runner(tmp_path, monkeypatch, "workers=2", repeats=3, resume=True)
+    monkeypatch.setattr(resumed, "run_profiles", lambda st, f, d: {})
+    results = resumed.run()
+    assert [(name, r) for name, r, _ in ran_again] == [("01-workers_2", 1), ("00-base", 2), ("01-workers_2", 2)]
+    assert [r.notes["repeat_samples_per_s"] for r in results] == [[100.0, 101.0, 102.0], [101.0, 102.0, 103.0]]

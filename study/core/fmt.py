@@ -39,6 +39,9 @@ def with_interval(v: Any, lo: float, hi: float, spec: str = ".1f") -> str:
     return DASH if missing(v) else f"{format(v, spec)} [{interval(lo, hi, spec)}]"
 
 
+ONE_RUN = "one run: no interval"  # a figure measured once: its steps are not independent runs
+
+
 def speedup(x: float, lo: float, hi: float) -> str:
     """A throughput ratio with its interval; "(noise)" when the interval contains 1.0, and no
     interval at all for the reference itself (1.00×)."""
@@ -46,6 +49,8 @@ def speedup(x: float, lo: float, hi: float) -> str:
         return DASH
     if lo == hi == x:
         return f"{x:.2f}×"
+    if missing(lo) or missing(hi):
+        return f"{x:.2f}× ({ONE_RUN})"
     noise = " (noise)" if lo <= 1.0 <= hi else ""
     return f"{x:.2f}× [{interval(lo, hi, '.2f')}]{noise}"
 

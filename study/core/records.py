@@ -190,6 +190,8 @@ def aggregate(repeats: list[StageResult]) -> StageResult:
                   "setup_seconds", "warmup_seconds", "mfu", "step_time_cv"):
             setattr(agg, f, statistics.median([getattr(r, f) for r in ok]))
         agg.peak_memory_mb = max(r.peak_memory_mb for r in ok)
+    # each run's figure in round order: run r of one stage pairs with run r of another (the ladder's rounds)
+    agg.notes = {**agg.notes, "repeat_samples_per_s": [r.throughput for r in ok]}
     agg.foreign_cpu_share = max(r.foreign_cpu_share for r in ok)
     # a stage reached its target only if every repeat did; its time is their median
     times = [r.time_to_target_s for r in ok]

@@ -95,6 +95,22 @@ def crosswise(cur: Any, ref: Any, ratio: float | None = None) -> tuple[float, fl
     return r, lo, hi
 
 
+def stage_speedup(cur: Any, ref: Any) -> tuple[float, float, float]:
+    """Throughput ratio of two stage rows with its 95 % interval. Stages timed in the same rounds pair
+    run r with run r: the geometric mean of the paired ratios and its t-interval on their logs (drift
+    over the study falls on both runs of a pair). A stage measured once has no interval (NaN ends): one
+    run's steps are not independent samples of the stage's speed. Rows of older runs, without their
+    runs' figures: the two intervals divided crosswise."""
+    if not ref.throughput or not cur.throughput:
+        return math.nan, math.nan, math.nan
+    if "steps" in (getattr(cur, "ci_basis", ""), getattr(ref, "ci_basis", "")):
+        return cur.throughput / ref.throughput, math.nan, math.nan
+    mine, theirs = (getattr(r, "notes", {}).get("repeat_samples_per_s") for r in (cur, ref))
+    if mine and theirs and len(mine) == len(theirs):
+        return geometric_interval([a / b for a, b in zip(mine, theirs) if b > 0])
+    return crosswise(cur, ref)
+
+
 # Halves of the measured steps whose medians differ by less than this are steady whatever their
 # intervals say: a few percent of drift is below what the ladder can resolve anyway.
 STEADY_DRIFT = 0.05

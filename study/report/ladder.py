@@ -15,16 +15,17 @@ from study.core.records import StageResult, read_results, write_atomic
 from study.core import fmt
 from study.report import tables
 from study.report.reading import stage_rows
-from study.core.stats import crosswise
+from study.core.stats import stage_speedup
 
 
 def speedup_of(cur: StageResult, ref: StageResult | None) -> tuple[float, float, float]:
-    """Ratio of throughputs and a conservative interval from the two CIs (ends divided crosswise)."""
+    """Ratio of throughputs with its 95 % interval (paired runs of the same rounds; none for one run):
+    study.core.stats.stage_speedup."""
     if cur is ref:
         return 1.0, 1.0, 1.0
     if ref is None or cur.status != "ok" or ref.status != "ok" or not ref.throughput:
-        return float("nan"), float("nan"), float("nan")
-    return crosswise(cur, ref)
+        return math.nan, math.nan, math.nan
+    return stage_speedup(cur, ref)
 
 
 # When a stage's figures deserve a second look (torch.utils.benchmark.Compare flags noisy rows the
@@ -133,8 +134,8 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
         "stage": [f"{s} {n}" for s, n in zip(df.stage, df.name)],
         "toggles": df.toggles,
         "samples/s": [fmt.num(v, ".1f") for v in df.samples_per_s],
-        "±95% CI": [fmt.DASH if fmt.missing(v) else fmt.interval(lo, hi)
-                    for v, lo, hi in zip(df.samples_per_s, df.ci_low, df.ci_high)],
+        "±95% CI": [fmt.DASH if fmt.missing(v) else fmt.ONE_RUN if basis == "steps" else fmt.interval(lo, hi)
+                    for v, lo, hi, basis in zip(df.samples_per_s, df.ci_low, df.ci_high, df.ci_basis)],
         "vs prev": [fmt.speedup(*t) for t in zip(df.speedup_vs_prev, df.speedup_vs_prev_low, df.speedup_vs_prev_high)],
         "vs base": [fmt.speedup(*t) for t in zip(df.speedup_vs_base, df.speedup_vs_base_low, df.speedup_vs_base_high)],
         **extra,
@@ -157,7 +158,7 @@ def ladder_text(df: pd.DataFrame) -> str:
     return (f"Full stack ({last['name']}): {fmt.num(last.samples_per_s, '.1f')} samples/s, "
             f"{fmt.speedup(last.speedup_vs_base, last.speedup_vs_base_low, last.speedup_vs_base_high)} "
             "vs the baseline. "
-            "Speed-ups whose interval contains 1.0 are marked (noise).")
+            "Speed-ups whose interval contains 1.0 are marked (noise); a stage timed once has no interval.")
 
 
 def write_ladder(run_dir: Path, print_table: bool = True) -> pd.DataFrame:

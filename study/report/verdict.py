@@ -152,6 +152,22 @@ def best_ladder_stage(run: RunData) -> tuple[StageResult | None, tuple[float, fl
     return best, best_s
 
 
+def slower_lines(ladder: list[StageResult]) -> list[str]:
+    """Every stage measured slower than the stage before it beyond noise, with what its toggle recorded
+    of itself (bf16 emulated on this CPU, a compile mode), so a slowdown is never left unsaid."""
+    out, prev = [], None
+    for r in ladder:
+        s = speedup_of(r, prev) if prev is not None else (math.nan,) * 3
+        if s[2] < 1.0:
+            toggle = r.stack[-1].split("=")[0] if r.stack else ""
+            own = r.notes.get(toggle)
+            why = f"; its toggle noted: {own}" if isinstance(own, str) and own else ""
+            out.append(f"Slower beyond noise: {r.name} ({r.stack[-1] if r.stack else 'baseline'}), "
+                       f"{fmt.speedup(*s)} the stage before{why}.")
+        prev = r
+    return out
+
+
 def verdict(run: RunData) -> Part:
     """At the top: whether the pipeline learns (the sanity check), the best stack and its speed-up, what
     limits it now, what to try next."""
@@ -194,14 +210,21 @@ def verdict(run: RunData) -> Part:
         target = target or next((r for r in run.ok if r.stage == 0), ladder[0] if ladder else None)
     else:
         target, sp = best_ladder_stage(run)
+        base = next((r for r in run.ok if r.stage == 0), None)
         if target is not None:
             lines.append(f"Fastest stage: {target.name} ({'+'.join(target.stack)}), "
                          f"{fmt.num(target.throughput, '.1f')} samples/s, {fmt.speedup(*sp)} the baseline "
                          f"(stages.csv speedup_vs_base).")
+        elif base is not None and any(r.ci_basis == "steps" for r in ladder):
+            target = max(ladder, key=lambda r: r.throughput)
+            lines.append(f"Each stage was timed once, so no speed-up has an interval and none is proven: the fastest "
+                         f"was {target.name}, {fmt.speedup(*speedup_of(target, base))} the baseline's samples/s. "
+                         f"Rerun with --repeats 3 or more to tell a gain from noise.")
         else:
-            target = next((r for r in run.ok if r.stage == 0), ladder[0] if ladder else None)
+            target = base or (ladder[0] if ladder else None)
             lines.append("No stage beat the baseline beyond noise (every speed-up interval in the ladder reaches 1.0 "
                          "or below).")
+        lines += slower_lines(ladder)
     busy = [r for r in run.ok if is_busy(r.foreign_cpu_share)]
     if busy:  # the figures above include a neighbour's load: say so where they are stated
         worst = max(busy, key=lambda r: r.foreign_cpu_share)

@@ -68,7 +68,7 @@ def prune_checkpoints(specs: Sequence[StageSpec], ladder_size: int, results: Seq
     ok = {r.name for r in results if r.status == "ok"}
     gone = [s.checkpoint_path for s in specs if s.name in ok and s is not keep and s.checkpoint_path.is_file()]
     if specs:
-        gone += sorted(specs[0].checkpoint_path.parent.glob("*.tmp[0-9]*"))  # study.train.loop's temp names
+        gone += sorted(specs[0].checkpoint_path.parent.glob("*.tmp[0-9]*"))  # study.train.checkpoints' temp names
     for path in gone:
         path.unlink(missing_ok=True)
     return gone

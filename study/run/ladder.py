@@ -125,15 +125,25 @@ class StageRunner:
                                 f"Ctrl-C and use a smaller --image-size, --batch-size or --model, or let it run.")
         return on_steps
 
-    def finished(self) -> dict[str, StageResult]:
-        """Stages of this run already done with the same measured config (for --resume)."""
-        done = {}
+    def finished(self) -> tuple[dict[str, StageResult], dict[tuple[str, int], StageResult]]:
+        """What an interrupted study of this run already measured (for --resume): its finished stages,
+        and the timing runs of the stages it had not finished, by (stage, repeat): the kept attempt."""
+        stages, runs = {}, {}
         for r in self.recorder.rows():
             if r.kind == "stage" and r.status in ("ok", "skipped"):
-                done[r.name] = r
-        return done
+                stages[r.name] = r
+            elif r.kind == "repeat" and r.status == "ok":
+                kept = runs.get((r.name, r.repeat))
+                if kept is None or kept.config_hash != r.config_hash or r.foreign_cpu_share < kept.foreign_cpu_share:
+                    runs[(r.name, r.repeat)] = r
+        return stages, runs
 
     def run(self) -> list[StageResult]:
+        """The ladder in rounds: round r times repeat r of every stage in ladder order, so whatever changes
+        on the machine over the study falls on every stage alike, and stage k's run r pairs with the
+        baseline's run r. A stage whose first run fails is closed there, and the stages after it are
+        planned again without its toggle; every other stage is closed (aggregated, then profiled) after
+        the last round."""
         cfg, stages = self.cfg, self.stages
         cfg.report_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(cfg.report_dir / "config.json", json.dumps(
@@ -145,25 +155,43 @@ class StageRunner:
             run=cfg.run_name, stage=-1, name="run", kind="run", status="ok", versions=versions(), git_sha=git_sha(),
             notes={"env": self.env.to_dict(), "config": cfg.to_dict(), "stages": [s.spec.name for s in stages]},
             started=time.time(), finished=time.time()))
-        done = self.finished() if cfg.resume else {}
-        results = []
-        i = 0
-        while i < len(self.stages):  # planned again, without a toggle whose stage failed, from there on
-            st, i = self.stages[i], i + 1
-            prev = done.get(st.spec.name)
-            if prev is not None and prev.config_hash == st.spec.hash():
-                results.append(prev)
-                self.on_result(prev)
-                continue
-            row = self.run_stage(st)
-            results.append(row)
-            if not cfg.keep_checkpoints:  # finished stages keep one stage's weights in all (study.run.clean)
-                prune_checkpoints([s.spec for s in self.stages], len(self.toggles), results)
-            self.on_result(row)
-            if row.status == "failed" and 1 <= st.spec.index <= len(self.toggles) and not st.skip_reason:
-                self.leave_out(st.spec.index)
+        done, measured = self.finished() if cfg.resume else ({}, {})
+        closed: dict[str, StageResult] = {}
+        runs: dict[str, list[StageResult]] = {}
+        for r in range(cfg.repeats):
+            i = 0
+            while i < len(self.stages):  # planned again, without a toggle whose stage failed, from there on
+                st, i = self.stages[i], i + 1
+                name = st.spec.name
+                if name in closed:
+                    continue
+                prev = done.get(name)
+                if prev is not None and prev.config_hash == st.spec.hash():
+                    self.close(st, prev, closed)
+                    continue
+                if st.skip_reason:
+                    self.close(st, self.skipped_row(st), closed)
+                    continue
+                kept = measured.get((name, r))
+                row = kept if kept is not None and kept.config_hash == st.spec.hash() else self.timed_run(st, r)
+                runs.setdefault(name, []).append(row)
+                if row.status == "failed":  # the same config would fail again: record it once and move on
+                    self.close(st, self.stage_row(st, runs[name]), closed)
+                    if r == 0 and 1 <= st.spec.index <= len(self.toggles):
+                        self.leave_out(st.spec.index)
+        for st in self.stages:  # the profiling passes come after every timing run of every stage
+            if st.spec.name not in closed:
+                self.close(st, self.stage_row(st, runs[st.spec.name]), closed)
+        results = [closed[st.spec.name] for st in self.stages]
         self.run_pictures(results)
         return results
+
+    def close(self, st: PlannedStage, row: StageResult, closed: dict[str, StageResult]) -> None:
+        closed[st.spec.name] = row
+        if not self.cfg.keep_checkpoints:  # finished stages keep one stage's weights in all (study.run.clean)
+            in_order = [closed[s.spec.name] for s in self.stages if s.spec.name in closed]
+            prune_checkpoints([s.spec for s in self.stages if s.spec.name in closed], len(self.toggles), in_order)
+        self.on_result(row)
 
     def leave_out(self, i: int) -> None:
         """Stage i failed at run time: its toggle would fail every later stage the same way, so the
@@ -207,30 +235,26 @@ class StageRunner:
             payload = {"stage": spec.name, "error": err}
         write_atomic(target, json.dumps(payload, indent=2))
 
-    def run_stage(self, st: PlannedStage) -> StageResult:
-        cfg = st.cfg
-        rep_dir = st.spec.report_dir
-        rep_dir.mkdir(parents=True, exist_ok=True)
-        stage_file = rep_dir / "stage.json"
-        st.spec.save(stage_file)
-        common = st.spec.identity() | dict(git_sha=git_sha())
-        if st.skip_reason:
-            row = StageResult(status="skipped", reason=st.skip_reason, versions=versions(),
-                              started=time.time(), finished=time.time(), **common)
-            self.recorder.add(row)
-            return row
-        repeats: list[StageResult] = []
-        for r in range(cfg.repeats):
-            row = self.timed_run(st, stage_file, r, common)
-            repeats.append(row)
-            if row.status == "failed":
-                break  # the same config would fail again; record it once and move on
-        agg = aggregate(repeats)
+    def skipped_row(self, st: PlannedStage) -> StageResult:
+        row = StageResult(status="skipped", reason=st.skip_reason, versions=versions(), started=time.time(),
+                          finished=time.time(), **st.spec.identity(), git_sha=git_sha())
+        self.recorder.add(row)
+        return row
+
+    def stage_row(self, st: PlannedStage, runs: list[StageResult]) -> StageResult:
+        """The stage's row from its timing runs (in round order), then its profiling passes."""
+        agg = aggregate(runs)
         if agg.status == "ok":
-            agg.profiles = self.run_profiles(st, stage_file, rep_dir)
+            agg.profiles = self.run_profiles(st, self.stage_file(st), st.spec.report_dir)
         self.recorder.add(agg)
         self.merge_records()
         return agg
+
+    def stage_file(self, st: PlannedStage) -> Path:
+        st.spec.report_dir.mkdir(parents=True, exist_ok=True)
+        path = st.spec.report_dir / "stage.json"
+        st.spec.save(path)
+        return path
 
     def run_pass(self, spec: StageSpec, stage_file: Path, pass_name: str, repeat: int, out: Path, log: Path,
                  cmd: list[str] | None = None, **watch) -> tuple[dict | None, str]:
@@ -242,12 +266,14 @@ class StageRunner:
             err = "; ".join(e for e in (err, self.fleet.follower_errors(slot)) if e)
         return payload, err
 
-    def timed_run(self, st: PlannedStage, stage_file: Path, r: int, common: dict) -> StageResult:
+    def timed_run(self, st: PlannedStage, r: int) -> StageResult:
         """Repeat r of a stage's timing. A run during which others used much of the machine is run
-        again (at most busy_retries() times); every attempt is a row, and the stage keeps the quietest."""
-        cfg, rep_dir = st.cfg, st.spec.report_dir
+        again (at most busy_retries() times; never in a dry run, which checks the pipeline and measures
+        nothing that matters); every attempt is a row, and the stage keeps the quietest."""
+        cfg, rep_dir, stage_file = st.cfg, st.spec.report_dir, self.stage_file(st)
+        common = st.spec.identity() | dict(git_sha=git_sha())
         attempts: list[StageResult] = []
-        tries = 1 + busy_retries()
+        tries = 1 + (0 if cfg.dry_run else busy_retries())
         for attempt in range(tries):
             tag = f"r{r}" if attempt == 0 else f"r{r}-again{attempt}"
             what = f"{st.spec.name}: timing {r + 1}/{cfg.repeats}" + (", again (busy machine)" if attempt else "")
@@ -307,7 +333,7 @@ class StageRunner:
         w = csv.writer(buf)
         w.writerow(SEED_COLUMNS + ("stage", "repeat"))
         stages_dir = self.cfg.report_dir / "stages"
-        for stage_dir in sorted(p for p in stages_dir.iterdir() if p.is_dir()):
+        for stage_dir in sorted(p for p in stages_dir.glob("*") if p.is_dir()):
             for part in sorted(stage_dir.glob("records-r*.csv")):
                 repeat = part.stem.split("-r")[-1]
                 with open(part, newline="") as fh:

@@ -64,4 +64,5 @@ def load_checkpoint(path: Path, s: TrainState) -> bool:
     if state.get("scaler") and s.scaler.is_enabled():
         s.scaler.load_state_dict(state["scaler"])
     s.step, s.epoch, s.steps_in_epoch = state["step"], state["epoch"], state["steps_in_epoch"]
+    s.first_step = s.step
     return True

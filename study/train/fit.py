@@ -80,8 +80,8 @@ def agree(s: TrainState, flag: bool) -> bool:
 def fit(s: TrainState, train_loader: Any, val_loader: Any, stop: StopPolicy, *, warmup: int = 0,
         hooks: list[StepHook] = ()) -> LoopResult:
     """Train `s` epoch after epoch until `stop` says so; resumes from `s.epoch`/`s.steps_in_epoch`.
-    `val_loader` None: no validation. Global steps below `warmup` are not measured. `hooks` run after
-    every step, outside its timer."""
+    `val_loader` None: no validation. This process's first `warmup` steps are not measured. `hooks` run
+    after every step, outside its timer."""
     result = LoopResult()
     first_step, t0 = s.step, time.perf_counter()
 

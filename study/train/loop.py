@@ -103,6 +103,7 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     steps_in_epoch: int = 0  # steps of `epoch` already done (resume mid-epoch)
+    first_step: int = 0  # the global step this process started at (a resumed one: its checkpoint's)
     # What a checkpoint needs to be used on its own (study.train.checkpoint_meta.checkpoint_meta): model, task,
     # classes, input size, normalisation. Saved with every checkpoint, never read back by training.
     meta: dict = field(default_factory=dict)
@@ -156,7 +157,8 @@ StepHook = Callable[[StepRecord], None]
 
 def train_epoch(s: TrainState, loader: Any, *, max_steps: int, warmup: int,
                 hooks: list[StepHook] = ()) -> list[StepRecord]:
-    """Train one epoch (at most `max_steps` steps, 0 = all); global steps < warmup are not measured."""
+    """Train one epoch (at most `max_steps` steps, 0 = all); this process's first `warmup` steps are not
+    measured."""
     s.model.train()
     timer = PhaseTimer(s.ctx.device)
     batches = iter(loader)
@@ -174,7 +176,7 @@ def train_epoch(s: TrainState, loader: Any, *, max_steps: int, warmup: int,
         seconds = timer.end()
         rec = StepRecord(step=s.step, epoch=s.epoch, start=timer.wall0, seconds=seconds,
                          phases=dict(timer.phases), samples=n, loss=float(loss.detach()),
-                         measured=s.step >= warmup)
+                         measured=s.step - s.first_step >= warmup)  # a resumed process warms up too
         records.append(rec)
         s.step += 1
         s.steps_in_epoch += 1
