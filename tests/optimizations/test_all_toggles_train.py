@@ -3,6 +3,9 @@
 The settings table has one entry per toggle (a test fails when a new toggle has none). Each stage is
 the baseline plus that toggle alone, on the tiny model with 32 px CIFAR in dry-run size (6 steps,
 2 warm-up). A toggle that does not apply here must come back `skipped` with its reason, never fail.
+
+Every stage is a child process (seconds each, more for some): all of them are marked slow. The fast
+loop keeps each toggle's own in-process tests (its session trains on one batch, its plan, its hooks).
 """
 import math
 
@@ -31,6 +34,7 @@ def test_every_registered_toggle_has_settings():
     assert set(SETTINGS) == set(load_all())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(n, marks=marks) for n, (_, _, marks) in SETTINGS.items()])
 def test_toggle_trains(name, toggle_stage):
     spec, settings, _ = SETTINGS[name]
