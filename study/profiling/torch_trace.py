@@ -22,6 +22,9 @@ from study.profiling.trace_summary import find_traces, summarize
 from study.core.records import write_atomic
 
 WAIT, WARMUP = 1, 1
+# Recorded steps at least: the stage-to-stage diff judges each operator's change against its
+# step-to-step spread, which two or three steps cannot show.
+MIN_ACTIVE = 5
 
 
 def run(sess: Any) -> dict[str, str]:
@@ -31,7 +34,7 @@ def run(sess: Any) -> dict[str, str]:
     # A rerun of the stage replaces its trace: TensorBoard would otherwise show both as one run's spans.
     for old in find_traces(out_dir, ctx.rank):
         old.unlink()
-    active = max(cfg.profile_steps - WAIT - WARMUP, 1)
+    active = max(cfg.profile_steps - WAIT - WARMUP, MIN_ACTIVE)
     activities = [ProfilerActivity.CPU]
     if ctx.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)

@@ -19,12 +19,17 @@ between ops, waiting with nothing recorded).
 """
 from __future__ import annotations
 
+import bisect
 import gzip
 import json
+import math
 import re
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
+
+from study.core.stats import t95
 
 CATEGORIES = ("kernel", "memcpy", "memset", "communication", "runtime", "dataloader", "cpu_exec", "other")
 # Priority levels for the sweep (lower wins) and the category each level reports as.
@@ -132,6 +137,17 @@ def _self_times(events: list[dict]) -> dict[int, float]:
     return {i: max(v, 0.0) for i, v in self_us.items()}
 
 
+def _step_finder(steps: list[dict]):
+    """ts -> the index of the step window holding it (None: outside every window)."""
+    starts = [float(s["ts"]) for s in steps]
+    ends = [float(s["ts"]) + float(s.get("dur", 0)) for s in steps]
+
+    def find(ts: float) -> int | None:
+        k = bisect.bisect_right(starts, ts) - 1
+        return k if 0 <= k and ts < ends[k] else None
+    return find
+
+
 def summarize(trace: dict | str | Path, path: str | Path | None = None) -> dict:
     """Step-time categories (ms per step), every operator's and kernel's time per step."""
     if not isinstance(trace, dict):
@@ -171,17 +187,30 @@ def summarize(trace: dict | str | Path, path: str | Path | None = None) -> dict:
     ops: dict[str, dict[str, float]] = defaultdict(lambda: {"calls": 0.0, "self_ms": 0.0, "total_ms": 0.0})
     cpu_ops = [e for e in events if e.get("cat") == "cpu_op" and e.get("pid") == host_pid]
     self_us = _self_times(cpu_ops)
+    # each operator's self time in each profiled step: the step-to-step spread a diff is judged against
+    op_steps: dict[str, list[float]] = defaultdict(lambda: [0.0] * n)
+    step_of = _step_finder(steps)
     for i, e in enumerate(cpu_ops):
         o = ops[str(e.get("name"))]
         o["calls"] += 1
         o["self_ms"] += self_us[i] / 1000.0
         o["total_ms"] += float(e.get("dur", 0)) / 1000.0
+        k = step_of(float(e["ts"]))
+        if k is not None:
+            op_steps[str(e.get("name"))][k] += self_us[i] / 1000.0
     kernels: dict[str, dict[str, float]] = defaultdict(lambda: {"calls": 0.0, "total_ms": 0.0})
+    device_steps = sorted((e for e in events if str(e.get("name", "")).startswith(STEP_PREFIX)
+                           and str(e.get("cat", "")).lower().startswith("gpu_")), key=lambda e: e["ts"])
+    kernel_steps: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(device_steps))
+    kernel_step_of = _step_finder(device_steps)
     for e in events:
         if str(e.get("cat", "")).lower() in _DEVICE_CATS:
             k = kernels[str(e.get("name"))]
             k["calls"] += 1
             k["total_ms"] += float(e.get("dur", 0)) / 1000.0
+            j = kernel_step_of(float(e["ts"]))
+            if j is not None:
+                kernel_steps[str(e.get("name"))][j] += float(e.get("dur", 0)) / 1000.0
 
     def per_step_table(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
         return {name: {k: v / n for k, v in vals.items()} for name, vals in table.items()}
@@ -195,7 +224,9 @@ def summarize(trace: dict | str | Path, path: str | Path | None = None) -> dict:
         "categories_ms": {c: sum(s[c] for s in per_step) / n for c in CATEGORIES},
         "categories_per_step": per_step,
         "ops": per_step_table(ops),
+        "ops_per_step": dict(op_steps),
         "kernels": per_step_table(kernels),
+        "kernels_per_step": dict(kernel_steps),
         "device_events": bool(kernels),
     }
 
@@ -218,23 +249,38 @@ def _as_summary(x: dict | str | Path) -> dict:
     return summarize(x)
 
 
+def beyond_noise(xa: list[float] | None, xb: list[float] | None) -> bool:
+    """Whether two stages' per-step figures differ beyond their step-to-step noise: Welch's t-test at
+    95 % (the mean difference over its standard error, against t with min(n) - 1 degrees of freedom,
+    which is conservative). Fewer than two steps on either side cannot tell: True, and the size
+    thresholds alone decide (traces summarised before the per-step figures were kept)."""
+    if not xa or not xb or len(xa) < 2 or len(xb) < 2:
+        return True
+    se = math.sqrt(statistics.variance(xa) / len(xa) + statistics.variance(xb) / len(xb))
+    return abs(statistics.fmean(xb) - statistics.fmean(xa)) > t95(min(len(xa), len(xb)) - 1) * se
+
+
 def diff_ops(a: dict | str | Path, b: dict | str | Path, *, rel: float = 0.10, min_ms: float | None = None) -> dict:
     """What changed from stage a to stage b, per step: operators (self time) and device kernels that
     got faster or slower, appeared or disappeared, and the change of each category.
 
-    An op counts as faster/slower when its time changed by at least `rel` of its old time and by at
-    least `min_ms` (default 0.5 % of the longer step, so noise in tiny ops is not listed).
-    Appeared/disappeared ops are listed whatever their size, largest first.
-    a, b: summaries (dicts from `summarize`), trace_summary.json paths, or trace paths.
+    An op counts as faster/slower when its time changed by at least `rel` of its old time, by at least
+    `min_ms` (default 0.5 % of the longer step, so tiny ops are not listed) and beyond its step-to-step
+    noise (beyond_noise on its per-step times); "within_noise" counts those that changed by the first
+    two alone. A category's change carries the same test. Appeared/disappeared ops are listed whatever
+    their size, largest first. a, b: summaries (dicts from `summarize`), trace_summary.json paths, or
+    trace paths.
     """
     sa, sb = _as_summary(a), _as_summary(b)
     if min_ms is None:
         min_ms = 0.005 * max(sa.get("step_ms_mean", 0.0), sb.get("step_ms_mean", 0.0))
     out: dict[str, Any] = {"faster": [], "slower": [], "appeared": [], "disappeared": [],
                            "step_ms": [sa.get("step_ms_mean", 0.0), sb.get("step_ms_mean", 0.0)],
-                           "categories": {}, "min_ms": min_ms, "rel": rel}
+                           "steps": [sa.get("steps", 0), sb.get("steps", 0)],
+                           "categories": {}, "min_ms": min_ms, "rel": rel, "within_noise": 0}
     for kind, table, key in (("op", "ops", "self_ms"), ("kernel", "kernels", "total_ms")):
         ta, tb = sa.get(table, {}), sb.get(table, {})
+        pa, pb = sa.get(f"{table}_per_step", {}), sb.get(f"{table}_per_step", {})
         for name in set(ta) | set(tb):
             va = ta.get(name, {}).get(key, 0.0)
             vb = tb.get(name, {}).get(key, 0.0)
@@ -245,6 +291,9 @@ def diff_ops(a: dict | str | Path, b: dict | str | Path, *, rel: float = 0.10, m
             elif name not in tb:
                 out["disappeared"].append(item)
             elif abs(vb - va) >= min_ms and abs(vb - va) >= rel * va:
+                if not beyond_noise(pa.get(name), pb.get(name)):
+                    out["within_noise"] += 1
+                    continue
                 item["ratio"] = va / vb if vb else float("inf")  # > 1: faster
                 out["faster" if vb < va else "slower"].append(item)
     out["faster"].sort(key=lambda i: i["delta_ms"])
@@ -252,8 +301,11 @@ def diff_ops(a: dict | str | Path, b: dict | str | Path, *, rel: float = 0.10, m
     out["appeared"].sort(key=lambda i: -i["b_ms"])
     out["disappeared"].sort(key=lambda i: -i["a_ms"])
     ca, cb = sa.get("categories_ms", {}), sb.get("categories_ms", {})
+    qa, qb = sa.get("categories_per_step", []), sb.get("categories_per_step", [])
     out["categories"] = {c: {"a_ms": ca.get(c, 0.0), "b_ms": cb.get(c, 0.0),
-                             "delta_ms": cb.get(c, 0.0) - ca.get(c, 0.0)} for c in CATEGORIES}
+                             "delta_ms": cb.get(c, 0.0) - ca.get(c, 0.0),
+                             "beyond_noise": beyond_noise([s.get(c, 0.0) for s in qa], [s.get(c, 0.0) for s in qb])}
+                         for c in CATEGORIES}
     return out
 
 
@@ -271,4 +323,4 @@ def headline(diff: dict, n: int = 3) -> str:
         parts.append("new: " + names(diff["appeared"], "+"))
     if diff["disappeared"]:
         parts.append("gone: " + names(diff["disappeared"], "−"))
-    return "; ".join(parts) or "no op changed beyond the noise threshold"
+    return "; ".join(parts) or "no op changed beyond its step-to-step noise"

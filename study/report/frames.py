@@ -130,7 +130,8 @@ def lines_frame(data: dict, function: str = "train_step", n: int = 6) -> pd.Data
 def diff_frames(diff: dict, n: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(category changes, op changes) of one stage diff, ms per step."""
     cats = pd.DataFrame([{"category": c, "before ms": fmt.num(v["a_ms"], ".2f"), "after ms": fmt.num(v["b_ms"], ".2f"),
-                          "change ms": fmt.num(v["delta_ms"], "+.2f")}
+                          "change ms": fmt.num(v["delta_ms"], "+.2f") + ("" if v.get("beyond_noise", True)
+                                                                         else " (within noise)")}
                          for c, v in diff["categories"].items() if v["a_ms"] or v["b_ms"]])
     ops = []
     for what in ("faster", "slower", "appeared", "disappeared"):

@@ -226,15 +226,17 @@ def trace_diff(run: RunData) -> Part:
         return part
     part.heading("What changed between stages (trace diff)")
     part.para("Per step, from one stage's trace to the next: categories, and operators (self time) or "
-              "device kernels that got faster or slower (by ≥ 10 % and ≥ 0.5 % of the step), appeared or "
-              "disappeared. This is the 'why' of a speed-up.")
+              "device kernels that got faster or slower (by ≥ 10 % and ≥ 0.5 % of the step, and beyond their "
+              "step-to-step noise: Welch's t-test at 95 % over the profiled steps), appeared or disappeared. "
+              "This is the 'why' of a speed-up; what moved only within its noise is not named.")
     for a, b in pairs:
         d = diff_ops(run.trace_summary(a), run.trace_summary(b))  # type: ignore[arg-type]
         part.show_line(f"  [bold]{a.name} → {b.name}[/]: {headline(d)}")
         part.heading(f"{a.name} → {b.name}", 3)
+        noise = f" {d['within_noise']} more changed within their noise." if d.get("within_noise") else ""
         part.para(f"profiled step {fmt.num(d['step_ms'][0], '.2f')} → {fmt.num(d['step_ms'][1], '.2f')} ms "
                   f"(timing pass p50 {fmt.num(a.step_time_p50 * 1000, '.2f')} → "
-                  f"{fmt.num(b.step_time_p50 * 1000, '.2f')} ms). {headline(d)}.")
+                  f"{fmt.num(b.step_time_p50 * 1000, '.2f')} ms). {headline(d)}.{noise}")
         cat_df, op_df = diff_frames(d)
         part.table(cat_df)
         part.table(op_df)
