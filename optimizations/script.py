@@ -4,7 +4,9 @@ Scripting compiles the Python forward into a graph that the JIT can fuse and run
 interpreter. Models whose forward is not scriptable (mixed return types, dynamic Python) are traced
 instead with an example batch of the stage's input shape; the fallback and its reason go into the
 stage's notes. TorchScript is deprecated in recent torch (torch.compile/torch.export replace it): the
-deprecation warnings are kept out of the log and recorded once in the notes instead.
+deprecation warnings are kept out of the log and recorded once in the notes instead, and the report
+says so beside the stage. A trace that met value-dependent Python (TracerWarning) froze one path of
+it: the stage's notes, its check column and the verdict say so, since it may time another computation.
 
 A trace freezes Python-level branches, including BatchNorm/Dropout's train-vs-eval switch, so the
 fallback traces the model twice (train mode and eval mode) and dispatches on `.training`. Both graphs
@@ -13,6 +15,7 @@ share the original parameters, so the optimizer built before wrapping still upda
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +25,8 @@ from optimizations.base import ORDER_GRAPH, Cost, Optimization, TrainContext, re
 from study.core.config import RunConfig
 from study.core.faults import first_line
 from study.core.catalog import DEFAULT_SIZE
+
+TORCH_DIR = Path(torch.__file__).resolve().parent
 
 
 def example_input(cfg: RunConfig, device: Any = "cpu", memory_format: Any = None) -> torch.Tensor:
@@ -87,6 +92,13 @@ def script_model(model: nn.Module, example: torch.Tensor | None = None) -> tuple
     deprecated = sorted({str(w.message) for w in caught if "deprecated" in str(w.message)})
     if deprecated:
         notes["script_deprecation"] = deprecated[0][:200]
+    # A TracerWarning means the trace met Python that depends on a tensor's value (a branch, a loop, a
+    # conversion) and froze the path this example took: the stage may then time another computation.
+    # torch's own checks warn too (BatchNorm's batch-size check in train mode): only the model's code counts.
+    frozen = sorted({first_line(str(w.message)) for w in caught if issubclass(w.category, torch.jit.TracerWarning)
+                     and not Path(w.filename).resolve().is_relative_to(TORCH_DIR)})
+    if frozen and notes["script"].startswith("traced"):
+        notes["script_frozen"] = f"{len(frozen)} TracerWarning(s), e.g. {frozen[0][:160]}"
     return wrapped, notes
 
 

@@ -51,6 +51,8 @@ def checks(r: StageResult) -> str:
         found.append(f"busy machine (others used {r.foreign_cpu_share * 100:.0f}% of the CPU time)")
     if r.notes.get("foreign_gpu_processes", 0) > 0:
         found.append(f"shared GPU ({r.notes['foreign_gpu_processes']} other processes computed on it)")
+    if r.notes.get("script_frozen"):
+        found.append("traced with frozen control flow (TracerWarning): it may time another computation")
     if r.steady is False:
         found.append("not steady (the measured steps' second half differs from the first beyond noise)")
     if r.diverged_step >= 0:

@@ -168,6 +168,21 @@ def slower_lines(ladder: list[StageResult]) -> list[str]:
     return out
 
 
+def script_lines(ladder: list[StageResult]) -> list[str]:
+    """TorchScript as this torch sees it: deprecated, with compile as its successor; and a trace that
+    froze value-dependent control flow, whose stage may have timed another computation."""
+    out = []
+    for r in ladder:
+        if r.stack and r.stack[-1].split("=")[0] == "script":
+            if r.notes.get("script_frozen"):
+                out.append(f"{r.name}: the trace froze value-dependent Python ({r.notes['script_frozen']}); its "
+                           f"figures may be another computation's.")
+            if r.notes.get("script_deprecation"):
+                out.append(f"{r.name}: TorchScript is deprecated in this torch ({r.notes['script_deprecation']}); "
+                           f"compile is its successor: try --stack compile.")
+    return out
+
+
 def verdict(run: RunData) -> Part:
     """At the top: whether the pipeline learns (the sanity check), the best stack and its speed-up, what
     limits it now, what to try next."""
@@ -224,7 +239,7 @@ def verdict(run: RunData) -> Part:
             target = base or (ladder[0] if ladder else None)
             lines.append("No stage beat the baseline beyond noise (every speed-up interval in the ladder reaches 1.0 "
                          "or below).")
-        lines += slower_lines(ladder)
+        lines += slower_lines(ladder) + script_lines(ladder)
     busy = [r for r in run.ok if is_busy(r.foreign_cpu_share)]
     if busy:  # the figures above include a neighbour's load: say so where they are stated
         worst = max(busy, key=lambda r: r.foreign_cpu_share)

@@ -61,6 +61,46 @@ def test_unscriptable_model_falls_back_to_a_two_mode_trace():
     assert not torch.allclose(before, traced(x))
 
 
+class _Branchy(torch.nn.Module):
+    """Not scriptable (variable arguments), and its forward branches on a tensor's value: a trace
+    keeps the branch the example took."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x, *extra):
+        if x.sum() > 0:
+            return self.lin(x) * 2
+        return self.lin(x)
+
+
+def test_a_trace_that_froze_a_branch_marks_the_stage_and_the_verdict_says_so(tmp_path):
+    from study.core.recorder import Recorder
+    from study.report.ladder import checks
+    from study.report.reading import RunData
+    from study.report.verdict import verdict
+    from tests.report.test_paired import stage
+
+    model = _Branchy()
+    traced, notes = script_model(model, torch.ones(2, 4))
+    assert isinstance(traced, TracedModel) and "TracerWarning" in notes["script_frozen"]
+    x = -torch.ones(2, 4)  # the other branch: the trace still doubles, as the example's path did
+    with torch.no_grad():
+        assert torch.allclose(traced(x), 2 * model(x)) and not torch.allclose(traced(x), model(x))
+    plain, plain_notes = script_model(TinyNet(10), torch.randn(2, 3, 32, 32))  # a trace that froze nothing
+    assert "script_frozen" not in plain_notes
+    recorder = Recorder(tmp_path)
+    recorder.add(stage("00-base", 0, (), [100.0, 101.0, 99.0]))
+    row = stage("01-script", 1, ("script",), [100.0, 102.0, 98.0], **notes)
+    recorder.add(row)
+    assert "frozen control flow" in checks(row)
+    text = " ".join(str(b) for b in verdict(RunData(tmp_path)).blocks)
+    assert "froze value-dependent Python" in text
+    if "script_deprecation" in notes:  # this torch deprecates TorchScript: the report points at compile
+        assert "deprecated" in text and "--stack compile" in text
+
+
 def test_segmentation_dict_output_traces():
     model = TinyNet(2, segment=True)
     traced, notes = script_model(model, torch.randn(2, 3, 64, 64))
