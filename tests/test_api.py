@@ -19,7 +19,7 @@ def test_run_and_load_round_trip(synthetic_root: Path, tmp_path: Path) -> None:
     assert list(df["name"]) == ["00-base", "01-channels_last"]
     assert (df["status"] == "ok").all() and (df["samples_per_s"] > 0).all()
     assert df["speedup_vs_base"].iloc[0] == 1.0
-    assert "Fastest stage" in result.verdict or "no stage" in result.verdict.lower(), result.verdict
+    assert "timed once" in result.verdict, result.verdict  # one run a stage: no interval, nothing proven
     again = study.load(tmp_path / "reports" / "api")
     assert again.frame().equals(df) and again.verdict == result.verdict
     assert study.load(tmp_path / "reports" / "api" / "results.jsonl").path == result.path

@@ -21,13 +21,8 @@ MODELS = ("resnet50", "resnet18", "deeplabv3_resnet101", "vgg_attention", "tiny"
 DATASETS = tuple(d.name for d in catalog.DATASETS)
 DEFAULT_MODEL = {"classify": "resnet50", "segment": "deeplabv3_resnet101"}
 DEFAULT_DATASET = {"classify": "cifar10", "segment": "oxford-pets"}
-MODEL_TASKS = {
-    "resnet50": ("classify",),
-    "resnet18": ("classify",),
-    "deeplabv3_resnet101": ("segment",),
-    "vgg_attention": ("classify",),
-    "tiny": ("classify", "segment"),
-}
+MODEL_TASKS = {"resnet50": ("classify",), "resnet18": ("classify",), "deeplabv3_resnet101": ("segment",),
+               "vgg_attention": ("classify",), "tiny": ("classify", "segment")}
 DATASET_TASKS = {d.name: (d.task,) for d in catalog.DATASETS}
 PROFILE_PASSES = ("cprofile", "torch", "pyspy", "lines")
 DRY_RUN_MAX_SIDE = 64
@@ -121,6 +116,9 @@ class MeasuringOptions:
     """Timed runs per stage; median and 95% CI are taken over them."""
     ablate: bool = False
     """Also run leave-one-out stages on the full stack."""
+    busy_retries: int = option(-1, measured=False)
+    """Measure a timing run again, at most this many times, when others used 20 % or more of the machine
+    during it (-1: $STUDY_BUSY_RETRIES, else 2; 0: never; a dry run never does)."""
     until: str = ""
     """METRIC=VALUE: train each stage until its validation metric reaches it and record the time taken."""
     until_every: int = 0
@@ -216,6 +214,8 @@ class RunConfig(LaunchOptions, OutputOptions, ProfilingOptions, MeasuringOptions
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         parse_target(self.until)  # METRIC=VALUE, or one line saying the form
         check_launch(self.nnodes, self.node_rank, self.rdzv_endpoint, self.rdzv_timeout)
+        if self.busy_retries < -1:
+            raise ConfigError(f"--busy-retries must be 0 or more (-1: the default), got {self.busy_retries}")
         if not (math.isfinite(self.until_minutes) and self.until_minutes > 0):
             raise ConfigError(f"--until-minutes must be a positive number, got {self.until_minutes}")
         for name in ("image_size", "subset", "val_subset", "steps", "val_steps", "warmup", "threads",

@@ -20,9 +20,11 @@ RETRIES_ENV = "STUDY_BUSY_RETRIES"
 DEFAULT_RETRIES = 2  # extra attempts of a busy timing run before its figures are kept as they are
 
 
-def busy_retries() -> int:
-    """How many times a busy timing run is measured again: $STUDY_BUSY_RETRIES, else 2 (0: never, as
-    the test suite runs, so its length does not follow the machine's load)."""
+def busy_retries(configured: int = -1) -> int:
+    """How many times a busy timing run is measured again: --busy-retries when given (0: never), else
+    $STUDY_BUSY_RETRIES (the test suite sets 0, so its length does not follow the machine's load), else 2."""
+    if configured >= 0:
+        return configured
     raw = os.environ.get(RETRIES_ENV, "")
     return max(int(raw), 0) if raw.strip().isdigit() else DEFAULT_RETRIES
 

@@ -227,9 +227,10 @@ def verdict(run: RunData) -> Part:
         target, sp = best_ladder_stage(run)
         base = next((r for r in run.ok if r.stage == 0), None)
         if target is not None:
+            unproven = " (busy: unproven)" if any(is_busy(r.foreign_cpu_share) for r in (target, base) if r) else ""
             lines.append(f"Fastest stage: {target.name} ({'+'.join(target.stack)}), "
-                         f"{fmt.num(target.throughput, '.1f')} samples/s, {fmt.speedup(*sp)} the baseline "
-                         f"(stages.csv speedup_vs_base).")
+                         f"{fmt.num(target.throughput, '.1f')} samples/s, {fmt.speedup(*sp)} the baseline"
+                         f"{unproven} (stages.csv speedup_vs_base).")
         elif base is not None and any(r.ci_basis == "steps" for r in ladder):
             target = max(ladder, key=lambda r: r.throughput)
             lines.append(f"Each stage was timed once, so no speed-up has an interval and none is proven: the fastest "
@@ -243,8 +244,10 @@ def verdict(run: RunData) -> Part:
     busy = [r for r in run.ok if is_busy(r.foreign_cpu_share)]
     if busy:  # the figures above include a neighbour's load: say so where they are stated
         worst = max(busy, key=lambda r: r.foreign_cpu_share)
-        lines.append(f"The machine was busy during {len(busy)} of {len(run.ok)} stages even after measuring them "
-                     f"again (others used up to {worst.foreign_cpu_share * 100:.0f} % of the CPU time, in {worst.name}): "
+        again = any(r.kind == "repeat" and r.notes.get("attempt") for r in run.results)
+        lines.append(f"The machine was busy during {len(busy)} of {len(run.ok)} stages"
+                     f"{' even after measuring them again' if again else ' (busy runs were not measured again)'} "
+                     f"(others used up to {worst.foreign_cpu_share * 100:.0f} % of the CPU time, in {worst.name}): "
                      f"their figures include that load; rerun them on a quieter machine before trusting them.")
     base = next((r for r in run.ok if r.stage == 0), None)
     if target is not None and base is not None and target is not base and target.metric_name:

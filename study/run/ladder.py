@@ -268,12 +268,12 @@ class StageRunner:
 
     def timed_run(self, st: PlannedStage, r: int) -> StageResult:
         """Repeat r of a stage's timing. A run during which others used much of the machine is run
-        again (at most busy_retries() times; never in a dry run, which checks the pipeline and measures
+        again (at most --busy-retries times; never in a dry run, which checks the pipeline and measures
         nothing that matters); every attempt is a row, and the stage keeps the quietest."""
         cfg, rep_dir, stage_file = st.cfg, st.spec.report_dir, self.stage_file(st)
         common = st.spec.identity() | dict(git_sha=git_sha())
         attempts: list[StageResult] = []
-        tries = 1 + (0 if cfg.dry_run else busy_retries())
+        tries = 1 + (0 if cfg.dry_run else busy_retries(cfg.busy_retries))
         for attempt in range(tries):
             tag = f"r{r}" if attempt == 0 else f"r{r}-again{attempt}"
             what = f"{st.spec.name}: timing {r + 1}/{cfg.repeats}" + (", again (busy machine)" if attempt else "")
@@ -301,7 +301,7 @@ class StageRunner:
             self.on_warning(f"{st.spec.name} timing {r + 1}: {describe(row.foreign_cpu_share)}; " +
                             ("measuring it again" if attempt + 1 < tries else
                              f"still busy after {tries} runs, keeping the quietest (the report flags it)" if tries > 1
-                             else "not measured again ($STUDY_BUSY_RETRIES is 0); the report flags it"))
+                             else "not measured again (--busy-retries 0, or a dry run); the report flags it"))
         return min(attempts, key=lambda a: (a.status != "ok", a.foreign_cpu_share))
 
     def run_profiles(self, st: PlannedStage, stage_file: Path, rep_dir: Path) -> dict[str, str]:
