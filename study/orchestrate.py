@@ -237,7 +237,8 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     if not learns:
         print(f"study: {sanity.line(checked)}", file=sys.stderr)
     for r in failed:  # plain lines: a script reading stderr gets one line per failed stage
-        print(f"study: stage {r.name} failed: {one_line(r.error)}", file=sys.stderr)
+        log = f" (log: {r.notes['log']})" if r.notes.get("log") else ""
+        print(f"study: stage {r.name} failed: {one_line(r.error)}{log}", file=sys.stderr)
     if any(r.stage == 0 for r in failed):
         print("study: the baseline failed, so no stage can be compared with it", file=sys.stderr)
     return 3

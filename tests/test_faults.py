@@ -211,6 +211,8 @@ def test_failed_stages_are_recorded_the_ladder_goes_on_and_the_study_exits_3(syn
     lines = [ln for ln in err.splitlines() if ln.startswith("study: ")]
     assert lines[0].startswith("study: stage 00-base failed: RuntimeError: ") and "can't allocate memory" in lines[0]
     assert "out of memory: lower --batch-size" in lines[0]
+    log = Path(lines[0].rsplit("(log: ", 1)[1].rstrip(")"))  # where the whole traceback is
+    assert log.name == "timing-r0.log" and "Traceback" in (tmp_path / log).read_text()
     # rank 0 fails too, after rank 1 left: the cause comes first
     assert lines[1].startswith("study: stage 01-ddp_2 failed: rank 1: RuntimeError: injected failure on rank 1"), lines
     assert len(lines) == 3 and "baseline" in lines[2], lines  # and a last line: nothing to compare with

@@ -287,9 +287,10 @@ class StageRunner:
             finally:
                 if live is not None:
                     live.close()
-            if payload is None:
+            if payload is None:  # the log holds the whole traceback: the row says where it is
                 row = StageResult(status="failed", error=err, kind="repeat", repeat=r, repeats=cfg.repeats,
-                                  versions=versions(), started=time.time(), finished=time.time(), **common)
+                                  notes={"log": str(rep_dir / f"timing-{tag}.log")}, versions=versions(),
+                                  started=time.time(), finished=time.time(), **common)
             else:
                 row = StageResult.from_dict(payload)
                 row.git_sha = common["git_sha"]
