@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any
 
-from optimizations.base import how_of
+from optimizations.base import how_of, toggle_name
 from study.advice import (RULES, Advice, Finding, Measured, StageVerdict, evidence_of, figures, ladder_measurements,
                           refutations, stage_verdict, verdict_from_record)
 from study.core.machine import Env
@@ -407,8 +407,8 @@ def compile_stats(run: RunData) -> Part:
     part.table(rows)
     for r in stages:
         p = prev.get(r.name)
-        if p is None:
-            continue
+        if p is None or not (r.stack and toggle_name(r.stack[-1]) == "compile"):
+            continue  # a later stage carries compile's stats too; its line speaks of its own toggle
         ratio, lo, hi = speedup_of(r, p)
         saved = p.step_time_p50 - r.step_time_p50
         if lo > 1.0 and saved > 0:

@@ -113,9 +113,10 @@ def test_compile_section_shows_breaks_recompiles_and_payback(tmp_path):
     stats = {"seconds": 61.5, "graphs": 3, "graph_breaks": 1, "graph_break_reasons": ["model.py:10: Data-dependent"],
              "recompiles": 2, "recompile_reasons": ["forward (resnet.py:284): GLOBAL_STATE changed: grad_mode"],
              "cache_hits": 0, "cache_misses": 4}
+    notes = {"compile": "mode=default; compile time is in warmup_seconds", "compile_stats": stats}
     for r in (ladder_row(0, "00-base", [], 100.0),
-              ladder_row(1, "01-compile", ["compile"], 125.0, warmup_seconds=70.0,
-                         notes={"compile": "mode=default; compile time is in warmup_seconds", "compile_stats": stats})):
+              ladder_row(1, "01-compile", ["compile"], 125.0, warmup_seconds=70.0, notes=notes),
+              ladder_row(2, "02-fused_optim", ["compile", "fused_optim"], 120.0, warmup_seconds=70.0, notes=notes)):
         r.kind = "stage"
         append_jsonl(run_dir / "results.jsonl", r)
     md = run_report(run_dir).markdown()
@@ -123,6 +124,7 @@ def test_compile_section_shows_breaks_recompiles_and_payback(tmp_path):
     assert "| 01-compile | default | 61.5 | 70.0 | 3 | 1 | 2 |" in part
     assert "GLOBAL_STATE changed: grad_mode" in part and "0/4" in part
     assert "pay back after about" in part
+    assert "02-fused_optim" in part and "02-fused_optim: " not in part  # in the table; no compile line of its own
 
 
 def test_doc_prints_closing_lines_after_every_table():
