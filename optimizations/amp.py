@@ -67,5 +67,10 @@ class Amp(Optimization):
             return False, "this GPU has no native bf16; use amp=fp16"
         return True, ""
 
+    def caveat(self, env: Env) -> str:
+        if (self.value or default_dtype(env)) == "bf16" and env.device_type == "cpu" and not env.bf16_native:
+            return "no AVX512-BF16/AMX on this CPU: bf16 is emulated, expect it slower than fp32"
+        return ""
+
     def setup(self, ctx: TrainContext) -> None:
         apply_amp(ctx, self.value or default_dtype(ctx.env))

@@ -92,6 +92,11 @@ class Optimization:
     def applicable(self, env: Env) -> tuple[bool, str]:
         return True, ""
 
+    def caveat(self, env: Env) -> str:
+        """What a user should know before expecting a gain here, though the toggle applies (bf16
+        emulated on this CPU); `study list` shows it. Empty: nothing."""
+        return ""
+
     def fits(self, model: ModelFacts) -> tuple[bool, str]:
         """Whether this toggle can change anything for this model and its inputs, and why not. Asked
         in the parent before any stage starts (the stage is then skipped with the reason and the

@@ -112,6 +112,9 @@ class Script(Optimization):
     cost = Cost(warm_s=5.0)  # tracing or scripting at start-up
     addresses = {"host-bound": "TorchScript runs the model without one Python call per layer"}
 
+    def caveat(self, env: Any) -> str:
+        return "TorchScript is deprecated in torch 2.9 and later; compile is its successor"
+
     def wrap_model(self, model: Any, ctx: TrainContext) -> Any:
         # The stage's own inputs when the session has them: a plug-in's shape and dtype (token ids) are
         # not the image batch the config implies.

@@ -157,8 +157,10 @@ def cmd_list(argv: list[str]) -> int:
     for c in ("toggle", "values", "applies here", "conflicts", "description"):
         table.add_column(c, overflow="fold")
     for name, cls in sorted(load_all().items()):
-        ok, reason = cls(None).applicable(env)  # every toggle has a default value
-        table.add_row(name, cls.value_help or "–", "yes" if ok else f"no: {reason}",
+        toggle = cls(None)  # every toggle has a default value
+        ok, reason = toggle.applicable(env)
+        caveat = toggle.caveat(env) if ok else ""
+        table.add_row(name, cls.value_help or "–", (f"yes, but {caveat}" if caveat else "yes") if ok else f"no: {reason}",
                       ", ".join(conflicts_of(name)) or "–", cls.description)
     make_console().print(table)
     return 0

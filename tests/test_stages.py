@@ -62,8 +62,13 @@ def test_list_shows_every_toggle_and_its_applicability(capsys):
     applies = {name: cells[2] for name, cells in rows.items()}
     assert applies["pin"].startswith("no: ") and applies["cudnn"].startswith("no: ")
     assert applies["dp"].startswith("no: ") and "2" in applies["dp"]  # not hidden inside ddp's row
-    for name in ("ddp", "hogwild", "workers", "channels_last", "fused_optim", "script", "compile"):
+    for name in ("ddp", "hogwild", "workers", "channels_last", "fused_optim", "compile"):
         assert applies[name] == "yes", (name, applies[name])
+    assert applies["script"].startswith("yes, but") and "compile" in applies["script"]  # deprecated here
+    from optimizations.amp import Amp
+
+    emulated, native = (Env(device_type="cpu", cuda_count=0, cpu_count=2, bf16_native=b) for b in (False, True))
+    assert "emulated" in Amp("bf16").caveat(emulated) and Amp("bf16").caveat(native) == ""
     conflicts = {name: set(cells[3].split(", ")) - {"\u2013"} for name, cells in rows.items()}
     assert conflicts["ddp"] == {"dp", "hogwild"} and conflicts["script"] == {"compile"}
     for name, others in conflicts.items():  # declared once, shown on both sides
