@@ -144,3 +144,36 @@ def test_a_resumed_study_keeps_the_runs_it_finished_and_times_only_the_rest(tmp_
     results = resumed.run()
     assert [(name, r) for name, r, _ in ran_again] == [("01-workers_2", 1), ("00-base", 2), ("01-workers_2", 2)]
     assert [r.notes["repeat_samples_per_s"] for r in results] == [[100.0, 101.0, 102.0], [101.0, 102.0, 103.0]]
+
+
+def test_a_busy_run_measured_again_keeps_one_attempt_for_its_row_its_records_and_its_curves(tmp_path, monkeypatch):
+    """Three attempts of one timing run on a busy machine (others at 60 %, 30 % and 40 %: the quietest
+    is the second): the stage's records-r0.csv and its TensorBoard files are the second attempt's, as
+    its row is; the other attempts' curves move aside."""
+    from study.core.records import StageResult
+    from study.run.ladder import StageRunner
+
+    cfg = RunConfig(model="tiny", reports_root=str(tmp_path / "reports"), profiles_root=str(tmp_path / "profiles"),
+                    profile=(), busy_retries=2)
+    runner = StageRunner(cfg, [], CPU)
+    st = runner.stages[0]
+    shares = iter([0.6, 0.3, 0.4])
+
+    def run_pass(spec, stage_file, pass_name, repeat, out, log, **watch):
+        attempt = len(list(spec.profile_dir.glob("**/events.out.tfevents.*")))
+        spec.profile_dir.mkdir(parents=True, exist_ok=True)
+        (spec.profile_dir / f"events.out.tfevents.{attempt}").write_text(f"curve of attempt {attempt}")
+        (spec.report_dir / "records-r0.csv").write_text(f"records of attempt {attempt}\n")
+        row = StageResult(**spec.identity(), kind="repeat", repeat=0, throughput=100.0 + attempt,
+                          foreign_cpu_share=next(shares))
+        return row.__dict__, ""
+
+    monkeypatch.setattr(runner, "run_pass", run_pass)
+    kept = runner.timed_run(st, 0)
+    assert kept.throughput == 101.0 and kept.foreign_cpu_share == 0.3
+    assert (st.spec.report_dir / "records-r0.csv").read_text() == "records of attempt 1\n"
+    assert [p.read_text() for p in st.spec.profile_dir.glob("events.out.tfevents.*")] == ["curve of attempt 1"]
+    aside = sorted(p.read_text() for p in (st.spec.profile_dir / "busy-attempts").glob("*/events.out.tfevents.*"))
+    assert aside == ["curve of attempt 0", "curve of attempt 2"]
+    rows = [r for r in runner.recorder.rows() if r.kind == "repeat"]
+    assert [r.notes.get("attempt", 0) for r in rows] == [0, 1, 2]  # every attempt is a row

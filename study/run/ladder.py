@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,9 @@ from study.run.clean import prune_checkpoints, weights_stage
 from study.core.recorder import Recorder
 from study.core.records import StageResult, aggregate, git_sha, versions, write_atomic
 from study.core.stage_spec import StageSpec, worker_command
+
+
+EVENTS = "events.out.tfevents.*"  # TensorBoard's event files
 
 
 @dataclass
@@ -273,8 +278,10 @@ class StageRunner:
         cfg, rep_dir, stage_file = st.cfg, st.spec.report_dir, self.stage_file(st)
         common = st.spec.identity() | dict(git_sha=git_sha())
         attempts: list[StageResult] = []
+        curves: list[set[Path]] = []  # each attempt's TensorBoard files (the child writes the first run's)
         tries = 1 + (0 if cfg.dry_run else busy_retries(cfg.busy_retries))
         for attempt in range(tries):
+            before = set(st.spec.profile_dir.glob(EVENTS))
             tag = f"r{r}" if attempt == 0 else f"r{r}-again{attempt}"
             what = f"{st.spec.name}: timing {r + 1}/{cfg.repeats}" + (", again (busy machine)" if attempt else "")
             self.on_pass(what)
@@ -297,13 +304,31 @@ class StageRunner:
                 row.notes = {**row.notes, "attempt": attempt} if attempt else row.notes
             self.recorder.add(row)
             attempts.append(row)
+            curves.append(set(st.spec.profile_dir.glob(EVENTS)) - before)
+            records = rep_dir / f"records-r{r}.csv"
+            if records.is_file():  # each attempt's seed records apart; the kept one's become records-rN.csv
+                os.replace(records, rep_dir / f"attempt{attempt}-records-r{r}.csv")
             if row.status != "ok" or not is_busy(row.foreign_cpu_share):
                 break
             self.on_warning(f"{st.spec.name} timing {r + 1}: {describe(row.foreign_cpu_share)}; " +
                             ("measuring it again" if attempt + 1 < tries else
                              f"still busy after {tries} runs, keeping the quietest (the report flags it)" if tries > 1
                              else "not measured again (--busy-retries 0, or a dry run); the report flags it"))
-        return min(attempts, key=lambda a: (a.status != "ok", a.foreign_cpu_share))
+        kept = min(range(len(attempts)), key=lambda a: (attempts[a].status != "ok", attempts[a].foreign_cpu_share))
+        self.keep_attempt(st, r, kept, curves)
+        return attempts[kept]
+
+    def keep_attempt(self, st: PlannedStage, r: int, kept: int, curves: list[set[Path]]) -> None:
+        """The kept attempt's seed records and curves are the stage's, as its row is: the others' move
+        aside (TensorBoard would draw them as the stage's own), kept for a reader who asks."""
+        rep_dir, aside = st.spec.report_dir, st.spec.profile_dir / "busy-attempts"
+        chosen = rep_dir / f"attempt{kept}-records-r{r}.csv"
+        if chosen.is_file():
+            shutil.copyfile(chosen, rep_dir / f"records-r{r}.csv")
+        for attempt, files in enumerate(curves):
+            for f in files if attempt != kept else ():
+                (aside / f"r{r}-attempt{attempt}").mkdir(parents=True, exist_ok=True)
+                os.replace(f, aside / f"r{r}-attempt{attempt}" / f.name)
 
     def run_profiles(self, st: PlannedStage, stage_file: Path, rep_dir: Path) -> dict[str, str]:
         """Each profiling pass is its own short run, so its overhead never enters the timing."""
