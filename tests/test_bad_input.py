@@ -463,6 +463,7 @@ def test_bad_input_is_one_line_and_exit_2(case: Case, synthetic_root: Path, tmp_
     assert files_under(tmp_path) == before, "a refused run must leave nothing behind"
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch; the catalogue above runs every case in-process
 def test_a_real_process_refuses_in_one_line(synthetic_root: Path, tmp_path: Path) -> None:
     """As a user sees it: python -m study, a truncated CIFAR batch (the seed studies' UnpicklingError)."""
     _cifar_truncated(synthetic_root, tmp_path)

@@ -14,6 +14,7 @@ from tests.util import REPO
 BENCHMARKS = sorted((REPO / "benchmarks").glob("*.py"))
 
 
+@pytest.mark.slow  # one interpreter a script, most importing torch
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.name)
 def test_each_benchmark_explains_itself(script: Path) -> None:
     p = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=REPO,

@@ -82,6 +82,7 @@ def test_a_diverged_stage_is_flagged_and_never_a_gain():
     assert refutations([m])["amp"] is m  # the advice marks amp as measured without gain
 
 
+@pytest.mark.slow  # a whole study: its stage in a child process
 def test_a_study_whose_loss_explodes_records_the_step_and_flags_it(tmp_path, synthetic_root, monkeypatch):
     """A real stage at an lr that blows the loss up: its row says from which step, the ladder flags it.
     The study runs in this process (its stage in a child, as always): the test is not about the parent."""

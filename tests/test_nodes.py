@@ -66,11 +66,11 @@ def test_a_follower_whose_leader_never_comes_stops_within_its_bound(tmp_path, mo
 
     monkeypatch.setattr(dist, "TCPStore", store)
     port = free_port()
-    cfg = RunConfig(model="tiny", nnodes=2, node_rank=1, rdzv_endpoint=f"127.0.0.1:{port}", rdzv_timeout=2,
+    cfg = RunConfig(model="tiny", nnodes=2, node_rank=1, rdzv_endpoint=f"127.0.0.1:{port}", rdzv_timeout=1,
                     run_name="f", reports_root=str(tmp_path / "reports"))
     said: list[str] = []
     assert follow(cfg, said.append) == 3
-    assert asked == [2.0]
+    assert asked == [1.0]
     assert f"127.0.0.1:{port}" in said[-1] and "--node-rank 0" in said[-1]
 
 

@@ -18,6 +18,7 @@ HALVES = str(REPO / "tests" / "plugins" / "two_halves.py")
 LM = str(REPO / "examples" / "char_lm.py")
 
 
+@pytest.mark.slow  # a whole study: its stage in a child process
 def test_a_user_dataset_trains_and_beats_chance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture) -> None:
     """Two classes (chance 0.5) with a clear signal: tiny must get most validation items right in 20

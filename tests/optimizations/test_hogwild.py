@@ -42,6 +42,7 @@ def test_adopt_shared_keeps_parameter_objects():
     assert torch.equal(a.weight, b.weight)
 
 
+@pytest.mark.slow  # two spawned trainer processes
 def test_trainers_update_the_parent_model(tiny_cfg):
     sess = make_session(tiny_cfg, "hogwild")
     model = sess.state.base_model
