@@ -124,7 +124,7 @@ def test_stages_are_timed_in_interleaved_rounds_and_profiled_after(tmp_path, mon
     monkeypatch.setattr(runner, "run_profiles", lambda st, f, d: profiled.append((st.spec.name, len(ran))) or {})
     results = runner.run()
     assert [(name, r) for name, r, _ in ran] == [("00-base", 0), ("01-workers_2", 0), ("03-fused_optim", 0),
-                                                 ("00-base", 1), ("01-workers_2", 1),
+                                                 ("01-workers_2", 1), ("00-base", 1),  # odd rounds: backwards
                                                  ("00-base", 2), ("01-workers_2", 2)]
     assert [r.status for r in results] == ["ok", "ok", "skipped", "failed"]  # pin: no accelerator here
     assert profiled == [("00-base", 7), ("01-workers_2", 7)]  # after every timing run of every stage
@@ -143,6 +143,7 @@ def test_a_resumed_study_keeps_the_runs_it_finished_and_times_only_the_rest(tmp_
     monkeypatch.setattr(resumed, "run_profiles", lambda st, f, d: {})
     results = resumed.run()
     assert [(name, r) for name, r, _ in ran_again] == [("01-workers_2", 1), ("00-base", 2), ("01-workers_2", 2)]
+    # (round 1 runs backwards, and its finished 00-base run is kept: only 01's is timed)
     assert [r.notes["repeat_samples_per_s"] for r in results] == [[100.0, 101.0, 102.0], [101.0, 102.0, 103.0]]
 
 

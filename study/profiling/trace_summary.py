@@ -260,14 +260,24 @@ def beyond_noise(xa: list[float] | None, xb: list[float] | None) -> bool:
     return abs(statistics.fmean(xb) - statistics.fmean(xa)) > t95(min(len(xa), len(xb)) - 1) * se
 
 
+def shares(per_step: list[float] | None, summary: dict) -> list[float] | None:
+    """An operator's share of each profiled step. A profiling run that the machine slowed as a whole
+    (a neighbour, the clock) scales every operator alike and leaves their shares where they were."""
+    steps = summary.get("step_ms", [])
+    if not per_step or len(per_step) != len(steps):
+        return None
+    return [x / s for x, s in zip(per_step, steps) if s > 0]
+
+
 def diff_ops(a: dict | str | Path, b: dict | str | Path, *, rel: float = 0.10, min_ms: float | None = None) -> dict:
     """What changed from stage a to stage b, per step: operators (self time) and device kernels that
     got faster or slower, appeared or disappeared, and the change of each category.
 
     An op counts as faster/slower when its time changed by at least `rel` of its old time, by at least
-    `min_ms` (default 0.5 % of the longer step, so tiny ops are not listed) and beyond its step-to-step
-    noise (beyond_noise on its per-step times); "within_noise" counts those that changed by the first
-    two alone. A category's change carries the same test. Appeared/disappeared ops are listed whatever
+    `min_ms` (default 0.5 % of the longer step, so tiny ops are not listed), and beyond its step-to-step
+    noise both in milliseconds and in its share of the step (beyond_noise on each): one profiling run
+    per stage cannot show run-to-run noise, and a run the machine slowed as a whole moves every op's
+    milliseconds but not their shares. "within_noise" counts those that changed by size alone. A category's change carries the same test. Appeared/disappeared ops are listed whatever
     their size, largest first. a, b: summaries (dicts from `summarize`), trace_summary.json paths, or
     trace paths.
     """
@@ -291,7 +301,8 @@ def diff_ops(a: dict | str | Path, b: dict | str | Path, *, rel: float = 0.10, m
             elif name not in tb:
                 out["disappeared"].append(item)
             elif abs(vb - va) >= min_ms and abs(vb - va) >= rel * va:
-                if not beyond_noise(pa.get(name), pb.get(name)):
+                if not (beyond_noise(pa.get(name), pb.get(name))
+                        and beyond_noise(shares(pa.get(name), sa), shares(pb.get(name), sb))):
                     out["within_noise"] += 1
                     continue
                 item["ratio"] = va / vb if vb else float("inf")  # > 1: faster

@@ -144,9 +144,9 @@ class StageRunner:
         return stages, runs
 
     def run(self) -> list[StageResult]:
-        """The ladder in rounds: round r times repeat r of every stage in ladder order, so whatever changes
-        on the machine over the study falls on every stage alike, and stage k's run r pairs with the
-        baseline's run r. A stage whose first run fails is closed there, and the stages after it are
+        """The ladder in rounds: round r times repeat r of every stage (in ladder order, backwards in odd
+        rounds), so whatever changes on the machine over the study falls on every stage alike, and
+        stage k's run r pairs with the baseline's run r. A stage whose first run fails is closed there, and the stages after it are
         planned again without its toggle; every other stage is closed (aggregated, then profiled) after
         the last round."""
         cfg, stages = self.cfg, self.stages
@@ -166,7 +166,10 @@ class StageRunner:
         for r in range(cfg.repeats):
             i = 0
             while i < len(self.stages):  # planned again, without a toggle whose stage failed, from there on
-                st, i = self.stages[i], i + 1
+                # odd rounds run backwards (A B C, C B A, ...): drift within a round falls on every stage
+                # alike instead of on the last ones; round 0 goes in ladder order, where failures drop toggles
+                st = self.stages[len(self.stages) - 1 - i if r % 2 else i]
+                i += 1
                 name = st.spec.name
                 if name in closed:
                     continue
