@@ -31,12 +31,22 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that reads the session's dry run is slow whatever its own body costs: the dry run is a
+    whole study in child processes (about 40 s here), paid by the first test that asks for it. Marked
+    here, beside the fixture, so that no test file has to remember it and `-m "not slow"` never runs it."""
+    for item in items:
+        if "tiny_dry_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_dry_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path):
     """One dry run as a user types it (the CLI in its own process): the tiny model with
     ``--stack workers=auto``, so the baseline, a stage with the worker sweep, the pictures pass on
     its last stage and every report. Run once per session for the tests that read a dry run's
-    outputs (``cwd``, ``run``, the finished process ``proc``): treat it as read-only."""
+    outputs (``cwd``, ``run``, the finished process ``proc``): treat it as read-only. Every test that
+    asks for it is marked slow (pytest_collection_modifyitems above)."""
     from types import SimpleNamespace
 
     from tests.util import run_study

@@ -5,6 +5,7 @@ The cache's refusal of S3 keys that leave it is tested in tests/data/test_s3.py.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 from tests.util import REPO
@@ -12,15 +13,20 @@ from tests.util import REPO
 SOURCES = sorted(p for d in ("study", "optimizations") for p in (REPO / d).rglob("*.py"))
 
 
+@functools.cache
+def call_nodes() -> list[tuple[Path, ast.Call]]:
+    """Every call in the sources, parsed once for all the checks here."""
+    return [(path, node) for path in SOURCES for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.Call)]
+
+
 def calls(name: str):
     """(file:line, ast.Call) of every call spelled ``<module>.<attr>`` == ``name`` in the sources."""
     module, _, attr = name.rpartition(".")
-    for path in SOURCES:
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            f = getattr(node, "func", None)
-            if isinstance(node, ast.Call) and isinstance(f, ast.Attribute) and f.attr == attr \
-                    and isinstance(f.value, ast.Name) and f.value.id == module:
-                yield f"{path.relative_to(REPO)}:{node.lineno}", node
+    for path, node in call_nodes():
+        f = node.func
+        if isinstance(f, ast.Attribute) and f.attr == attr and isinstance(f.value, ast.Name) and f.value.id == module:
+            yield f"{path.relative_to(REPO)}:{node.lineno}", node
 
 
 def test_every_torch_load_is_weights_only() -> None:
