@@ -2,7 +2,7 @@
 finished is lost, nothing hangs, and the exit code says what happened.
 
 Stage passes are run in-process where the process boundary is not the point (a loader worker that
-raises or is killed: ``study.stage.main`` is the stage process's own entry point); whole studies run
+raises or is killed: ``study.stage.__main__.main`` is the stage process's own entry point); whole studies run
 as real processes where it is (crashes, torchrun ranks, Ctrl-C, SIGKILL, --resume). Faults inside
 those studies come from tests/inject/sitecustomize.py, put on the children's PYTHONPATH.
 """
@@ -54,9 +54,9 @@ def stage_spec(tmp: Path, num_workers: int = 0, **changes) -> Path:
 
 
 def run_worker(stage: Path, out: Path) -> dict:
-    import study.stage as worker
+    from study.stage.__main__ import main  # the stage process's entry point, called in this process
 
-    assert worker.main(["--stage", str(stage), "--pass", "timing", "--out", str(out)]) == 1
+    assert main(["--stage", str(stage), "--pass", "timing", "--out", str(out)]) == 1
     return json.loads(out.read_text())
 
 
