@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from study.core.stats import log_ci, percentile
+from study.core.stats import log_ci
 
 # Version of the row format: 2 adds "run" rows (the machine and the options), "verdict" rows (each
 # stage's findings and advice as decided when the run ended) and this field; rows without it are 1.

@@ -20,7 +20,8 @@ from study.report.frames import (PHASE_FIELDS, UNREPRESENTATIVE, category_frame,
 from study.report.ladder import display_frame, ladder_frame, ladder_text
 from study.report import learning
 from study.report.reading import RunData
-from study.report.verdict import bottlenecks, compile_stats, search_table, verdict
+from study.report.compile_stats import compile_stats
+from study.report.verdict import bottlenecks, search_table, verdict
 
 Section = Callable[[RunData], Part]
 
