@@ -14,7 +14,7 @@ from study.cli import main
 from study.core.config import ConfigError, RunConfig
 from study.core.records import StageResult
 from study.core.stage_spec import StageSpec
-from tests.util import results, run_study, stage_rows
+from tests.util import results, run_cli, stage_rows
 
 SMALL = ["--model", "tiny", "--batch-size", "8", "--subset", "64", "--val-subset", "16", "--val-steps", "1",
          "--warmup", "1", "--steps", "4", "--checkpoint-every", "2", "--profile", ""]
@@ -119,7 +119,7 @@ def test_clean_of_an_unknown_run_is_one_line_and_exit_2(tmp_path, capsys):
 def test_a_study_keeps_one_stage_weights_which_predict_uses_and_clean_removes(synthetic_root, tmp_path, capsys):
     from tests.trained import synthetic_picture
 
-    p = run_study(*SMALL, "--stack", "channels_last", "--data-root", str(synthetic_root), "--run-name", "k",
+    p = run_cli(*SMALL, "--stack", "channels_last", "--data-root", str(synthetic_root), "--run-name", "k",
                   cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     run = tmp_path / "reports" / "k"
@@ -148,7 +148,7 @@ def test_a_study_keeps_one_stage_weights_which_predict_uses_and_clean_removes(sy
 def test_keep_checkpoints_keeps_every_full_checkpoint_and_every_repeat_trains_in_full(synthetic_root, tmp_path):
     """--resume on a fresh run with two repeats: the second repeat trains its own steps (it must not
     resume from the end of the first)."""
-    p = run_study(*SMALL, "--stack", "channels_last", "--no-pictures", "--keep-checkpoints", "--repeats", "2",
+    p = run_cli(*SMALL, "--stack", "channels_last", "--no-pictures", "--keep-checkpoints", "--repeats", "2",
                   "--resume", "--data-root", str(synthetic_root), "--run-name", "all", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     run = tmp_path / "reports" / "all"

@@ -1,6 +1,6 @@
 """A user's model: `--model FILE.py:FUNC`, `torchvision:NAME`, `timm:NAME` through the model registry.
 
-Short real studies (the CLI in its own process, tiny sizes) for what happens after the timing
+Short real studies (the CLI in the test's process, its stages in child processes; tiny sizes) for what happens after the timing
 (pictures, predict, a toggle that cannot take the model); the library models are built and trained
 one step in-process.
 """
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from study.core.config import MODELS, RunConfig
-from tests.util import REPO, run_study, stage_rows
+from tests.util import REPO, run_cli, stage_rows
 
 EXAMPLE = REPO / "examples" / "my_model.py"
 PLUGINS = REPO / "tests" / "plugins"
@@ -21,7 +21,7 @@ SHORT = ["--steps", "4", "--warmup", "1", "--subset", "64", "--batch-size", "8",
 
 
 def short_study(root: Path, cwd: Path, model: str, *more: str, run: str = "p"):
-    proc = run_study("--model", model, *SHORT, *more, "--data-root", str(root), "--run-name", run, cwd=cwd)
+    proc = run_cli("--model", model, *SHORT, *more, "--data-root", str(root), "--run-name", run, cwd=cwd)
     return proc, {r["name"]: r for r in stage_rows(cwd, run)}
 
 
@@ -45,8 +45,8 @@ def test_user_model_file_trains_and_predict_rebuilds_it(synthetic_root: Path, tm
 
     picture = tmp_path / "red.png"
     Image.new("RGB", (40, 40), (220, 20, 20)).save(picture)
-    out = run_study("predict", str(picture), "--checkpoint", str(tmp_path / "reports" / "p" / "checkpoints" / "00-base.pt"),
-                    "--out", str(tmp_path / "pred"), cwd=tmp_path)
+    out = run_cli("predict", str(picture), "--checkpoint", str(tmp_path / "reports" / "p" / "checkpoints" / "00-base.pt"),
+                  "--out", str(tmp_path / "pred"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "my_model.py:build" in out.stdout and (tmp_path / "pred" / "red.cam.png").is_file()
 

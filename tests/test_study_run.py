@@ -1,12 +1,13 @@
-"""The whole pipeline through the CLI, as a user runs it: stages in child processes, records, exits.
-Bad input (exit 2) is catalogued in test_bad_input.py; failed stages, kills and --resume after them
-(exit 3, 130) in test_faults.py."""
+"""The whole pipeline through the CLI: stages in child processes, records, exits. The session's dry run
+is a user's own process (tests/conftest.py); the other studies call the CLI in the test's process
+(tests/util.py run_cli), since their point is not the parent process. Bad input (exit 2) is catalogued
+in test_bad_input.py; failed stages, kills and --resume after them (exit 3, 130) in test_faults.py."""
 import json
 import math
 
 import pytest
 
-from tests.util import records, results, run_study, stage_rows
+from tests.util import records, results, run_cli, stage_rows
 
 SEED = ["type", "epoch", "start", "loading", "duration", "value1", "value2"]
 
@@ -36,7 +37,7 @@ def test_dry_run_writes_every_output(tiny_dry_run):
 
 @pytest.mark.slow
 def test_resnet18_beats_chance_on_synthetic_cifar(tmp_path, synthetic_root):
-    p = run_study("--model", "resnet18", "--data-root", str(synthetic_root), "--run-name", "c", "--no-pictures", "--steps", "30",
+    p = run_cli("--model", "resnet18", "--data-root", str(synthetic_root), "--run-name", "c", "--no-pictures", "--steps", "30",
                   "--subset", "2000", "--val-subset", "300", "--batch-size", "32", "--profile", "", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     (row,) = stage_rows(tmp_path, "c")
@@ -51,7 +52,7 @@ def test_segmentation_beats_all_background_miou(tmp_path, synthetic_root):
     from study.core.config import RunConfig
     from study.data import open_datasets
 
-    p = run_study("--task", "segment", "--model", "tiny", "--image-size", "64", "--data-root", str(synthetic_root),
+    p = run_cli("--task", "segment", "--model", "tiny", "--image-size", "64", "--data-root", str(synthetic_root),
                   "--run-name", "s", "--epochs", "6", "--batch-size", "8", "--lr", "0.05", "--profile", "",
                   "--no-pictures", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -65,20 +66,20 @@ def test_segmentation_beats_all_background_miou(tmp_path, synthetic_root):
     assert row["metrics"]["miou"] > all_background + 0.05, (row["metrics"], all_background)
 
 
-@pytest.mark.slow  # four studies, three with a stage process
+@pytest.mark.slow  # four studies, three with a stage process (the studies in this process: not about it)
 def test_resume_continues_the_step_count(tmp_path, synthetic_root):
     common = ["--model", "tiny", "--data-root", str(synthetic_root), "--run-name", "r", "--steps", "4",
               "--subset", "256", "--val-steps", "1", "--profile", "", "--warmup", "1",
               "--no-pictures"]
-    assert run_study(*common, "--epochs", "1", cwd=tmp_path).returncode == 0
+    assert run_cli(*common, "--epochs", "1", cwd=tmp_path).returncode == 0
     first = stage_rows(tmp_path, "r")[-1]
     assert first["steps_total"] == 4
     assert not (tmp_path / "reports" / "r" / "pictures.json").exists()  # --no-pictures: no pictures pass ran
     # Another measured setting: --resume would mix two settings in one ladder, so it is refused; a rerun
     # moves the earlier study aside and measures the stage anew from the start.
-    p = run_study(*common, "--epochs", "2", "--resume", cwd=tmp_path)
-    assert p.returncode == 2 and "measured with other settings (epochs 1 → 2)" in p.stderr, p.stderr
-    p = run_study(*common, "--epochs", "2", cwd=tmp_path)
+    p = run_cli(*common, "--epochs", "2", "--resume", cwd=tmp_path)
+    assert p.returncode == 2 and "epochs 1 → 2" in p.stderr, p.stderr
+    p = run_cli(*common, "--epochs", "2", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "reports" / "r" / "previous" / "1" / "results.jsonl").is_file()
     second = stage_rows(tmp_path, "r")[-1]
@@ -86,7 +87,7 @@ def test_resume_continues_the_step_count(tmp_path, synthetic_root):
     assert second["config_hash"] != first["config_hash"]
     # same config again: the finished stage is skipped, not re-run
     measured = [r for r in results(tmp_path, "r") if r["kind"] in ("stage", "repeat")]
-    assert run_study(*common, "--epochs", "2", "--resume", cwd=tmp_path).returncode == 0
+    assert run_cli(*common, "--epochs", "2", "--resume", cwd=tmp_path).returncode == 0
     assert [r for r in results(tmp_path, "r") if r["kind"] in ("stage", "repeat")] == measured
 
 

@@ -21,6 +21,33 @@ def run_study(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None
                           timeout=timeout, env=full_env, stdin=subprocess.DEVNULL)
 
 
+def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The CLI in this process, with what run_study gives its own (the arguments, the working folder,
+    COLUMNS, `env`), for tests that are not about the study's own process: its stages still run in
+    child processes, and an interpreter start (seconds, torch's import) is saved. Returns what
+    run_study returns: the exit code and what the study printed."""
+    import contextlib
+    import io
+
+    from study.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.update({"COLUMNS": "200", **(env or {})})
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse's refusals and --help
+                code = e.code if isinstance(e.code, int) else 2
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["study", *args], code, out.getvalue(), err.getvalue())
+
+
 def results(cwd: Path, run: str) -> list[dict]:
     path = cwd / "reports" / run / "results.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -20,7 +20,7 @@ from study.core.config import ConfigError, RunConfig
 from study.core import catalog
 from study.data import open_datasets, s3
 from tests.s3_server import ACCESS_KEY, BUCKET, CLEARED, SECRET, LoopbackS3, aws_env, closed_port
-from tests.util import records, run_study, stage_rows
+from tests.util import records, run_cli, stage_rows
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "synth"
@@ -322,8 +322,8 @@ def _check_load_records(tmp_path: Path, run: str, counts: tuple[int, int], stage
 
 @pytest.mark.slow
 def test_study_streams_pets_from_s3_with_workers(server: Server, uploaded, tmp_path: Path) -> None:
-    p = run_study(*SMALL_STUDY, "--task", "segment", "--image-size", "32", "--data-root", URL,
-                  "--s3-endpoint", server.endpoint, "--stack", "workers=2", "--run-name", "s3pets", cwd=tmp_path, timeout=300)
+    p = run_cli(*SMALL_STUDY, "--task", "segment", "--image-size", "32", "--data-root", URL,
+                  "--s3-endpoint", server.endpoint, "--stack", "workers=2", "--run-name", "s3pets", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     _check_load_records(tmp_path, "s3pets", (120, 40), stages=2)
     assert not list(tmp_path.rglob("*.jpg"))  # streaming: no image ever written locally
@@ -333,8 +333,8 @@ def test_study_streams_pets_from_s3_with_workers(server: Server, uploaded, tmp_p
 @pytest.mark.slow
 def test_study_reads_cifar_through_the_cache(server: Server, uploaded, tmp_path: Path) -> None:
     cache = tmp_path / "s3-cache"
-    p = run_study(*SMALL_STUDY, "--data-root", URL, "--s3-endpoint", server.endpoint, "--s3-cache", str(cache),
-                  "--run-name", "s3cifar", cwd=tmp_path, timeout=300)
+    p = run_cli(*SMALL_STUDY, "--data-root", URL, "--s3-endpoint", server.endpoint, "--s3-cache", str(cache),
+                "--run-name", "s3cifar", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     _check_load_records(tmp_path, "s3cifar", (2000, 500), stages=1)
     assert (cache / BUCKET / PREFIX / "cifar-10-batches-py" / "data_batch_5").is_file()

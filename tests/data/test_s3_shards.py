@@ -22,7 +22,7 @@ from study.data import open_datasets, s3, synthetic
 from study.data.s3.shard_index import INDEX
 from study.data.samples import SampleError
 from tests.s3_server import BUCKET, CLEARED, SECRET, LoopbackS3, aws_env
-from tests.util import run_study, stage_rows
+from tests.util import run_cli, stage_rows
 
 PREFIX = "sharded"
 URL = f"s3://{BUCKET}/{PREFIX}"
@@ -262,10 +262,10 @@ def test_shard_options_without_upload_exit_2(store, tmp_path: Path) -> None:
 def test_study_streams_pets_shards_with_workers_and_ddp_and_writes_nothing(store, tmp_path: Path) -> None:
     """Workers, then two DDP ranks each with its workers: every reader its own span of the shards."""
     before = dict(store.proxy.methods)
-    p = run_study("--model", "tiny", "--task", "segment", "--image-size", "32", "--steps", "3", "--warmup", "1",
-                  "--batch-size", "4", "--val-steps", "1", "--profile", "", "--no-pictures", "--data-root", URL,
-                  "--s3-endpoint", store.proxy.endpoint, "--stack", "workers=2,ddp=2", "--run-name", "shards",
-                  cwd=tmp_path, timeout=400)
+    p = run_cli("--model", "tiny", "--task", "segment", "--image-size", "32", "--steps", "3", "--warmup", "1",
+                "--batch-size", "4", "--val-steps", "1", "--profile", "", "--no-pictures", "--data-root", URL,
+                "--s3-endpoint", store.proxy.endpoint, "--stack", "workers=2,ddp=2", "--run-name", "shards",
+                cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = stage_rows(tmp_path, "shards")
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"], [r.get("error") for r in rows]

@@ -13,7 +13,7 @@ from study.core.recorder import Recorder
 from study.orchestrate import record_data_checks
 from study.report.reading import RunData
 from study.report.sections import header
-from tests.util import results, run_study
+from tests.util import results, run_cli
 
 
 class Quiet:
@@ -50,13 +50,14 @@ def test_a_study_on_an_accepted_copy_says_so_in_its_summary(tmp_path: Path, synt
     root = tmp_path / "data"
     shutil.copytree(synthetic_root / "cifar-10-batches-py", root / "cifar-10-batches-py")
     (root / "cifar-10-batches-py" / "SYNTHETIC").unlink()
-    refused = run_study("--model", "tiny", "--data-root", str(root), "--profile", "", cwd=tmp_path)
+    refused = run_cli("--model", "tiny", "--data-root", str(root), "--profile", "", cwd=tmp_path)
     assert refused.returncode == 2 and f"./prepare.sh --root {root} --no-verify" in refused.stderr
     from study.data.prepare import main
 
     assert main(["--root", str(root), "--no-verify"]) == 0
-    p = run_study("--model", "tiny", "--data-root", str(root), "--profile", "", "--dry-run", "--no-pictures",
-                  "--run-name", "accepted", cwd=tmp_path)
+    p = run_cli("--model", "tiny", "--data-root", str(root), "--profile", "", "--steps", "3", "--warmup", "1",
+                "--subset", "64", "--val-subset", "16", "--batch-size", "8", "--val-steps", "1", "--no-pictures",
+                "--run-name", "accepted", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     summary = (tmp_path / "reports" / "accepted" / "summary.md").read_text()
     assert "MD5 check skipped" in summary and "UNVERIFIED" in summary
