@@ -76,7 +76,8 @@ def test_a_diverged_stage_is_flagged_and_never_a_gain():
     fast = StageResult(run="r", stage=1, name="01-amp", stack=["amp"], status="ok", throughput=300.0,
                        throughput_ci_low=290.0, throughput_ci_high=310.0, steps_measured=10, first_loss=2.3,
                        final_loss=float("nan"), diverged_step=4)
-    assert "diverged: loss not finite from step 4" in checks(fast) and "lower --lr" in checks(fast)
+    flagged = checks(fast)
+    assert "diverged" in flagged and "step 4" in flagged and "--lr" in flagged  # what, from when, what to change
     (m,) = ladder_measurements([base, fast])
     assert m.ratio > 2.9 and m.low > 1.0 and not m.gained and "diverged" in m.where
     assert refutations([m])["amp"] is m  # the advice marks amp as measured without gain

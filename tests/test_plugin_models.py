@@ -74,7 +74,7 @@ def test_script_fails_on_data_dependent_control_flow_and_the_ladder_goes_on(synt
     assert proc.returncode == 3, proc.stderr  # a stage failed; the run itself finished
     assert rows["00-base"]["status"] == "ok"
     assert rows["01-script"]["status"] == "failed"
-    assert "ModuleDict indexing is only supported with string literals" in rows["01-script"]["error"]
+    assert "ModuleDict" in rows["01-script"]["error"]  # TorchScript's own reason, passed on
     assert "Tracer cannot infer type" in rows["01-script"]["error"]
     assert "02-workers_1" in rows  # measured after the failure (it carries script too, so it fails the same way)
 

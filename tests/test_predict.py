@@ -93,7 +93,8 @@ def test_predict_reads_the_weights_a_finished_stage_keeps(classify_ckpt, tmp_pat
     (full,) = predict([img], classify_ckpt, tmp_path / "full")
     (slim,) = predict([img], kept, tmp_path / "slim")
     assert slim["top"] == full["top"]
-    assert "classify, tiny on cifar10, 12 training steps" in capsys.readouterr().out
+    about = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("checkpoint "))
+    assert all(fact in about for fact in ("classify", "tiny", "cifar10", "12 training steps"))
 
 
 def test_segment_prints_pixel_shares_and_writes_the_mask_overlay(segment_ckpt, tmp_path, capsys):
@@ -137,8 +138,8 @@ def test_bad_input_is_one_line_and_exit_2_before_torch(classify_ckpt, tmp_path):
     assert "not a study checkpoint" in one_line_exit_2([str(img), "--checkpoint", "state_dict.pt"], tmp_path)
     assert "--checkpoint" in one_line_exit_2([str(img)], tmp_path)
     (tmp_path / "a-file").write_text("")
-    assert "--out a-file is a file, not a folder" in one_line_exit_2([str(img), "--checkpoint", ck, "--out", "a-file"],
-                                                                    tmp_path)
+    said = one_line_exit_2([str(img), "--checkpoint", ck, "--out", "a-file"], tmp_path)
+    assert "--out" in said and "a-file" in said
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes(b"\0" * 64 + classify_ckpt.read_bytes()[64:])  # its zip header zeroed
     assert "damaged or not a checkpoint" in one_line_exit_2([str(img), "--checkpoint", str(damaged)], tmp_path)
