@@ -65,7 +65,7 @@ def child(stage_file: str, mode: str, out: str, warmup: int) -> int:
 def plan_stage(args: argparse.Namespace, model: str, work: Path) -> Path:
     from optimizations.base import Env, parse_stack
     from study.core.config import RunConfig
-    from study.run.ladder import plan
+    from study.runner.ladder import plan
 
     cfg = RunConfig(model=model, data_root=args.data_root, batch_size=args.batch_size, subset=args.subset,
                     profile_steps=args.steps, warmup=args.warmup, threads=args.threads,

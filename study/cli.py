@@ -109,7 +109,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     for key in LIST_OPTIONS:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    from study.run.multinode import slurm_launch
+    from study.runner.multinode import slurm_launch
 
     for key, value in slurm_launch(dict(os.environ)).items():  # under srun; flags and config files win
         values.setdefault(key, value)
@@ -212,7 +212,7 @@ def cmd_clean(argv: list[str]) -> int:
     p.add_argument("runs", nargs="+", help="run names (under --reports-root) or paths to reports/<run>")
     p.add_argument("--reports-root", default="reports")
     args = p.parse_args(argv)
-    from study.run.clean import clean, run_dir
+    from study.runner.clean import clean, run_dir
 
     dirs = [run_dir(r, args.reports_root) for r in args.runs]  # every name checked before anything is removed
     for d in dirs:

@@ -11,7 +11,7 @@ from pathlib import Path
 from study.core.config import DRY_RUN_MAX_SUBSET, ConfigError, RunConfig
 from study.core.faults import one_line
 from study.core.recorder import Recorder
-from study.run.folder import RunFolderLock, archive_previous, check_resume_identity
+from study.runner.folder import RunFolderLock, archive_previous, check_resume_identity
 
 
 def _check_writable(path: Path) -> None:
@@ -134,14 +134,14 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
 
     from study.data import open_datasets
     from study.report import build_report, make_console, write_ladder
-    from study.run.ladder import StageRunner
+    from study.runner.ladder import StageRunner
 
     console = make_console(stderr=True)
     # Preflight in the parent: a missing dataset or unreachable bucket is bad input (exit 2), found
     # before any stage process starts.
     bundle = open_datasets(cfg)
     check_measured_steps(cfg, len(bundle.train), bundle.loads[0].count)
-    from study.run import preflight
+    from study.runner import preflight
 
     check_resume_identity(cfg)  # --resume into a folder that measured something else
     facts = preflight.run(cfg, bundle)  # samples, model/task/dataset fit, weights, --resume checkpoints
@@ -150,14 +150,14 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     sizes, loads = (len(bundle.train), len(bundle.val)), bundle.loads
     del bundle
     if cfg.node_rank > 0:  # a follower: it joins node 0's multi-node passes and writes no ladder of its own
-        from study.run.multinode import follow
+        from study.runner.multinode import follow
 
         return follow(cfg, lambda text: console.print(text, markup=False, highlight=False))
     lock.acquire()  # from here on this study writes reports/<run>/
     moved = archive_previous(cfg)  # a rerun: the earlier study's files out of the way, never mixed in
     recorder = Recorder(cfg.report_dir)  # the one writer of results.jsonl; every part of the study hands it rows
     from study.core import sanity
-    from study.run.sanity_check import before_ladder
+    from study.runner.sanity_check import before_ladder
 
     checked = None  # does the pipeline learn at all? Seconds on one batch, before the long part
     if cfg.sanity or cfg.dry_run:
@@ -216,7 +216,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
         runner.on_result = result
         runner.on_pass = on_pass
         runner.on_warning = lambda text: console.print(f"[yellow]warning:[/] {text}")
-        from study.run.multinode import fleet_of
+        from study.runner.multinode import fleet_of
 
         runner.fleet = fleet_of(cfg)  # the other nodes, told of each multi-node pass
         try:
@@ -227,7 +227,7 @@ def _run_study(cfg: RunConfig, lock: RunFolderLock) -> int:
     write_ladder(cfg.report_dir)
     build_report([cfg.report_dir])
     console.print(f"reports: {cfg.report_dir}/  traces: tensorboard --logdir {cfg.profile_dir}")
-    from study.run.clean import disk_line
+    from study.runner.clean import disk_line
 
     console.print(disk_line(cfg.report_dir, cfg.profile_dir), markup=False, highlight=False)
     failed = [r for r in results if r.status == "failed"]

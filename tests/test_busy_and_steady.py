@@ -122,7 +122,7 @@ def test_a_busy_run_is_measured_again_and_the_stage_keeps_the_quieter(tmp_path, 
     import json
     from dataclasses import asdict
 
-    import study.run.ladder as stages
+    import study.runner.ladder as stages
     from study.core.config import RunConfig
     from study.core.machine import Env
     from study.report import build_report
@@ -165,7 +165,7 @@ def test_the_parent_draws_the_live_curve_from_the_progress_file(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from study.core.child_process import run_child
-    from study.run.live_scalars import LiveScalars
+    from study.runner.live_scalars import LiveScalars
     from study.core.stage_spec import PROGRESS_ENV
 
     child = (f"import json, os, time\nfrom study.core.stage_spec import write_progress\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from study.run.clean import clean, disk_line, human, prune_checkpoints, run_dir, usage, weights_stage
+from study.runner.clean import clean, disk_line, human, prune_checkpoints, run_dir, usage, weights_stage
 from study.cli import main
 from study.core.config import ConfigError, RunConfig
 from study.core.records import StageResult

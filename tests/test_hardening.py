@@ -107,11 +107,11 @@ def test_one_study_writes_a_run_folder_at_a_time(tmp_path, synthetic_root, capsy
     import subprocess
     import sys
 
-    from study.run.folder import RunFolderLock
+    from study.runner.folder import RunFolderLock
 
     run = tmp_path / "reports" / "r"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from study.run.folder import RunFolderLock; "
+        "import sys, time; from pathlib import Path; from study.runner.folder import RunFolderLock; "
         f"RunFolderLock(Path({str(run)!r})).acquire(); print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     try:
@@ -136,7 +136,7 @@ def test_numpy_integer_labels_are_classes():
     import numpy as np
     import torch
 
-    from study.run.preflight import check_sample
+    from study.runner.preflight import check_sample
 
     cfg = RunConfig(model="tiny")
     check_sample(cfg, "train", 0, (torch.zeros(3, 8, 8), np.int64(3)), 10)  # accepted
@@ -161,7 +161,7 @@ def _folder_with_a_study(root: Path, **options) -> Path:
 
 
 def test_resume_into_a_folder_that_measured_other_settings_is_refused(tmp_path):
-    from study.run.folder import check_resume_identity
+    from study.runner.folder import check_resume_identity
 
     _folder_with_a_study(tmp_path, lr=0.1, batch_size=32)
     with pytest.raises(ConfigError) as e:
@@ -176,7 +176,7 @@ def test_resume_into_a_folder_that_measured_other_settings_is_refused(tmp_path):
 
 def test_a_rerun_moves_the_earlier_study_aside_and_the_report_never_mixes_them(tmp_path):
     from study.report.reading import RunData
-    from study.run.folder import archive_previous
+    from study.runner.folder import archive_previous
 
     run = _folder_with_a_study(tmp_path)
     cfg = RunConfig(model="tiny", run_name="r", reports_root=str(tmp_path))

@@ -13,7 +13,7 @@ import pytest
 
 from study.cli import build_config, run_parser
 from study.core.config import ConfigError, RunConfig
-from study.run.multinode import first_host, follow, slurm_launch
+from study.runner.multinode import first_host, follow, slurm_launch
 from tests.util import REPO
 
 SLURM = {"SLURM_NNODES": "2", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "gpu[03-05,07],cpu1", "SLURM_JOB_ID": "4242"}

@@ -92,7 +92,7 @@ def test_summary_html_is_one_file_with_every_picture_inlined(synthetic_root, tmp
 def test_the_runner_draws_the_last_ok_ladder_stage_in_one_plain_process(tmp_path, monkeypatch):
     """Not an ablation stage, not a failed one; one process even for DDP; an error is kept, not raised."""
     from optimizations.base import parse_stack
-    import study.run.ladder as stages
+    import study.runner.ladder as stages
     from study.core.stage_plan import Plan
     from study.core.config import RunConfig
     from study.core.records import StageResult

@@ -2,7 +2,7 @@
 from optimizations.base import Env, load_all, parse_stack
 from study.core.config import RunConfig
 from study.core.stage_spec import worker_command
-from study.run.ladder import plan
+from study.runner.ladder import plan
 from tests.util import table_rows
 
 CPU = Env(device_type="cpu", cuda_count=0, cpu_count=2)
@@ -79,7 +79,7 @@ def planted_runner(tmp_path, monkeypatch, stack, fails=lambda stack, r: False, *
     """A StageRunner whose timing runs are planted rows (no child process): `fails(stack, repeat)` says
     which fail. Returns (runner, the runs in the order they were timed, the warnings)."""
     from study.core.records import StageResult
-    from study.run.ladder import StageRunner
+    from study.runner.ladder import StageRunner
 
     cfg = RunConfig(model="tiny", reports_root=str(tmp_path / "reports"), profiles_root=str(tmp_path / "profiles"),
                     profile=(), **cfg)
@@ -152,7 +152,7 @@ def test_a_busy_run_measured_again_keeps_one_attempt_for_its_row_its_records_and
     is the second): the stage's records-r0.csv and its TensorBoard files are the second attempt's, as
     its row is; the other attempts' curves move aside."""
     from study.core.records import StageResult
-    from study.run.ladder import StageRunner
+    from study.runner.ladder import StageRunner
 
     cfg = RunConfig(model="tiny", reports_root=str(tmp_path / "reports"), profiles_root=str(tmp_path / "profiles"),
                     profile=(), busy_retries=2)

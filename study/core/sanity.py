@@ -9,7 +9,7 @@ signal cannot, and each is named in a one-line reason.
 
 Three parts: judging a curve and saying why (here: torch-free rules that the stage process, the parent
 and the report all read), the child pass that trains the batch (study.stage.sanity_pass, torch), and
-the parent's side (study.run.sanity_check): it starts that pass once on the baseline stage's spec
+the parent's side (study.runner.sanity_check): it starts that pass once on the baseline stage's spec
 before the ladder (every dry run, or --sanity) and records one row of kind "sanity" in results.jsonl,
 which the report and the exit code read.
 """

@@ -312,7 +312,7 @@ def skipped(run: RunData) -> Part:
 
 def disk(run: RunData) -> Part:
     """What the run keeps on disk, and where: its checkpoints one by one, the rest of reports/<run>/, the traces."""
-    from study.run.clean import CHECKPOINTS, clean_command, human, usage
+    from study.runner.clean import CHECKPOINTS, clean_command, human, usage
 
     part, u = Part(), usage(run.dir)
     status = {r.name: r.status for r in run.stages}

@@ -106,7 +106,7 @@ class AutoSearch:
 
     def prepare(self, rnd: int, pass_index: int, role: str, spec: str, slot: int, stack: tuple[str, ...]):
         """(stage spec, key) of one run; the key names it in results.jsonl, for --resume."""
-        from study.run.ladder import planned, slug
+        from study.runner.ladder import planned, slug
 
         name = f"r{rnd}-{slug(spec) if role == 'candidate' else role}"
         sspec = planned(self.child_cfg, self.env, rnd, name, parse_stack(list(stack)) if stack else []).spec
@@ -159,7 +159,7 @@ class AutoSearch:
             started=time.time(), finished=time.time()))
 
     def record_outcome(self, o: Outcome, incumbent: tuple[str, ...], inc_tp: float) -> None:
-        from study.run.ladder import slug
+        from study.runner.ladder import slug
 
         status = {FAILED: "failed", CUT: "skipped", NOT_RETRIED: "skipped"}.get(o.decision, "ok")
         self.record(f"r{o.round}-{slug(o.spec)}", o.stack, o.round, status, RoundNote(

@@ -1,7 +1,7 @@
 """The stage process: build the session once, run one pass (timing, a profiler, the pictures or the
 sanity check), write its payload; or measure one auto sweep (workers=auto, batch=auto).
 
-Started by the parent (study.run.ladder) as `python -m study.stage --stage S.json --pass P --out R.json`,
+Started by the parent (study.runner.ladder) as `python -m study.stage --stage S.json --pass P --out R.json`,
 through torchrun for DDP stages; a sweep as `python -m study.stage --sweep NAME --job J.json --out R.json`
 (study.core.sweeps). A fresh process per pass keeps global state (cudnn flags, threads,
 compile caches) from leaking between stages and isolates crashes.

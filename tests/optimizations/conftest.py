@@ -24,7 +24,7 @@ def toggle_stage(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory)
 
     Only the toggle's own stage runs: the baseline is the same for every toggle and is tested elsewhere.
     """
-    from study.run.ladder import StageRunner
+    from study.runner.ladder import StageRunner
 
     cache: dict[tuple, tuple[StageResult, Path]] = {}
 

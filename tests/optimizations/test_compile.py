@@ -7,7 +7,7 @@ from optimizations.base import parse_stack
 from optimizations.compile import MIN_WARMUP, compile_model
 from study.core.stage_plan import Plan
 from study.core.config import ConfigError, RunConfig
-from study.run.ladder import plan
+from study.runner.ladder import plan
 from tests.optimizations.helpers import cpu_env
 
 

@@ -44,7 +44,7 @@ def test_worker_command_goes_through_torchrun(tmp_path):
 def test_ddp_needs_the_gpus_it_names_and_runs_as_processes_on_a_cpu(tmp_path):
     """What ddp=N asks of the machine: on CUDA, N GPUs on this node, else its stage is planned as
     skipped with the reason; on a CPU its ranks are processes sharing the cores, so any N applies."""
-    from study.run.ladder import plan
+    from study.runner.ladder import plan
 
     two_gpus = cuda_env(gpus=2)
     assert parse_stack("ddp=2")[0].applicable(two_gpus) == (True, "")

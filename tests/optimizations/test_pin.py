@@ -15,7 +15,7 @@ def test_not_applicable_without_an_accelerator():
 def test_pin_stage_is_planned_on_cuda_and_skipped_with_its_reason_on_cpu():
     """On CUDA the pin stage's plan pins and the stages after it keep pinning; on the CPU the stage is
     planned as skipped, saying why, and no stage's plan pins (pinning there buys nothing)."""
-    from study.run.ladder import plan
+    from study.runner.ladder import plan
 
     cfg = RunConfig(model="tiny")
     on_cuda = plan(cfg, parse_stack("pin,amp"), cuda_env())

@@ -33,7 +33,7 @@ def run_check(spec: Any, recorder: Recorder, on_pass: Callable[[str], None] = la
 def before_ladder(cfg: Any, env: Any, recorder: Recorder | None = None,
                   on_pass: Callable[[str], None] = lambda what: None) -> StageResult:
     """The check on the baseline stage of `cfg`; with --resume, a check this config already passed is kept."""
-    from study.run.ladder import planned
+    from study.runner.ladder import planned
 
     recorder = recorder or Recorder(cfg.report_dir)
     spec = planned(cfg, env, 0, "00-base", []).spec

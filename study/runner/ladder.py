@@ -24,10 +24,10 @@ from study.core.machine import Env
 from study.models.facts import ModelFacts
 from study.core.config import RunConfig
 from study.core.child_process import run_child
-from study.run.live_scalars import LiveScalars
-from study.run.multinode import OneNode
+from study.runner.live_scalars import LiveScalars
+from study.runner.multinode import OneNode
 from study.core.machine_load import busy_retries, describe, is_busy
-from study.run.clean import prune_checkpoints, weights_stage
+from study.runner.clean import prune_checkpoints, weights_stage
 from study.core.recorder import Recorder
 from study.core.records import StageResult, aggregate, git_sha, versions, write_atomic
 from study.core.stage_spec import StageSpec, worker_command
@@ -106,7 +106,7 @@ class StageRunner:
         self.on_result = on_result or (lambda r: None)
         self.on_pass = on_pass or (lambda what: None)  # progress display: "01-workers timing r0"
         self.on_warning: Callable[[str], None] = lambda text: None  # one line for the user, now
-        self.fleet: OneNode = OneNode()  # the other nodes of a multi-node study (study.run.multinode), set by the study
+        self.fleet: OneNode = OneNode()  # the other nodes of a multi-node study (study.runner.multinode), set by the study
         self.model = model
         self.failed: frozenset[int] = frozenset()  # ladder stages that failed: their toggles are left out after them
         self.stages = plan(cfg, toggles, env, model)  # configure() may measure (workers=auto), once per study
@@ -196,7 +196,7 @@ class StageRunner:
 
     def close(self, st: PlannedStage, row: StageResult, closed: dict[str, StageResult]) -> None:
         closed[st.spec.name] = row
-        if not self.cfg.keep_checkpoints:  # finished stages keep one stage's weights in all (study.run.clean)
+        if not self.cfg.keep_checkpoints:  # finished stages keep one stage's weights in all (study.runner.clean)
             in_order = [closed[s.spec.name] for s in self.stages if s.spec.name in closed]
             prune_checkpoints([s.spec for s in self.stages if s.spec.name in closed], len(self.toggles), in_order)
         self.on_result(row)
@@ -218,7 +218,7 @@ class StageRunner:
         from study.pictures import PASS_NAME, PICTURES_FILE
 
         target = self.cfg.report_dir / PICTURES_FILE
-        # the stage whose weights the run keeps (study.run.clean): the last ok ladder stage, no ablation
+        # the stage whose weights the run keeps (study.runner.clean): the last ok ladder stage, no ablation
         spec = None if self.cfg.no_pictures else weights_stage([st.spec for st in self.stages], len(self.toggles),
                                                                results)
         if spec is None:
